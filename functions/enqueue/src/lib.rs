@@ -1,0 +1,23 @@
+//! The `enqueue` function: producer and queue-administration ops through the op envelope
+//! `{"op": ..., "args": {...}}`. Errors become Lambda function errors whose `errorType` is a
+//! stable code (`ValidationError`, `NotFound`, `Conflict`, ...).
+
+use lambda_runtime::Diagnostic;
+use serde_json::Value;
+use shared::{AppError, Store};
+
+/// Handle one invocation payload.
+#[tracing::instrument(skip_all, fields(op = payload.get("op").and_then(|v| v.as_str()).unwrap_or("?")))]
+pub async fn handle(store: &Store, payload: Value) -> Result<Value, AppError> {
+    let env = shared::ops::parse_envelope(payload)?;
+    let r = Box::pin(shared::ops::dispatch_queue_op(store, env)).await;
+    if let Err(e) = &r {
+        tracing::info!(code = e.code().as_str(), error = %e, "op refused");
+    }
+    r
+}
+
+/// The Lambda runtime's view of an error.
+pub fn diagnostic(e: AppError) -> Diagnostic {
+    Diagnostic { error_type: e.code().as_str().to_string(), error_message: e.to_string() }
+}

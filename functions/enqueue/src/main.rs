@@ -1,0 +1,15 @@
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init(true);
+    let cfg = shared::Config::from_env()?;
+    let store = Arc::new(shared::Store::from_config(&cfg, Arc::new(shared::SystemClock), None).await);
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
+        let store = store.clone();
+        async move { enqueue::handle(&store, ev.payload).await.map_err(enqueue::diagnostic) }
+    }))
+    .await
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the queue benchmark (integration-tests' queue-bench binary, release build) against
+# DynamoDB Local in a private network namespace; it prints its own figures.
+# Usage: infra/scripts/bench.sh [queue-bench args]
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+bash "$SCRIPTS_DIR/install-tools.sh"
+cd "$ROOT"
+
+t0="$(now_s)"
+say "building: cargo build --release -p integration-tests --bin queue-bench --locked"
+cargo build --release -p integration-tests --bin queue-bench --locked
+say "built in $(($(now_s) - t0)) s"
+
+say "running queue-bench in a private network namespace with DynamoDB Local"
+rc=0
+DDB_LOCAL_PORT=8000 bash "$SCRIPTS_DIR/in-netns.sh" bash "$SCRIPTS_DIR/with-ddb.sh" \
+    cargo run --release -p integration-tests --bin queue-bench --offline --locked -- "$@" || rc=$?
+exit "$rc"

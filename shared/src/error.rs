@@ -1,0 +1,154 @@
+//! One error type for every operation, with stable codes (architecture §3).
+
+use serde::Serialize;
+
+/// Stable error codes. Consumers and workers match on these, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ErrorCode {
+    ValidationError,
+    NotFound,
+    Conflict,
+    Unauthorized,
+    Forbidden,
+    PayloadTooLarge,
+    ProviderError,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "ValidationError",
+            ErrorCode::NotFound => "NotFound",
+            ErrorCode::Conflict => "Conflict",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::PayloadTooLarge => "PayloadTooLarge",
+            ErrorCode::ProviderError => "ProviderError",
+            ErrorCode::Internal => "Internal",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::ValidationError => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::ProviderError => 502,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Why a lease operation was refused (the `reason` of a `Conflict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseRefusal {
+    /// The lease ran out before the call arrived.
+    LeaseExpired,
+    /// The message is held under another lease or by another worker.
+    LeaseMismatch,
+    /// The message is not being processed (queued, done or dead-lettered).
+    NotProcessing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { message: String, reason: Option<LeaseRefusal> },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Provider(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn validation(m: impl Into<String>) -> Self {
+        AppError::Validation(m.into())
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        AppError::NotFound(m.into())
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        AppError::Conflict { message: m.into(), reason: None }
+    }
+    pub fn lease(reason: LeaseRefusal, m: impl Into<String>) -> Self {
+        AppError::Conflict { message: m.into(), reason: Some(reason) }
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        AppError::Internal(m.into())
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AppError::Validation(_) => ErrorCode::ValidationError,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::Conflict { .. } => ErrorCode::Conflict,
+            AppError::Unauthorized(_) => ErrorCode::Unauthorized,
+            AppError::Forbidden(_) => ErrorCode::Forbidden,
+            AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::Provider(_) => ErrorCode::ProviderError,
+            AppError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn lease_refusal(&self) -> Option<LeaseRefusal> {
+        match self {
+            AppError::Conflict { reason, .. } => *reason,
+            _ => None,
+        }
+    }
+
+    /// The body of an HTTP error response: `{"error":{"code","message"[,"reason"]}}`.
+    pub fn to_body(&self) -> serde_json::Value {
+        let mut e = serde_json::json!({ "code": self.code().as_str(), "message": self.to_string() });
+        if let Some(r) = self.lease_refusal() {
+            e["reason"] = serde_json::to_value(r).unwrap_or_default();
+        }
+        serde_json::json!({ "error": e })
+    }
+}
+
+/// Turn an SDK error into an internal error with its full context (the SDK's `Display` alone
+/// says only "service error").
+pub fn sdk_error<E, R>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E, R>) -> AppError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let ctx = aws_smithy_types::error::display::DisplayErrorContext(&e);
+    tracing::error!(operation = what, error = %ctx, "DynamoDB call failed");
+    AppError::Internal(format!("{what} failed: {ctx}"))
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_carries_code_message_and_reason() {
+        let e = AppError::lease(LeaseRefusal::LeaseExpired, "lease expired at 5");
+        let b = e.to_body();
+        assert_eq!(b["error"]["code"], "Conflict");
+        assert_eq!(b["error"]["reason"], "lease_expired");
+        assert_eq!(b["error"]["message"], "lease expired at 5");
+        assert_eq!(e.code().http_status(), 409);
+        let v = AppError::validation("bad").to_body();
+        assert!(v["error"].get("reason").is_none());
+    }
+}

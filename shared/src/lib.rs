@@ -1,0 +1,18 @@
+//! agent-factory's common crate: the queue and lease rules, the DynamoDB store, the op envelope
+//! and the worker protocol shared by every Lambda function and the local runner.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod ops;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+pub mod worker_api;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use error::{AppError, AppResult, ErrorCode};
+pub use store::Store;

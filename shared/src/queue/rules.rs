@@ -1,0 +1,513 @@
+//! The queue's rules as pure functions of plain values and "now": validation, priorities,
+//! backoff, keys, and the claim and fail decisions. The DynamoDB store carries them out.
+
+use crate::clock::Millis;
+use crate::config::QueuePolicy;
+use crate::error::{AppError, AppResult, LeaseRefusal};
+use crate::ids::{LeaseHint, truncate};
+use crate::model::{ConversationItem, MessageConfig, MessageItem, MessageStatus, Payload};
+
+pub const CONV_SK: &str = "CONV";
+/// Sorts before every `Q#…` key, so the `open` index returns the conversation first.
+pub const CONV_OPEN_KEY: &str = "!CONV";
+pub const LEASE_EXPIRED_ERROR: &str = "Lease expired while processing";
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 4_000;
+
+pub fn conversation_pk(conversation_id: &str) -> String {
+    format!("C#{conversation_id}")
+}
+pub fn message_sk(ulid: &str) -> String {
+    format!("M#{ulid}")
+}
+pub fn dedupe_sk(external_message_id: &str) -> String {
+    format!("X#{external_message_id}")
+}
+pub fn history_sk(ulid: &str) -> String {
+    format!("H#{ulid}")
+}
+/// Place of an open message in its conversation: due time given at enqueue, then creation.
+pub fn open_key(enqueued_for: Millis, ulid: &str) -> String {
+    format!("Q#{enqueued_for:013}#{ulid}")
+}
+pub fn status_key(scheduled_for: Millis, ulid: &str) -> String {
+    format!("{scheduled_for:013}#{ulid}")
+}
+/// DynamoDB TTL wants epoch seconds.
+pub fn ttl_seconds(at_ms: Millis) -> i64 {
+    at_ms.div_euclid(1000)
+}
+
+/// The `ready` index partition of a conversation (FNV-1a of its id).
+pub fn ready_shard(conversation_id: &str, shards: u32) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in conversation_id.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("r{}", h % shards.max(1))
+}
+
+fn check_text(field: &str, v: &str, max_bytes: usize) -> AppResult<()> {
+    if v.trim().is_empty() {
+        return Err(AppError::validation(format!("{field} is required and must not be blank")));
+    }
+    if v.len() > max_bytes {
+        return Err(AppError::validation(format!("{field} is longer than {max_bytes} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(AppError::validation(format!("{field} must not contain control characters")));
+    }
+    Ok(())
+}
+
+pub fn validate_conversation_id(v: &str) -> AppResult<()> {
+    check_text("conversationId", v, 512)
+}
+
+pub fn validate_worker_id(v: &str) -> AppResult<()> {
+    check_text("workerId", v, 128)
+}
+
+pub fn validate_agent_key(v: &str) -> AppResult<()> {
+    check_text("agentKey", v, 128)?;
+    if !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(AppError::validation(format!(
+            "agentKey '{}' may only contain letters, digits, '-', '_' and '.'",
+            truncate(v, 64)
+        )));
+    }
+    Ok(())
+}
+
+/// `priority` clamped to 0..=maxPriority; NaN and infinities are refused (W18).
+pub fn resolve_priority(p: Option<f64>, pol: &QueuePolicy) -> AppResult<f64> {
+    match p {
+        None => Ok(pol.default_priority),
+        Some(v) if !v.is_finite() => Err(AppError::validation("priority must be a finite number")),
+        Some(v) => Ok(v.clamp(0.0, pol.max_priority)),
+    }
+}
+
+pub fn resolve_max_attempts(m: Option<i64>, pol: &QueuePolicy) -> AppResult<u32> {
+    match m {
+        None => Ok(pol.default_max_attempts),
+        Some(v) if (1..=100).contains(&v) => Ok(v as u32),
+        Some(v) => Err(AppError::validation(format!("maxAttempts must be between 1 and 100, got {v}"))),
+    }
+}
+
+pub fn resolve_scheduled_for(s: Option<i64>, now: Millis, pol: &QueuePolicy) -> AppResult<Millis> {
+    match s {
+        None => Ok(now),
+        Some(v) if v < 0 => Err(AppError::validation("scheduledFor must not be negative")),
+        Some(v) if v > now + pol.max_schedule_ahead_ms => Err(AppError::validation(format!(
+            "scheduledFor {v} is more than {} days ahead",
+            pol.max_schedule_ahead_ms / 86_400_000
+        ))),
+        Some(v) => Ok(v),
+    }
+}
+
+/// The payload as stored (spec §7.1 step 4), or why it is refused.
+pub fn build_payload(mut p: Payload, cfg: Option<&MessageConfig>, pol: &QueuePolicy) -> AppResult<Payload> {
+    let trimmed = p.provider_user_id.trim().to_string();
+    if trimmed.is_empty() {
+        return Err(AppError::validation(format!(
+            "providerUserId is required but missing in payload.providerUserId={}",
+            serde_json::Value::String(p.provider_user_id.clone())
+        )));
+    }
+    check_text("payload.provider", &p.provider, 64)?;
+    if let Some(x) = &p.external_message_id {
+        check_text("payload.externalMessageId", x, 256)?;
+    }
+    p.provider_user_id = trimmed.clone();
+    p.metadata.get_or_insert_with(Default::default).insert("providerUserId".into(), trimmed);
+    if let Some(prompt) = cfg.and_then(|c| c.system_prompt.as_deref()).map(str::trim).filter(|s| !s.is_empty()) {
+        let text = p.message_text.trim_end();
+        p.message_text = if text.trim().is_empty() { prompt.to_string() } else { format!("{text}\n\n{prompt}") };
+    }
+    if let Some(atts) = p.attachments.as_mut() {
+        for a in atts.iter_mut() {
+            a.download_url = None;
+        }
+    }
+    let size = serde_json::to_vec(&p).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > pol.max_payload_bytes {
+        return Err(AppError::PayloadTooLarge(format!(
+            "payload is {size} bytes; the limit is {} bytes",
+            pol.max_payload_bytes
+        )));
+    }
+    Ok(p)
+}
+
+/// Delay before retry number `n` (n ≥ 1), spec §9, with `r` uniform in [0, 1).
+pub fn backoff_delay(n: u32, r: f64, pol: &QueuePolicy) -> Millis {
+    let exp = (pol.retry_base_delay_ms as f64) * 2f64.powi(n.saturating_sub(1).min(60) as i32);
+    let bounded = exp.clamp(pol.retry_base_delay_ms as f64, pol.retry_max_delay_ms as f64) as i64;
+    let jitter = (bounded as f64 * pol.retry_jitter_ratio * r.clamp(0.0, 0.9999)).floor() as i64;
+    bounded + jitter
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailOutcome {
+    Requeue { at: Millis },
+    DeadLetter,
+}
+
+/// What a failure does to a message that had `attempts` failures before.
+pub fn plan_fail(attempts: u32, max_attempts: u32, now: Millis, r: f64, pol: &QueuePolicy) -> (u32, FailOutcome) {
+    let n = attempts + 1;
+    if n >= max_attempts {
+        (n, FailOutcome::DeadLetter)
+    } else {
+        (n, FailOutcome::Requeue { at: now + backoff_delay(n, r, pol) })
+    }
+}
+
+/// Whether `worker`/`lease` still holds `msg` at `now`; the precise refusal otherwise.
+pub fn check_lease(msg: &MessageItem, worker_id: &str, lease_id: &str, now: Millis) -> AppResult<()> {
+    if msg.status != MessageStatus::Processing {
+        return Err(AppError::lease(
+            LeaseRefusal::NotProcessing,
+            format!("message {} is {}, not processing", msg.message_id, msg.status.as_str()),
+        ));
+    }
+    if msg.lease_id.as_deref() != Some(lease_id) || msg.claimed_by.as_deref() != Some(worker_id) {
+        return Err(AppError::lease(
+            LeaseRefusal::LeaseMismatch,
+            format!("worker '{worker_id}' does not hold lease '{lease_id}' on message {}", msg.message_id),
+        ));
+    }
+    let until = msg.lease_expires_at.unwrap_or(0);
+    if until <= now {
+        return Err(AppError::lease(
+            LeaseRefusal::LeaseExpired,
+            format!("lease '{lease_id}' on message {} expired at {until} (now {now})", msg.message_id),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a conversation gave nothing to claim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotClaimable {
+    Empty,
+    Locked { until: Millis },
+    Owned { by: String, until: Millis },
+    NotDue { at: Millis },
+}
+
+/// A claim attempt's plan for one conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimPlan {
+    /// Take the head: queued, due, conversation unlocked and not owned by another live worker.
+    Claim { head: MessageItem, hint: LeaseHint },
+    /// The head is processing under an expired lease: take it again; the expiry counts as an attempt.
+    Reclaim { head: MessageItem, hint: LeaseHint },
+    /// The head's lease expired and it has used all its attempts: dead-letter it, then look again.
+    DeadLetterExpired { head: MessageItem },
+    /// The lock expired on a message that is not the head: recover that message first.
+    RecoverLocked { msg_sk: String },
+    /// Nothing to claim; `repair_ready_at` corrects the conversation's `readyAt` (Some(None) = remove).
+    Nothing { why: NotClaimable, repair_ready_at: Option<Option<Millis>> },
+}
+
+/// Decide a claim from a consistent read of the conversation and its first open messages.
+pub fn plan_claim(conv: &ConversationItem, open: &[MessageItem], worker_id: &str, now: Millis) -> ClaimPlan {
+    let Some(head) = open.first() else {
+        let repair = (conv.ready_at.is_some() && conv.open_count <= 0 && conv.lock_lease_id.is_none()).then_some(None);
+        return ClaimPlan::Nothing { why: NotClaimable::Empty, repair_ready_at: repair };
+    };
+    let hint = if open.len() > 1 { LeaseHint::More } else { LeaseHint::Last };
+    if let (Some(owner), Some(until)) = (&conv.owner_id, conv.owner_until)
+        && owner != worker_id
+        && until > now
+    {
+        let repair = (conv.ready_at.is_some_and(|r| r < until)).then_some(Some(until));
+        return ClaimPlan::Nothing { why: NotClaimable::Owned { by: owner.clone(), until }, repair_ready_at: repair };
+    }
+    let expired_head = |head: &MessageItem| {
+        if head.attempts + 1 >= head.max_attempts {
+            ClaimPlan::DeadLetterExpired { head: head.clone() }
+        } else {
+            ClaimPlan::Reclaim { head: head.clone(), hint }
+        }
+    };
+    if conv.lock_lease_id.is_some() {
+        let until = conv.lock_until.unwrap_or(0);
+        if until > now {
+            return ClaimPlan::Nothing { why: NotClaimable::Locked { until }, repair_ready_at: None };
+        }
+        return match &conv.lock_msg_sk {
+            Some(sk) if *sk == head.sk => expired_head(head),
+            Some(sk) => ClaimPlan::RecoverLocked { msg_sk: sk.clone() },
+            None => expired_head(head),
+        };
+    }
+    if head.status == MessageStatus::Processing {
+        // Processing without a lock cannot be written by this code; recover it by time.
+        let until = head.lease_expires_at.unwrap_or(0);
+        if until > now {
+            return ClaimPlan::Nothing { why: NotClaimable::Locked { until }, repair_ready_at: None };
+        }
+        return expired_head(head);
+    }
+    if head.scheduled_for > now {
+        let at = head.scheduled_for;
+        let repair = (conv.ready_at.is_some_and(|r| r < at)).then_some(Some(at));
+        return ClaimPlan::Nothing { why: NotClaimable::NotDue { at }, repair_ready_at: repair };
+    }
+    ClaimPlan::Claim { head: head.clone(), hint }
+}
+
+/// An error message as stored: bounded (W18).
+pub fn bounded_error(msg: &str) -> String {
+    truncate(msg, MAX_ERROR_MESSAGE_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Payload;
+
+    fn pol() -> QueuePolicy {
+        QueuePolicy::default()
+    }
+
+    fn payload(user: &str) -> Payload {
+        Payload {
+            provider: "telegram".into(),
+            provider_user_id: user.into(),
+            message_text: "hello  ".into(),
+            external_message_id: None,
+            raw_update_json: None,
+            metadata: None,
+            attachments: None,
+        }
+    }
+
+    fn conv() -> ConversationItem {
+        ConversationItem {
+            pk: conversation_pk("c1"),
+            sk: CONV_SK.into(),
+            open_key: CONV_OPEN_KEY.into(),
+            conversation_id: "c1".into(),
+            agent_key: "a".into(),
+            created_at: 0,
+            open_count: 1,
+            ready_shard: "r0".into(),
+            ready_at: Some(100),
+            priority: Some(50.0),
+            lock_lease_id: None,
+            lock_worker_id: None,
+            lock_msg_sk: None,
+            lock_until: None,
+            lock_heartbeat_at: None,
+            owner_id: None,
+            owner_until: None,
+            rev: 1,
+        }
+    }
+
+    fn msg(ulid: &str, status: MessageStatus, scheduled_for: Millis) -> MessageItem {
+        MessageItem {
+            pk: conversation_pk("c1"),
+            sk: message_sk(ulid),
+            open_key: Some(open_key(scheduled_for, ulid)),
+            message_id: format!("{ulid}:c1"),
+            conversation_id: "c1".into(),
+            agent_key: "a".into(),
+            payload: payload("u"),
+            status,
+            status_key: status_key(scheduled_for, ulid),
+            priority: 50.0,
+            scheduled_for,
+            enqueued_for: scheduled_for,
+            attempts: 0,
+            max_attempts: 5,
+            claimed_by: None,
+            lease_id: None,
+            lease_expires_at: None,
+            last_error: None,
+            next_retry_at: None,
+            dead_lettered_at: None,
+            completed_at: None,
+            created_at: 0,
+            ttl: None,
+        }
+    }
+
+    #[test]
+    fn priority_defaults_clamps_and_refuses_nan() {
+        assert_eq!(resolve_priority(None, &pol()).unwrap(), 50.0);
+        assert_eq!(resolve_priority(Some(250.0), &pol()).unwrap(), 100.0);
+        assert_eq!(resolve_priority(Some(-3.0), &pol()).unwrap(), 0.0);
+        assert_eq!(resolve_priority(Some(7.5), &pol()).unwrap(), 7.5);
+        assert!(resolve_priority(Some(f64::NAN), &pol()).is_err());
+        assert!(resolve_priority(Some(f64::INFINITY), &pol()).is_err());
+    }
+
+    #[test]
+    fn max_attempts_and_schedule_bounds() {
+        assert_eq!(resolve_max_attempts(None, &pol()).unwrap(), 5);
+        assert_eq!(resolve_max_attempts(Some(1), &pol()).unwrap(), 1);
+        assert!(resolve_max_attempts(Some(0), &pol()).is_err());
+        assert!(resolve_max_attempts(Some(-2), &pol()).is_err());
+        assert_eq!(resolve_scheduled_for(None, 9, &pol()).unwrap(), 9);
+        assert_eq!(resolve_scheduled_for(Some(5), 9, &pol()).unwrap(), 5);
+        assert!(resolve_scheduled_for(Some(-1), 9, &pol()).is_err());
+        assert!(resolve_scheduled_for(Some(9 + 400 * 86_400_000), 9, &pol()).is_err());
+    }
+
+    #[test]
+    fn payload_is_trimmed_tagged_and_prompted() {
+        let cfg = MessageConfig { system_prompt: Some("  Be brief. ".into()), telegram_attachment_retention_ms: None };
+        let p = build_payload(payload("  42 "), Some(&cfg), &pol()).unwrap();
+        assert_eq!(p.provider_user_id, "42");
+        assert_eq!(p.metadata.unwrap()["providerUserId"], "42");
+        assert_eq!(p.message_text, "hello\n\nBe brief.");
+        let mut empty = payload("42");
+        empty.message_text = "   ".into();
+        assert_eq!(build_payload(empty, Some(&cfg), &pol()).unwrap().message_text, "Be brief.");
+        assert_eq!(build_payload(payload("42"), None, &pol()).unwrap().message_text, "hello  ");
+    }
+
+    #[test]
+    fn payload_refusals_are_precise() {
+        let e = build_payload(payload("   "), None, &pol()).unwrap_err();
+        assert_eq!(e.to_string(), "providerUserId is required but missing in payload.providerUserId=\"   \"");
+        let mut big = payload("1");
+        big.message_text = "x".repeat(300 * 1024);
+        assert!(matches!(build_payload(big, None, &pol()), Err(AppError::PayloadTooLarge(_))));
+    }
+
+    #[test]
+    fn backoff_follows_the_table() {
+        let p = pol();
+        for (n, lo, hi) in [
+            (1, 1_000, 1_099),
+            (2, 2_000, 2_199),
+            (3, 4_000, 4_399),
+            (4, 8_000, 8_799),
+            (7, 64_000, 70_399),
+            (8, 120_000, 131_998),
+            (40, 120_000, 131_998),
+        ] {
+            assert_eq!(backoff_delay(n, 0.0, &p), lo, "n={n}");
+            assert!(backoff_delay(n, 0.99999, &p) <= hi, "n={n}");
+            assert!(backoff_delay(n, 0.5, &p) >= lo);
+        }
+    }
+
+    #[test]
+    fn fail_dead_letters_at_max_attempts() {
+        let p = pol();
+        assert_eq!(plan_fail(0, 5, 1_000, 0.0, &p), (1, FailOutcome::Requeue { at: 2_000 }));
+        assert_eq!(plan_fail(3, 5, 1_000, 0.0, &p), (4, FailOutcome::Requeue { at: 9_000 }));
+        assert_eq!(plan_fail(4, 5, 1_000, 0.0, &p).1, FailOutcome::DeadLetter);
+        assert_eq!(plan_fail(0, 1, 1_000, 0.0, &p).1, FailOutcome::DeadLetter);
+    }
+
+    #[test]
+    fn lease_checks_are_by_holder_and_time() {
+        let mut m = msg("01AAAAAAAAAAAAAAAAAAAAAAAA", MessageStatus::Processing, 0);
+        m.claimed_by = Some("w1".into());
+        m.lease_id = Some("L".into());
+        m.lease_expires_at = Some(1_000);
+        assert!(check_lease(&m, "w1", "L", 999).is_ok());
+        assert_eq!(check_lease(&m, "w1", "L", 1_000).unwrap_err().lease_refusal(), Some(LeaseRefusal::LeaseExpired));
+        assert_eq!(check_lease(&m, "w2", "L", 10).unwrap_err().lease_refusal(), Some(LeaseRefusal::LeaseMismatch));
+        assert_eq!(check_lease(&m, "w1", "X", 10).unwrap_err().lease_refusal(), Some(LeaseRefusal::LeaseMismatch));
+        m.status = MessageStatus::Done;
+        assert_eq!(check_lease(&m, "w1", "L", 10).unwrap_err().lease_refusal(), Some(LeaseRefusal::NotProcessing));
+    }
+
+    #[test]
+    fn claim_takes_a_due_head_with_a_hint() {
+        let a = msg("01AAAAAAAAAAAAAAAAAAAAAAAA", MessageStatus::Queued, 50);
+        let b = msg("01BBBBBBBBBBBBBBBBBBBBBBBB", MessageStatus::Queued, 60);
+        match plan_claim(&conv(), &[a.clone(), b], "w", 100) {
+            ClaimPlan::Claim { head, hint } => {
+                assert_eq!(head.sk, a.sk);
+                assert_eq!(hint, LeaseHint::More);
+            }
+            p => panic!("{p:?}"),
+        }
+        assert!(matches!(plan_claim(&conv(), &[a], "w", 100), ClaimPlan::Claim { hint: LeaseHint::Last, .. }));
+    }
+
+    #[test]
+    fn claim_respects_due_time_and_repairs_ready_at() {
+        let a = msg("01AAAAAAAAAAAAAAAAAAAAAAAA", MessageStatus::Queued, 500);
+        match plan_claim(&conv(), &[a], "w", 100) {
+            ClaimPlan::Nothing { why: NotClaimable::NotDue { at: 500 }, repair_ready_at: Some(Some(500)) } => {}
+            p => panic!("{p:?}"),
+        }
+        let mut empty = conv();
+        empty.open_count = 0;
+        assert_eq!(
+            plan_claim(&empty, &[], "w", 100),
+            ClaimPlan::Nothing { why: NotClaimable::Empty, repair_ready_at: Some(None) }
+        );
+    }
+
+    #[test]
+    fn claim_honours_live_locks_and_live_owners() {
+        let a = msg("01AAAAAAAAAAAAAAAAAAAAAAAA", MessageStatus::Processing, 50);
+        let mut c = conv();
+        c.lock_lease_id = Some("L".into());
+        c.lock_msg_sk = Some(a.sk.clone());
+        c.lock_until = Some(1_000);
+        assert!(matches!(
+            plan_claim(&c, std::slice::from_ref(&a), "w", 999),
+            ClaimPlan::Nothing { why: NotClaimable::Locked { until: 1_000 }, .. }
+        ));
+        // Expired: the head is taken again and the expiry counts.
+        assert!(matches!(plan_claim(&c, std::slice::from_ref(&a), "w", 1_000), ClaimPlan::Reclaim { .. }));
+        let mut tired = a.clone();
+        tired.attempts = 4;
+        assert!(matches!(plan_claim(&c, &[tired], "w", 1_000), ClaimPlan::DeadLetterExpired { .. }));
+        // A lock on a message that is not the head is recovered first.
+        let q = msg("01000000000000000000000000", MessageStatus::Queued, 10);
+        assert_eq!(
+            plan_claim(&c, &[q.clone(), a], "w", 2_000),
+            ClaimPlan::RecoverLocked { msg_sk: c.lock_msg_sk.clone().unwrap() }
+        );
+        // Owned by another live worker: not for us, and readyAt moves to the owner's deadline.
+        let mut o = conv();
+        o.owner_id = Some("other".into());
+        o.owner_until = Some(5_000);
+        assert_eq!(
+            plan_claim(&o, std::slice::from_ref(&q), "w", 100),
+            ClaimPlan::Nothing {
+                why: NotClaimable::Owned { by: "other".into(), until: 5_000 },
+                repair_ready_at: Some(Some(5_000))
+            }
+        );
+        assert!(matches!(plan_claim(&o, std::slice::from_ref(&q), "other", 100), ClaimPlan::Claim { .. }));
+        assert!(matches!(plan_claim(&o, &[q], "w", 5_000), ClaimPlan::Claim { .. }));
+    }
+
+    #[test]
+    fn validation_of_names() {
+        assert!(validate_agent_key("support-bot_1.v2").is_ok());
+        assert!(validate_agent_key("bad key").is_err());
+        assert!(validate_agent_key("").is_err());
+        assert!(validate_conversation_id("  ").is_err());
+        assert!(validate_conversation_id("tg:1:2").is_ok());
+        assert!(validate_conversation_id("a\nb").is_err());
+        assert!(validate_worker_id(&"w".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn shards_and_keys() {
+        assert_eq!(ready_shard("anything", 1), "r0");
+        let s = ready_shard("abc", 8);
+        assert!(s.starts_with('r') && s[1..].parse::<u32>().unwrap() < 8);
+        assert!(open_key(5, "B") < open_key(10, "A"));
+        assert!(CONV_OPEN_KEY < open_key(0, "0").as_str());
+        assert_eq!(ttl_seconds(12_345), 12);
+    }
+}

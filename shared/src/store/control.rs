@@ -1,0 +1,174 @@
+//! Agent profiles and runtime configuration (control table).
+
+use super::{Store, from_item, key, to_item};
+use crate::error::{AppError, AppResult, sdk_error};
+use crate::model::{AgentProfile, BridgeConfig, MessageConfig};
+use crate::queue::rules;
+use serde::Deserialize;
+
+/// `configureAgent` (`upsertAgentProfile`). Unlike the original (W22), optional fields can be
+/// cleared with `null`, and no platform secret refs are injected into the profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigureAgentArgs {
+    pub agent_key: String,
+    pub version: String,
+    pub secrets_ref: Vec<String>,
+    pub enabled: bool,
+    #[serde(default, deserialize_with = "double_option")]
+    pub bot_identity: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub bridge_config: Option<Option<BridgeConfig>>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The stored secret refs: the given ones, then the bridge refs when the bridge is enabled,
+/// without duplicates (spec §7.2 less the platform refs).
+pub fn profile_secret_refs(agent_key: &str, given: &[String], bridge: Option<&BridgeConfig>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |r: String| {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    };
+    for r in given {
+        push(r.trim().to_string());
+    }
+    if let Some(b) = bridge.filter(|b| b.enabled) {
+        let pick = |v: &Option<String>, d: String| {
+            v.as_deref().map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).unwrap_or(d)
+        };
+        push(pick(&b.service_key_secret_ref, format!("agent-bridge.serviceKey.{agent_key}")));
+        push(pick(&b.app_base_url_map_json_secret_ref, format!("agent-bridge.baseUrlMapJson.{agent_key}")));
+    }
+    out
+}
+
+impl Store {
+    pub async fn get_agent(&self, agent_key: &str) -> AppResult<Option<AgentProfile>> {
+        self.get(&self.tables.control, key(format!("AGENT#{agent_key}"), "PROFILE")).await?.map(from_item).transpose()
+    }
+
+    /// `configureAgent`: returns the stored profile.
+    pub async fn configure_agent(&self, a: ConfigureAgentArgs) -> AppResult<AgentProfile> {
+        rules::validate_agent_key(&a.agent_key)?;
+        if a.version.trim().is_empty() {
+            return Err(AppError::validation("version is required and must not be blank"));
+        }
+        if a.secrets_ref.len() > 100 {
+            return Err(AppError::validation("secretsRef holds at most 100 refs"));
+        }
+        if let Some(bad) = a.secrets_ref.iter().find(|r| r.trim().is_empty() || r.len() > 256) {
+            return Err(AppError::validation(format!(
+                "secretsRef entries must be 1 to 256 characters, got '{}'",
+                crate::ids::truncate(bad, 40)
+            )));
+        }
+        let prev = self.get_agent(&a.agent_key).await?;
+        let bot_identity = match a.bot_identity {
+            None => prev.as_ref().and_then(|p| p.bot_identity.clone()),
+            Some(v) => v,
+        };
+        let bridge_config = match a.bridge_config {
+            None => prev.as_ref().and_then(|p| p.bridge_config.clone()),
+            Some(v) => v,
+        };
+        let profile = AgentProfile {
+            secrets_ref: profile_secret_refs(&a.agent_key, &a.secrets_ref, bridge_config.as_ref()),
+            agent_key: a.agent_key,
+            version: a.version,
+            enabled: a.enabled,
+            bot_identity,
+            bridge_config,
+            updated_at: self.now(),
+        };
+        let mut item = to_item(&profile)?;
+        item.extend(key(format!("AGENT#{}", profile.agent_key), "PROFILE"));
+        self.client
+            .put_item()
+            .table_name(&self.tables.control)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem agent", e))?;
+        Ok(profile)
+    }
+
+    /// The `message` runtime config, cached per process for a short time.
+    pub async fn message_config(&self) -> AppResult<Option<MessageConfig>> {
+        let now = self.now();
+        if let Some(c) = self.cached_message_config(now) {
+            return Ok(c);
+        }
+        let c = self
+            .get(&self.tables.control, key("CONFIG", "message"))
+            .await?
+            .and_then(|mut i| i.remove("messageConfig"))
+            .map(|v| {
+                serde_dynamo::from_attribute_value(v)
+                    .map_err(|e| AppError::internal(format!("decoding messageConfig: {e}")))
+            })
+            .transpose()?;
+        self.cache_message_config(now, c.clone());
+        Ok(c)
+    }
+
+    /// `setMessageRuntimeConfig` (spec §7.3): normalise; both fields empty deletes the row.
+    pub async fn set_message_config(&self, c: MessageConfig) -> AppResult<Option<MessageConfig>> {
+        let norm = MessageConfig {
+            system_prompt: c.system_prompt.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+            telegram_attachment_retention_ms: c.telegram_attachment_retention_ms.filter(|v| *v > 0),
+        };
+        let now = self.now();
+        if norm.system_prompt.is_none() && norm.telegram_attachment_retention_ms.is_none() {
+            self.client
+                .delete_item()
+                .table_name(&self.tables.control)
+                .set_key(Some(key("CONFIG", "message")))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteItem config", e))?;
+            self.cache_message_config(now, None);
+            return Ok(None);
+        }
+        let mut item = key("CONFIG", "message");
+        item.insert(
+            "messageConfig".into(),
+            serde_dynamo::to_attribute_value(&norm).map_err(|e| AppError::internal(e.to_string()))?,
+        );
+        item.insert("updatedAt".into(), super::n(now));
+        self.client
+            .put_item()
+            .table_name(&self.tables.control)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem config", e))?;
+        self.cache_message_config(now, Some(norm.clone()));
+        Ok(Some(norm))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_refs_are_added_once_and_platform_refs_never() {
+        let b = BridgeConfig { enabled: true, ..Default::default() };
+        let refs =
+            profile_secret_refs("bot", &["telegram.botToken.bot".into(), "telegram.botToken.bot".into()], Some(&b));
+        assert_eq!(
+            refs,
+            vec!["telegram.botToken.bot", "agent-bridge.serviceKey.bot", "agent-bridge.baseUrlMapJson.bot"]
+        );
+        let off = BridgeConfig { enabled: false, ..Default::default() };
+        assert_eq!(profile_secret_refs("bot", &[], Some(&off)), Vec::<String>::new());
+        let custom =
+            BridgeConfig { enabled: true, service_key_secret_ref: Some(" my.key ".into()), ..Default::default() };
+        assert_eq!(profile_secret_refs("bot", &[], Some(&custom))[0], "my.key");
+    }
+}

@@ -1,0 +1,251 @@
+//! The DynamoDB adapter: client setup, the request counter, transaction plumbing, and the
+//! queue, worker and control operations (one file each).
+
+pub mod control;
+pub mod counter;
+pub mod queue;
+pub mod schema;
+pub mod workers;
+
+use crate::clock::{Millis, SharedClock};
+use crate::config::{Config, QueuePolicy, TableNames};
+use crate::error::{AppError, AppResult, sdk_error};
+use crate::model::MessageConfig;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// How long a Lambda instance trusts its copy of the message runtime config.
+const MESSAGE_CONFIG_TTL_MS: Millis = 30_000;
+
+/// Everything an operation needs: the client, table names, policy and clock.
+#[derive(Debug)]
+pub struct Store {
+    pub client: Client,
+    pub tables: TableNames,
+    pub policy: QueuePolicy,
+    pub clock: SharedClock,
+    message_config: Mutex<Option<(Millis, Option<MessageConfig>)>>,
+}
+
+impl Store {
+    pub fn new(client: Client, tables: TableNames, policy: QueuePolicy, clock: SharedClock) -> Self {
+        Self { client, tables, policy, clock, message_config: Mutex::new(None) }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// Build a store from configuration: one SDK config per process, created at init.
+    pub async fn from_config(cfg: &Config, clock: SharedClock, counter: Option<counter::RequestCounter>) -> Self {
+        let client = dynamo_client(cfg.dynamodb_endpoint.as_deref(), counter).await;
+        Self::new(client, cfg.tables.clone(), cfg.policy.clone(), clock)
+    }
+
+    /// Create every table that does not exist yet (local runner and tests).
+    pub async fn create_tables(&self) -> AppResult<()> {
+        for def in schema::TABLES {
+            schema::create_table(&self.client, def, self.tables.name_of(def.logical))
+                .await
+                .map_err(|e| AppError::internal(format!("creating table {}: {e}", def.logical)))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cached_message_config(&self, now: Millis) -> Option<Option<MessageConfig>> {
+        let g = self.message_config.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().filter(|(at, _)| now - *at < MESSAGE_CONFIG_TTL_MS).map(|(_, c)| c.clone())
+    }
+
+    pub(crate) fn cache_message_config(&self, now: Millis, c: Option<MessageConfig>) {
+        *self.message_config.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, c));
+    }
+}
+
+/// A DynamoDB client. With an endpoint (DynamoDB Local, dynoxide) it uses dummy credentials.
+pub async fn dynamo_client(endpoint: Option<&str>, counter: Option<counter::RequestCounter>) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(ep) = endpoint {
+        loader = loader
+            .endpoint_url(ep)
+            .region(aws_config::Region::new(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_string())))
+            .credentials_provider(aws_credential_types::Credentials::new("local", "local", None, None, "static"));
+    }
+    let sdk = loader.load().await;
+    let mut b = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    if let Some(c) = counter {
+        b = b.interceptor(c);
+    }
+    Client::from_conf(b.build())
+}
+
+// ---------- attribute value helpers ----------
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+pub fn to_item<T: serde::Serialize>(v: &T) -> AppResult<Item> {
+    serde_dynamo::to_item(v).map_err(|e| AppError::internal(format!("encoding item: {e}")))
+}
+pub fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> AppResult<T> {
+    serde_dynamo::from_item(item).map_err(|e| AppError::internal(format!("decoding item: {e}")))
+}
+pub fn to_av<T: serde::Serialize>(v: &T) -> AppResult<AttributeValue> {
+    serde_dynamo::to_attribute_value(v).map_err(|e| AppError::internal(format!("encoding value: {e}")))
+}
+
+/// Expression attribute names and values, as the SDK builders take them.
+pub type ExprMaps = (Option<HashMap<String, String>>, Option<HashMap<String, AttributeValue>>);
+
+/// Expression attribute names and values for one request.
+#[derive(Debug, Default, Clone)]
+pub struct Ex {
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+}
+
+impl Ex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn name(mut self, alias: &str, attr: &str) -> Self {
+        self.names.insert(alias.to_string(), attr.to_string());
+        self
+    }
+    pub fn val(mut self, alias: &str, v: AttributeValue) -> Self {
+        self.values.insert(alias.to_string(), v);
+        self
+    }
+    /// Keep only the names and values the expressions use (DynamoDB refuses unused ones).
+    pub fn for_exprs(&self, exprs: &[&str]) -> ExprMaps {
+        let used = |k: &str| exprs.iter().any(|e| contains_token(e, k));
+        let names: HashMap<_, _> =
+            self.names.iter().filter(|(k, _)| used(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let values: HashMap<_, _> =
+            self.values.iter().filter(|(k, _)| used(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        ((!names.is_empty()).then_some(names), (!values.is_empty()).then_some(values))
+    }
+}
+
+/// Whether `expr` uses the placeholder `tok` as a whole token (`:one` is not in `:onex`).
+fn contains_token(expr: &str, tok: &str) -> bool {
+    let mut start = 0;
+    while let Some(i) = expr[start..].find(tok) {
+        let end = start + i + tok.len();
+        let next = expr[end..].chars().next();
+        if !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return true;
+        }
+        start = end;
+    }
+    false
+}
+
+/// One cancellation reason of a transaction, in item order.
+#[derive(Debug, Clone)]
+pub struct Reason {
+    pub code: String,
+    pub item: Option<Item>,
+}
+
+impl Reason {
+    pub fn failed_condition(&self) -> bool {
+        self.code == "ConditionalCheckFailed"
+    }
+    pub fn conflict(&self) -> bool {
+        self.code == "TransactionConflict"
+    }
+}
+
+#[derive(Debug)]
+pub enum TxError {
+    Cancelled(Vec<Reason>),
+    Other(AppError),
+}
+
+impl TxError {
+    /// A transient outcome worth retrying at once (a concurrent transaction on the same item).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            TxError::Cancelled(r) => r.iter().any(Reason::conflict) && !r.iter().any(Reason::failed_condition),
+            TxError::Other(_) => false,
+        }
+    }
+    pub fn into_app(self, what: &str) -> AppError {
+        match self {
+            TxError::Other(e) => e,
+            TxError::Cancelled(r) => AppError::conflict(format!(
+                "{what}: the write lost a race ({}); try again",
+                r.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+}
+
+impl Store {
+    pub async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.into_service_error() {
+                TransactWriteItemsError::TransactionCanceledException(c) => Err(TxError::Cancelled(
+                    c.cancellation_reasons()
+                        .iter()
+                        .map(|r| Reason { code: r.code().unwrap_or("None").to_string(), item: r.item().cloned() })
+                        .collect(),
+                )),
+                other => Err(TxError::Other(AppError::internal(format!(
+                    "TransactWriteItems failed: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&other)
+                )))),
+            },
+        }
+    }
+
+    pub async fn get(&self, table: &str, key: Item) -> AppResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        Ok(out.item)
+    }
+}
+
+/// A short random pause before retrying a conflicted transaction.
+pub async fn conflict_pause(attempt: u32) {
+    let ms = 5 + (crate::ids::random_unit() * 20.0 * f64::from(attempt + 1)) as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_whole_placeholders_only() {
+        assert!(contains_token("SET a = :one", ":one"));
+        assert!(!contains_token("SET a = :onex", ":one"));
+        assert!(contains_token("a = :one AND b = :onex", ":onex"));
+        assert!(contains_token("#st = :q", "#st"));
+        let ex = Ex::new().val(":a", n(1)).val(":b", n(2)).name("#st", "status");
+        let (names, values) = ex.for_exprs(&["x = :a"]);
+        assert!(names.is_none());
+        assert_eq!(values.unwrap().len(), 1);
+    }
+}

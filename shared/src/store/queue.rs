@@ -1,0 +1,1280 @@
+//! Queue operations on DynamoDB. Every transition two actors can race on is one
+//! `TransactWriteItems` with conditions; a lost race is re-read and decided again.
+//! Request counts per operation are documented in `docs/data-model.md`.
+
+use super::{Ex, Item, Reason, Store, TxError, conflict_pause, from_item, key, n, s, to_av, to_item};
+use crate::clock::Millis;
+use crate::error::{AppError, AppResult, LeaseRefusal, sdk_error};
+use crate::ids::{self, LeaseHint, MessageRef};
+use crate::model::{ClaimedJob, ConversationItem, MessageItem, MessageStatus, WorkerItem};
+use crate::queue::rules::{self, ClaimPlan, FailOutcome};
+use crate::queue::*;
+use crate::store::schema;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update,
+};
+use tracing::{debug, instrument};
+
+const MAX_TX_RETRIES: u32 = 8;
+const READY_PAGE: i32 = 25;
+
+pub(crate) fn tx_update(table: &str, key: Item, update: &str, cond: Option<&str>, ex: &Ex) -> TransactWriteItem {
+    let mut exprs = vec![update];
+    exprs.extend(cond);
+    let (names, values) = ex.for_exprs(&exprs);
+    let u = Update::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression(update)
+        .set_condition_expression(cond.map(str::to_string))
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(values)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .expect("update has table, key and expression");
+    TransactWriteItem::builder().update(u).build()
+}
+
+pub(crate) fn tx_put(table: &str, item: Item, cond: &str, ex: &Ex) -> TransactWriteItem {
+    let (names, values) = ex.for_exprs(&[cond]);
+    let p = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(cond)
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(values)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .expect("put has table and item");
+    TransactWriteItem::builder().put(p).build()
+}
+
+pub(crate) fn tx_check(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactWriteItem {
+    let (names, values) = ex.for_exprs(&[cond]);
+    let c = ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .condition_expression(cond)
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(values)
+        .build()
+        .expect("condition check has table, key and condition");
+    TransactWriteItem::builder().condition_check(c).build()
+}
+
+fn worker_key(worker_id: &str) -> Item {
+    Item::from([("workerId".to_string(), s(worker_id))])
+}
+
+/// Names used by queue expressions (reserved words and all).
+fn base_ex() -> Ex {
+    Ex::new().name("#st", "status").name("#ttl", "ttl").name("#ld", "load").name("#pr", "priority")
+}
+
+const CONV_LOCK_REMOVE: &str = "lockLeaseId, lockWorkerId, lockMsgSk, lockUntil, lockHeartbeatAt";
+const CLAIM_FIELDS: &str = "claimedBy, leaseId, leaseExpiresAt";
+
+/// The outcome of trying one conversation.
+enum ConvOutcome {
+    Claimed(ClaimedJob),
+    /// The worker row refused the claim (not active, or assigned elsewhere).
+    WorkerRefused(Option<WorkerItem>),
+    Nothing,
+}
+
+/// How the conversation item changes when an open message leaves (complete, dead-letter).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LeaveVariant {
+    /// Other open messages remain: the conversation stays in the ready index.
+    More,
+    /// It was the last open message: the conversation leaves the ready index.
+    Last,
+}
+
+impl From<LeaseHint> for LeaveVariant {
+    fn from(h: LeaseHint) -> Self {
+        match h {
+            LeaseHint::More => LeaveVariant::More,
+            LeaseHint::Last => LeaveVariant::Last,
+        }
+    }
+}
+
+/// The conversation update for an open message leaving under lease `:l`.
+fn leave_update(v: LeaveVariant, require_lock: bool) -> (String, String) {
+    let lock_cond = if require_lock { "lockLeaseId = :l AND " } else { "" };
+    match v {
+        LeaveVariant::More => (
+            format!(
+                "SET openCount = openCount - :one, readyAt = :now, ownerUntil = :ou, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}"
+            ),
+            format!("{lock_cond}openCount > :one"),
+        ),
+        LeaveVariant::Last => (
+            format!(
+                "SET openCount = openCount - :one, ownerUntil = :ou, rev = rev + :one REMOVE readyAt, #pr, {CONV_LOCK_REMOVE}"
+            ),
+            format!("{lock_cond}openCount = :one"),
+        ),
+    }
+}
+
+impl Store {
+    fn q(&self) -> &str {
+        &self.tables.queue
+    }
+
+    // ------------------------------------------------------------------ enqueue
+
+    /// `enqueue`: one TransactWriteItems (profile check + conversation + message [+ dedupe key]).
+    #[instrument(skip(self, args), fields(conversation_id = %args.conversation_id, agent_key = %args.agent_key))]
+    pub async fn enqueue(&self, args: EnqueueArgs) -> AppResult<EnqueueResult> {
+        rules::validate_conversation_id(&args.conversation_id)?;
+        rules::validate_agent_key(&args.agent_key)?;
+        let now = self.now();
+        let pol = &self.policy;
+        let priority = rules::resolve_priority(args.priority, pol)?;
+        let max_attempts = rules::resolve_max_attempts(args.max_attempts, pol)?;
+        let due = rules::resolve_scheduled_for(args.scheduled_for, now, pol)?;
+        let cfg = self.message_config().await?;
+        let payload = rules::build_payload(args.payload, cfg.as_ref(), pol)?;
+        let cid = args.conversation_id;
+        let ulid = ids::ulid(now);
+        let mref = MessageRef { ulid: ulid.clone(), conversation_id: cid.clone() };
+        let message_id = mref.id();
+        let external = payload.external_message_id.clone();
+        let msg = MessageItem {
+            pk: rules::conversation_pk(&cid),
+            sk: rules::message_sk(&ulid),
+            open_key: Some(rules::open_key(due, &ulid)),
+            message_id: message_id.clone(),
+            conversation_id: cid.clone(),
+            agent_key: args.agent_key.clone(),
+            payload,
+            status: MessageStatus::Queued,
+            status_key: rules::status_key(due, &ulid),
+            priority,
+            scheduled_for: due,
+            enqueued_for: due,
+            attempts: 0,
+            max_attempts,
+            claimed_by: None,
+            lease_id: None,
+            lease_expires_at: None,
+            last_error: None,
+            next_retry_at: None,
+            dead_lettered_at: None,
+            completed_at: None,
+            created_at: now,
+            ttl: None,
+        };
+        let msg_item = to_item(&msg)?;
+        let ex = base_ex()
+            .val(":a", s(&args.agent_key))
+            .val(":t", AttributeValue::Bool(true))
+            .val(":cid", s(&cid))
+            .val(":now", n(now))
+            .val(":due", n(due))
+            .val(":ck", s(rules::CONV_OPEN_KEY))
+            .val(":shard", s(rules::ready_shard(&cid, pol.ready_shards)))
+            .val(":zero", n(0))
+            .val(":one", n(1))
+            .val(":p", n(priority));
+        let mut lower = false;
+        for attempt in 0..MAX_TX_RETRIES {
+            let mut items = vec![
+                tx_check(
+                    &self.tables.control,
+                    key(format!("AGENT#{}", args.agent_key), "PROFILE"),
+                    "attribute_exists(pk) AND enabled = :t",
+                    &ex,
+                ),
+                self.enqueue_conv_update(&cid, lower, &ex),
+                tx_put(self.q(), msg_item.clone(), "attribute_not_exists(pk)", &ex),
+            ];
+            if let Some(x) = &external {
+                let mut d = key(rules::conversation_pk(&cid), rules::dedupe_sk(x));
+                d.insert("messageId".into(), s(&message_id));
+                d.insert("ttl".into(), n(rules::ttl_seconds(now + pol.dead_letter_retention_ms)));
+                items.push(tx_put(self.q(), d, "attribute_not_exists(pk)", &ex));
+            }
+            match self.transact(items).await {
+                Ok(()) => {
+                    debug!(%message_id, "enqueued");
+                    return Ok(EnqueueResult { message_id, deduplicated: false });
+                }
+                Err(TxError::Cancelled(r)) => {
+                    if r.first().is_some_and(Reason::failed_condition) {
+                        return Err(AppError::not_found(format!(
+                            "Agent profile '{}' not found or disabled",
+                            args.agent_key
+                        )));
+                    }
+                    if let Some(dup) = r.get(3).filter(|r| r.failed_condition()) {
+                        let first = dup
+                            .item
+                            .as_ref()
+                            .and_then(|i| i.get("messageId"))
+                            .and_then(|v| v.as_s().ok())
+                            .cloned()
+                            .ok_or_else(|| AppError::internal("dedupe key without messageId"))?;
+                        return Ok(EnqueueResult { message_id: first, deduplicated: true });
+                    }
+                    if let Some(conv) = r.get(1).filter(|r| r.failed_condition()) {
+                        let old: Option<ConversationItem> = conv.item.clone().map(from_item).transpose()?;
+                        if let Some(old) = old {
+                            if old.agent_key != args.agent_key {
+                                return Err(AppError::conflict(format!(
+                                    "Conversation '{cid}' is already bound to agent '{}', cannot enqueue for '{}'.",
+                                    old.agent_key, args.agent_key
+                                )));
+                            }
+                            lower = needs_lower(&old, due);
+                        }
+                        continue;
+                    }
+                    if r.iter().any(Reason::conflict) {
+                        conflict_pause(attempt).await;
+                        continue;
+                    }
+                    return Err(TxError::Cancelled(r).into_app("enqueue"));
+                }
+                Err(e) => return Err(e.into_app("enqueue")),
+            }
+        }
+        Err(AppError::conflict("enqueue: too much contention on this conversation; try again"))
+    }
+
+    /// The conversation half of enqueue/redrive. `lower` = this message makes the conversation
+    /// ready earlier than its current `readyAt`.
+    fn enqueue_conv_update(&self, cid: &str, lower: bool, ex: &Ex) -> TransactWriteItem {
+        let common = "conversationId = if_not_exists(conversationId, :cid), agentKey = if_not_exists(agentKey, :a), \
+            createdAt = if_not_exists(createdAt, :now), openKey = :ck, readyShard = if_not_exists(readyShard, :shard), \
+            openCount = if_not_exists(openCount, :zero) + :one, #pr = if_not_exists(#pr, :p), rev = if_not_exists(rev, :zero) + :one";
+        let (update, cond) = if lower {
+            (
+                format!("SET {common}, readyAt = :due"),
+                "agentKey = :a AND readyAt > :due AND attribute_not_exists(lockLeaseId) AND (attribute_not_exists(ownerUntil) OR ownerUntil < readyAt)".to_string(),
+            )
+        } else {
+            (
+                format!("SET {common}, readyAt = if_not_exists(readyAt, :due)"),
+                "(attribute_not_exists(agentKey) OR agentKey = :a) AND (attribute_not_exists(readyAt) OR readyAt <= :due OR attribute_exists(lockLeaseId) OR ownerUntil >= readyAt)".to_string(),
+            )
+        };
+        tx_update(self.q(), key(rules::conversation_pk(cid), rules::CONV_SK), &update, Some(&cond), ex)
+    }
+
+    // ------------------------------------------------------------------ claim
+
+    /// `claim`. With `conversation_id` (a sticky worker): one Query + one TransactWriteItems.
+    /// Without: one Query of the `ready` index first. Never returns `None` while a message this
+    /// worker may take is claimable.
+    #[instrument(skip(self))]
+    pub async fn claim(&self, worker_id: &str, conversation_id: Option<&str>) -> AppResult<Option<ClaimedJob>> {
+        rules::validate_worker_id(worker_id)?;
+        if let Some(c) = conversation_id {
+            rules::validate_conversation_id(c)?;
+            return Ok(match self.claim_in_conversation(worker_id, c).await? {
+                ConvOutcome::Claimed(j) => Some(j),
+                _ => None,
+            });
+        }
+        let shards = self.policy.ready_shards.max(1);
+        let start = (ids::random_u128() % u128::from(shards)) as u32;
+        for i in 0..shards {
+            let shard = format!("r{}", (start + i) % shards);
+            let mut page_start: Option<Item> = None;
+            loop {
+                let now = self.now();
+                let ex = Ex::new().val(":s", s(&shard)).val(":now", n(now)).val(":w", s(worker_id));
+                let kc = "readyShard = :s AND readyAt <= :now";
+                let filter = "attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now";
+                let (names, values) = ex.for_exprs(&[kc, filter]);
+                let out = self
+                    .client
+                    .query()
+                    .table_name(self.q())
+                    .index_name(schema::IDX_READY)
+                    .key_condition_expression(kc)
+                    .filter_expression(filter)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .limit(READY_PAGE)
+                    .set_exclusive_start_key(page_start.take())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("Query ready", e))?;
+                let mut cands: Vec<ConversationItem> =
+                    out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<_>>()?;
+                order_candidates(&mut cands);
+                for c in cands {
+                    match self.claim_in_conversation(worker_id, &c.conversation_id).await? {
+                        ConvOutcome::Claimed(j) => return Ok(Some(j)),
+                        ConvOutcome::Nothing => {}
+                        ConvOutcome::WorkerRefused(w) => {
+                            let Some(w) = w else { return Ok(None) };
+                            if w.status != crate::model::WorkerStatus::Active {
+                                return Ok(None);
+                            }
+                            match w.assigned_conversation_id {
+                                Some(a) if a != c.conversation_id => {
+                                    return Ok(match self.claim_in_conversation(worker_id, &a).await? {
+                                        ConvOutcome::Claimed(j) => Some(j),
+                                        _ => None,
+                                    });
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => page_start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The conversation item and its first open messages, strongly consistent, in one Query.
+    async fn read_open(&self, cid: &str, limit: i32) -> AppResult<Option<(ConversationItem, Vec<MessageItem>)>> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.q())
+            .index_name(schema::IDX_OPEN)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query open", e))?;
+        let mut items = out.items.unwrap_or_default().into_iter();
+        let Some(first) = items.next() else { return Ok(None) };
+        if first.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) != Some(rules::CONV_SK) {
+            return Err(AppError::internal(format!("conversation '{cid}' has open messages but no conversation item")));
+        }
+        let conv: ConversationItem = from_item(first)?;
+        let open = items.map(from_item).collect::<AppResult<Vec<MessageItem>>>()?;
+        Ok(Some((conv, open)))
+    }
+
+    async fn claim_in_conversation(&self, worker_id: &str, cid: &str) -> AppResult<ConvOutcome> {
+        for attempt in 0..MAX_TX_RETRIES {
+            let now = self.now();
+            let Some((conv, open)) = self.read_open(cid, 3).await? else { return Ok(ConvOutcome::Nothing) };
+            let plan = rules::plan_claim(&conv, &open, worker_id, now);
+            let (head, hint, reclaim) = match plan {
+                ClaimPlan::Nothing { why, repair_ready_at } => {
+                    debug!(?why, cid, "nothing to claim");
+                    if let Some(r) = repair_ready_at {
+                        self.repair_ready_at(&conv, r).await?;
+                    }
+                    return Ok(ConvOutcome::Nothing);
+                }
+                ClaimPlan::DeadLetterExpired { head } => {
+                    self.recover_message(&conv, &head, now).await?;
+                    continue;
+                }
+                ClaimPlan::RecoverLocked { msg_sk } => {
+                    let k = key(rules::conversation_pk(cid), &msg_sk);
+                    match self.get(self.q(), k).await?.map(from_item::<MessageItem>).transpose()? {
+                        Some(m) => {
+                            self.recover_message(&conv, &m, now).await?;
+                        }
+                        None => self.drop_dangling_lock(&conv).await?,
+                    }
+                    continue;
+                }
+                ClaimPlan::Claim { head, hint } => (head, hint, false),
+                ClaimPlan::Reclaim { head, hint } => (head, hint, true),
+            };
+            let lease = ids::lease_id(now, hint);
+            let until = now + self.policy.lease_ms;
+            let ex = base_ex()
+                .val(":queued", s("queued"))
+                .val(":processing", s("processing"))
+                .val(":active", s("active"))
+                .val(":w", s(worker_id))
+                .val(":l", s(&lease))
+                .val(":old", s(head.lease_id.clone().unwrap_or_default()))
+                .val(":until", n(until))
+                .val(":now", n(now))
+                .val(":ou", n(now + self.policy.stale_after_ms))
+                .val(":sk", s(&head.sk))
+                .val(":cid", s(cid))
+                .val(":agent", s(&head.agent_key))
+                .val(":one", n(1))
+                .val(":zero", n(0))
+                .val(":fly", s("fly"))
+                .val(":expired", s(rules::LEASE_EXPIRED_ERROR));
+            let (msg_update, msg_cond) = if reclaim {
+                (
+                    "SET claimedBy = :w, leaseId = :l, leaseExpiresAt = :until, attempts = attempts + :one, lastError = :expired",
+                    "#st = :processing AND leaseId = :old AND leaseExpiresAt <= :now",
+                )
+            } else {
+                (
+                    "SET #st = :processing, claimedBy = :w, leaseId = :l, leaseExpiresAt = :until",
+                    "#st = :queued AND scheduledFor <= :now",
+                )
+            };
+            let owner_ok = "(attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now)";
+            let conv_cond = if reclaim {
+                format!("lockLeaseId = :old AND lockUntil <= :now AND {owner_ok}")
+            } else {
+                format!("attribute_not_exists(lockLeaseId) AND {owner_ok}")
+            };
+            let items = vec![
+                tx_update(self.q(), key(&head.pk, &head.sk), msg_update, Some(msg_cond), &ex),
+                tx_update(
+                    self.q(),
+                    key(&conv.pk, &conv.sk),
+                    "SET lockLeaseId = :l, lockWorkerId = :w, lockMsgSk = :sk, lockUntil = :until, lockHeartbeatAt = :now, \
+                     readyAt = :until, ownerId = :w, ownerUntil = :ou, rev = rev + :one",
+                    Some(&conv_cond),
+                    &ex,
+                ),
+                tx_update(
+                    &self.tables.workers,
+                    worker_key(worker_id),
+                    "SET provider = if_not_exists(provider, :fly), #st = :active, #ld = if_not_exists(#ld, :zero) + :one, \
+                     heartbeatAt = :now, lastClaimAt = :now, assignedConversationId = :cid, assignedAgentKey = :agent, \
+                     assignedLeaseId = :l, assignedAt = if_not_exists(assignedAt, :now) REMOVE scheduledShutdownAt, stoppedAt",
+                    Some(
+                        "(attribute_not_exists(workerId) OR #st = :active) AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)",
+                    ),
+                    &ex,
+                ),
+            ];
+            match self.transact(items).await {
+                Ok(()) => {
+                    let attempts = head.attempts + u32::from(reclaim);
+                    return Ok(ConvOutcome::Claimed(ClaimedJob {
+                        message_id: head.message_id,
+                        conversation_id: head.conversation_id,
+                        agent_key: head.agent_key,
+                        lease_id: lease,
+                        lease_expires_at: until,
+                        attempts,
+                        payload: head.payload,
+                    }));
+                }
+                Err(TxError::Cancelled(r)) => {
+                    if let Some(w) = r.get(2).filter(|r| r.failed_condition()) {
+                        let row = w.item.clone().map(from_item::<WorkerItem>).transpose()?;
+                        return Ok(ConvOutcome::WorkerRefused(row));
+                    }
+                    // Lost a race on the message or the conversation: read again and decide again.
+                    if r.iter().any(Reason::conflict) {
+                        conflict_pause(attempt).await;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into_app("claim")),
+            }
+        }
+        Ok(ConvOutcome::Nothing)
+    }
+
+    /// Move `readyAt` to what a claimer just learnt, unless the conversation changed meanwhile.
+    async fn repair_ready_at(&self, conv: &ConversationItem, to: Option<Millis>) -> AppResult<()> {
+        let ex = Ex::new().val(":rev", n(conv.rev)).val(":one", n(1));
+        let (update, ex) = match to {
+            Some(t) => ("SET readyAt = :t, rev = rev + :one", ex.val(":t", n(t))),
+            None => ("SET rev = rev + :one REMOVE readyAt", ex),
+        };
+        let cond = "rev = :rev";
+        let (names, values) = ex.for_exprs(&[update, cond]);
+        let r = self
+            .client
+            .update_item()
+            .table_name(self.q())
+            .set_key(Some(key(&conv.pk, &conv.sk)))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(sdk_error("UpdateItem readyAt", e)),
+        }
+    }
+
+    /// Put back (or dead-letter) a message whose lease expired; the expiry counts as an attempt.
+    /// Returns what happened, or `None` when the state moved on meanwhile.
+    async fn recover_message(
+        &self,
+        conv: &ConversationItem,
+        m: &MessageItem,
+        now: Millis,
+    ) -> AppResult<Option<FailOutcome>> {
+        if m.status != MessageStatus::Processing || m.lease_expires_at.is_some_and(|t| t > now) {
+            if conv.lock_msg_sk.as_deref() == Some(m.sk.as_str()) && m.status != MessageStatus::Processing {
+                self.drop_dangling_lock(conv).await?;
+            }
+            return Ok(None);
+        }
+        let attempts = m.attempts + 1;
+        let dead = attempts >= m.max_attempts;
+        let ex = base_ex()
+            .val(":processing", s("processing"))
+            .val(":old", s(m.lease_id.clone().unwrap_or_default()))
+            .val(":now", n(now))
+            .val(":n", n(attempts))
+            .val(":err", s(rules::LEASE_EXPIRED_ERROR))
+            .val(":rev", n(conv.rev))
+            .val(":one", n(1))
+            .val(":ou", n(now))
+            .val(":dead", s("dead_letter"))
+            .val(":queued", s("queued"))
+            .val(":ttl", n(rules::ttl_seconds(now + self.policy.dead_letter_retention_ms)))
+            .val(":skey", s(rules::status_key(now, m.sk.trim_start_matches("M#"))));
+        let msg_cond = "#st = :processing AND leaseId = :old AND leaseExpiresAt <= :now";
+        let (msg_update, conv_update) = if dead {
+            let v = if conv.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last };
+            (
+                format!(
+                    "SET #st = :dead, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
+                ),
+                leave_update(v, false).0.replace("ownerUntil = :ou, ", "") + ", ownerId",
+            )
+        } else {
+            (
+                format!(
+                    "SET #st = :queued, attempts = :n, scheduledFor = :now, statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
+                ),
+                format!("SET readyAt = :now, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId"),
+            )
+        };
+        let items = vec![
+            tx_update(self.q(), key(&m.pk, &m.sk), &msg_update, Some(msg_cond), &ex),
+            tx_update(self.q(), key(&conv.pk, &conv.sk), &conv_update, Some("rev = :rev"), &ex),
+        ];
+        match self.transact(items).await {
+            Ok(()) => {
+                if let Some(w) = &m.claimed_by {
+                    self.release_worker_load(w, now).await?;
+                }
+                Ok(Some(if dead { FailOutcome::DeadLetter } else { FailOutcome::Requeue { at: now } }))
+            }
+            Err(TxError::Cancelled(_)) => Ok(None),
+            Err(e) => Err(e.into_app("recover expired lease")),
+        }
+    }
+
+    /// A lock naming a message that is gone or no longer processing: remove it.
+    async fn drop_dangling_lock(&self, conv: &ConversationItem) -> AppResult<()> {
+        let now = self.now();
+        let ex = Ex::new().val(":rev", n(conv.rev)).val(":one", n(1)).val(":now", n(now));
+        let update = if conv.open_count > 0 {
+            format!("SET readyAt = :now, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}")
+        } else {
+            format!("SET rev = rev + :one REMOVE readyAt, {CONV_LOCK_REMOVE}")
+        };
+        let items = vec![tx_update(self.q(), key(&conv.pk, &conv.sk), &update, Some("rev = :rev"), &ex)];
+        match self.transact(items).await {
+            Ok(()) | Err(TxError::Cancelled(_)) => Ok(()),
+            Err(e) => Err(e.into_app("drop lock")),
+        }
+    }
+
+    /// The holder of a recovered lease has one job less; its heartbeat is not touched (W7).
+    async fn release_worker_load(&self, worker_id: &str, _now: Millis) -> AppResult<()> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.tables.workers)
+            .set_key(Some(worker_key(worker_id)))
+            .update_expression("SET #ld = #ld - :one")
+            .condition_expression("attribute_exists(workerId) AND #ld > :zero")
+            .expression_attribute_names("#ld", "load")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(sdk_error("UpdateItem worker load", e)),
+        }
+    }
+
+    // ------------------------------------------------------------------ heartbeat / complete / fail
+
+    /// A precise error for a lease call whose message condition failed.
+    fn lease_error(
+        &self,
+        args_worker: &str,
+        lease: &str,
+        mref: &MessageRef,
+        old: Option<Item>,
+        now: Millis,
+    ) -> AppError {
+        match old.map(from_item::<MessageItem>) {
+            None => AppError::not_found(format!("message {} does not exist", mref.id())),
+            Some(Err(e)) => e,
+            Some(Ok(m)) => rules::check_lease(&m, args_worker, lease, now).err().unwrap_or_else(|| {
+                AppError::lease(LeaseRefusal::LeaseMismatch, format!("lease '{lease}' changed during the call"))
+            }),
+        }
+    }
+
+    /// `heartbeat`: extend a live lease. One TransactWriteItems.
+    #[instrument(skip(self, a), fields(worker_id = %a.worker_id, message_id = %a.message_id))]
+    pub async fn heartbeat(&self, a: &LeaseArgs) -> AppResult<HeartbeatResult> {
+        rules::validate_worker_id(&a.worker_id)?;
+        let mref = MessageRef::parse(&a.message_id)?;
+        for attempt in 0..MAX_TX_RETRIES {
+            let now = self.now();
+            let until = now + self.policy.lease_ms;
+            let ex = self.lease_ex(a, now).val(":until", n(until));
+            let items = vec![
+                tx_update(self.q(), self.msg_key(&mref), "SET leaseExpiresAt = :until", Some(LEASE_HELD), &ex),
+                tx_update(
+                    self.q(),
+                    key(rules::conversation_pk(&mref.conversation_id), rules::CONV_SK),
+                    "SET lockUntil = :until, readyAt = :until, lockHeartbeatAt = :now, ownerUntil = :ou, rev = rev + :one",
+                    Some("lockLeaseId = :l"),
+                    &ex,
+                ),
+                tx_update(
+                    &self.tables.workers,
+                    worker_key(&a.worker_id),
+                    "SET heartbeatAt = :now",
+                    Some("attribute_exists(workerId)"),
+                    &ex,
+                ),
+            ];
+            match self.transact(items).await {
+                Ok(()) => return Ok(HeartbeatResult { ok: true, lease_expires_at: until }),
+                Err(e) => self.lease_tx_error(e, a, &mref, now, attempt).await?,
+            }
+        }
+        Err(AppError::conflict("heartbeat: too much contention; try again"))
+    }
+
+    /// `complete`: the message is done. One TransactWriteItems (two when the lease id's hint about
+    /// the rest of the conversation is stale).
+    #[instrument(skip(self, a), fields(worker_id = %a.worker_id, message_id = %a.message_id))]
+    pub async fn complete(&self, a: &LeaseArgs) -> AppResult<()> {
+        rules::validate_worker_id(&a.worker_id)?;
+        let mref = MessageRef::parse(&a.message_id)?;
+        let mut variant = LeaveVariant::from(ids::lease_hint(&a.lease_id));
+        for attempt in 0..MAX_TX_RETRIES {
+            let now = self.now();
+            let ex = self
+                .lease_ex(a, now)
+                .val(":done", s("done"))
+                .val(":ttl", n(rules::ttl_seconds(now + self.policy.done_retention_ms)));
+            let (cu, cc) = leave_update(variant, true);
+            let items = vec![
+                tx_update(
+                    self.q(),
+                    self.msg_key(&mref),
+                    &format!(
+                        "SET #st = :done, completedAt = :now, #ttl = :ttl REMOVE openKey, lastError, nextRetryAt, {CLAIM_FIELDS}"
+                    ),
+                    Some(LEASE_HELD),
+                    &ex,
+                ),
+                tx_update(
+                    self.q(),
+                    key(rules::conversation_pk(&mref.conversation_id), rules::CONV_SK),
+                    &cu,
+                    Some(&cc),
+                    &ex,
+                ),
+                self.worker_release_item(&a.worker_id, &ex),
+            ];
+            match self.transact(items).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(v) = flip_variant(&e, &a.lease_id) {
+                        variant = v;
+                        continue;
+                    }
+                    self.lease_tx_error(e, a, &mref, now, attempt).await?
+                }
+            }
+        }
+        Err(AppError::conflict("complete: too much contention; try again"))
+    }
+
+    /// `fail`: retry with backoff, or dead-letter after `maxAttempts`. One GetItem + one
+    /// TransactWriteItems.
+    #[instrument(skip(self, a), fields(worker_id = %a.worker_id, message_id = %a.message_id))]
+    pub async fn fail(&self, a: &FailArgs) -> AppResult<FailResult> {
+        rules::validate_worker_id(&a.worker_id)?;
+        let mref = MessageRef::parse(&a.message_id)?;
+        let la = LeaseArgs {
+            worker_id: a.worker_id.clone(),
+            message_id: a.message_id.clone(),
+            lease_id: a.lease_id.clone(),
+        };
+        let mut variant = LeaveVariant::from(ids::lease_hint(&a.lease_id));
+        for attempt in 0..MAX_TX_RETRIES {
+            let now = self.now();
+            let m: MessageItem = match self.get(self.q(), self.msg_key(&mref)).await? {
+                None => return Err(AppError::not_found(format!("message {} does not exist", mref.id()))),
+                Some(i) => from_item(i)?,
+            };
+            rules::check_lease(&m, &a.worker_id, &a.lease_id, now)?;
+            let (attempts, outcome) =
+                rules::plan_fail(m.attempts, m.max_attempts, now, ids::random_unit(), &self.policy);
+            let ex = self
+                .lease_ex(&la, now)
+                .val(":seen", n(m.attempts))
+                .val(":n", n(attempts))
+                .val(":err", s(rules::bounded_error(&a.error_message)))
+                .val(":queued", s("queued"))
+                .val(":dead", s("dead_letter"))
+                .val(":ttl", n(rules::ttl_seconds(now + self.policy.dead_letter_retention_ms)));
+            let msg_cond = format!("{LEASE_HELD} AND attempts = :seen");
+            let ck = key(rules::conversation_pk(&mref.conversation_id), rules::CONV_SK);
+            let (msg_item, conv_item, result) = match outcome {
+                FailOutcome::Requeue { at } => {
+                    let ex = ex.clone().val(":at", n(at)).val(":skey", s(rules::status_key(at, &mref.ulid)));
+                    (
+                        tx_update(
+                            self.q(),
+                            self.msg_key(&mref),
+                            &format!(
+                                "SET #st = :queued, attempts = :n, scheduledFor = :at, nextRetryAt = :at, lastError = :err, statusKey = :skey REMOVE {CLAIM_FIELDS}"
+                            ),
+                            Some(&msg_cond),
+                            &ex,
+                        ),
+                        tx_update(
+                            self.q(),
+                            ck,
+                            &format!("SET readyAt = :at, ownerUntil = :ou, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}"),
+                            Some("lockLeaseId = :l"),
+                            &ex,
+                        ),
+                        FailResult { requeued: true, dead_lettered: false, next_scheduled_for: Some(at) },
+                    )
+                }
+                FailOutcome::DeadLetter => {
+                    let (cu, cc) = leave_update(variant, true);
+                    (
+                        tx_update(
+                            self.q(),
+                            self.msg_key(&mref),
+                            &format!(
+                                "SET #st = :dead, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
+                            ),
+                            Some(&msg_cond),
+                            &ex,
+                        ),
+                        tx_update(self.q(), ck, &cu, Some(&cc), &ex),
+                        FailResult { requeued: false, dead_lettered: true, next_scheduled_for: None },
+                    )
+                }
+            };
+            let items = vec![msg_item, conv_item, self.worker_release_item(&a.worker_id, &ex)];
+            match self.transact(items).await {
+                Ok(()) => return Ok(result),
+                Err(e) => {
+                    if let Some(v) = flip_variant(&e, &a.lease_id) {
+                        variant = v;
+                        continue;
+                    }
+                    self.lease_tx_error(e, &la, &mref, now, attempt).await?
+                }
+            }
+        }
+        Err(AppError::conflict("fail: too much contention; try again"))
+    }
+
+    fn msg_key(&self, m: &MessageRef) -> Item {
+        key(rules::conversation_pk(&m.conversation_id), rules::message_sk(&m.ulid))
+    }
+
+    fn lease_ex(&self, a: &LeaseArgs, now: Millis) -> Ex {
+        base_ex()
+            .val(":processing", s("processing"))
+            .val(":l", s(&a.lease_id))
+            .val(":w", s(&a.worker_id))
+            .val(":now", n(now))
+            .val(":ou", n(now + self.policy.stale_after_ms))
+            .val(":one", n(1))
+            .val(":zero", n(0))
+    }
+
+    fn worker_release_item(&self, worker_id: &str, ex: &Ex) -> TransactWriteItem {
+        tx_update(
+            &self.tables.workers,
+            worker_key(worker_id),
+            "SET #ld = if_not_exists(#ld, :zero) - :one, heartbeatAt = :now, lastCompleteAt = :now",
+            Some("attribute_exists(workerId)"),
+            ex,
+        )
+    }
+
+    /// Map a failed lease transaction to its precise error, or pause for a retry (Ok).
+    async fn lease_tx_error(
+        &self,
+        e: TxError,
+        a: &LeaseArgs,
+        mref: &MessageRef,
+        now: Millis,
+        attempt: u32,
+    ) -> AppResult<()> {
+        match e {
+            TxError::Cancelled(r) => {
+                if let Some(m) = r.first().filter(|r| r.failed_condition()) {
+                    return Err(self.lease_error(&a.worker_id, &a.lease_id, mref, m.item.clone(), now));
+                }
+                if r.get(1).is_some_and(Reason::failed_condition) {
+                    return Err(AppError::lease(
+                        LeaseRefusal::LeaseMismatch,
+                        format!(
+                            "conversation '{}' is no longer locked by lease '{}'",
+                            mref.conversation_id, a.lease_id
+                        ),
+                    ));
+                }
+                if r.get(2).is_some_and(Reason::failed_condition) {
+                    return Err(AppError::not_found(format!("worker '{}' is not registered", a.worker_id)));
+                }
+                if r.iter().any(Reason::conflict) {
+                    conflict_pause(attempt).await;
+                    return Ok(());
+                }
+                Err(TxError::Cancelled(r).into_app("lease call"))
+            }
+            other => Err(other.into_app("lease call")),
+        }
+    }
+
+    // ------------------------------------------------------------------ conversation reads
+
+    /// `hasQueuedJobsForConversation`: queued messages (due or not). One GetItem.
+    pub async fn has_queued(&self, cid: &str) -> AppResult<bool> {
+        rules::validate_conversation_id(cid)?;
+        let Some(i) = self.get(self.q(), key(rules::conversation_pk(cid), rules::CONV_SK)).await? else {
+            return Ok(false);
+        };
+        let c: ConversationItem = from_item(i)?;
+        let processing = i64::from(c.lock_lease_id.is_some());
+        Ok(c.open_count - processing > 0)
+    }
+
+    pub async fn get_conversation(&self, cid: &str) -> AppResult<Option<ConversationItem>> {
+        self.get(self.q(), key(rules::conversation_pk(cid), rules::CONV_SK)).await?.map(from_item).transpose()
+    }
+
+    pub async fn get_message(&self, message_id: &str) -> AppResult<Option<MessageItem>> {
+        let m = MessageRef::parse(message_id)?;
+        self.get(self.q(), self.msg_key(&m)).await?.map(from_item).transpose()
+    }
+
+    /// `appendConversationMessages`: one TransactWriteItems (conversation check + one item per entry).
+    pub async fn append_messages(&self, a: AppendArgs) -> AppResult<AppendResult> {
+        rules::validate_conversation_id(&a.conversation_id)?;
+        const MAX_ENTRIES: usize = 50;
+        const MAX_ENTRY_BYTES: usize = 64 * 1024;
+        if a.messages.len() > MAX_ENTRIES {
+            return Err(AppError::validation(format!(
+                "messages has {} entries; at most {MAX_ENTRIES} per call",
+                a.messages.len()
+            )));
+        }
+        if let Some((i, _)) = a.messages.iter().enumerate().find(|(_, m)| m.content.len() > MAX_ENTRY_BYTES) {
+            return Err(AppError::PayloadTooLarge(format!(
+                "messages[{i}].content is longer than {MAX_ENTRY_BYTES} bytes"
+            )));
+        }
+        let workspace = a.workspace_id.clone().unwrap_or_else(|| "default".into());
+        let now = self.now();
+        let pk = rules::conversation_pk(&a.conversation_id);
+        let ex = Ex::new();
+        let mut items = vec![tx_check(self.q(), key(&pk, rules::CONV_SK), "attribute_exists(pk)", &ex)];
+        for (i, m) in a.messages.iter().enumerate() {
+            let mut it = key(&pk, rules::history_sk(&ids::ulid(now)));
+            it.insert("role".into(), to_av(&m.role)?);
+            it.insert("content".into(), s(&m.content));
+            it.insert("at".into(), n(m.at.unwrap_or(now + i as i64)));
+            it.insert("workspaceId".into(), s(&workspace));
+            items.push(tx_put(self.q(), it, "attribute_not_exists(pk)", &ex));
+        }
+        if a.messages.is_empty() {
+            let exists = self.get_conversation(&a.conversation_id).await?.is_some();
+            return Ok(AppendResult { updated: exists, message_count: 0 });
+        }
+        match self.transact(items).await {
+            Ok(()) => Ok(AppendResult { updated: true, message_count: a.messages.len() }),
+            Err(TxError::Cancelled(r)) if r.first().is_some_and(Reason::failed_condition) => {
+                Ok(AppendResult { updated: false, message_count: 0 })
+            }
+            Err(e) => Err(e.into_app("appendConversationMessages")),
+        }
+    }
+
+    /// History entries of a conversation, oldest first (newest `limit`).
+    pub async fn list_history(&self, cid: &str, limit: i32) -> AppResult<Vec<crate::model::HistoryEntry>> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.q())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :h)")
+            .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
+            .expression_attribute_values(":h", s("H#"))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 1000))
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query history", e))?;
+        let mut v = out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<Vec<_>>>()?;
+        v.reverse();
+        Ok(v)
+    }
+
+    // ------------------------------------------------------------------ recovery
+
+    /// `releaseExpiredLeases` / `releaseStuckJobs`: recover up to `limit` expired leases found
+    /// through the `leases` index. Claims do this by themselves; the sweep keeps stats and
+    /// worker loads honest when nobody claims.
+    pub async fn release_expired_leases(&self, limit: Option<i64>) -> AppResult<ReleaseResult> {
+        let limit = limit.unwrap_or(100).clamp(1, 1000) as i32;
+        let now = self.now();
+        let mut res = ReleaseResult::default();
+        for shard in 0..self.policy.ready_shards.max(1) {
+            let out = self
+                .client
+                .query()
+                .table_name(self.q())
+                .index_name(schema::IDX_LEASES)
+                .key_condition_expression("readyShard = :s AND lockUntil <= :now")
+                .expression_attribute_values(":s", s(format!("r{shard}")))
+                .expression_attribute_values(":now", n(now))
+                .limit(limit)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query leases", e))?;
+            for k in out.items.unwrap_or_default() {
+                let Some(pk) = k.get("pk").and_then(|v| v.as_s().ok()) else { continue };
+                let cid = pk.trim_start_matches("C#");
+                let Some(conv) = self.get_conversation(cid).await? else { continue };
+                let (Some(sk), Some(until)) = (conv.lock_msg_sk.clone(), conv.lock_until) else { continue };
+                if until > now {
+                    continue;
+                }
+                match self.get(self.q(), key(&conv.pk, &sk)).await?.map(from_item::<MessageItem>).transpose()? {
+                    Some(m) => match self.recover_message(&conv, &m, now).await? {
+                        Some(FailOutcome::DeadLetter) => {
+                            res.dead_lettered += 1;
+                            res.unlocked += 1;
+                        }
+                        Some(FailOutcome::Requeue { .. }) => {
+                            res.requeued += 1;
+                            res.unlocked += 1;
+                        }
+                        None => {}
+                    },
+                    None => {
+                        self.drop_dangling_lock(&conv).await?;
+                        res.unlocked += 1;
+                    }
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    /// `redriveDeadLetters`: dead-lettered messages (by id, or all of a conversation) back to
+    /// queued with attempts reset, in their original place in the conversation.
+    pub async fn redrive(&self, a: RedriveArgs) -> AppResult<RedriveResult> {
+        let refs: Vec<MessageRef> = match (&a.conversation_id, &a.message_ids) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(AppError::validation("give exactly one of conversationId or messageIds"));
+            }
+            (None, Some(ids)) => {
+                if ids.is_empty() || ids.len() > 100 {
+                    return Err(AppError::validation("messageIds must hold 1 to 100 ids"));
+                }
+                ids.iter().map(|i| MessageRef::parse(i)).collect::<AppResult<_>>()?
+            }
+            (Some(cid), None) => {
+                rules::validate_conversation_id(cid)?;
+                self.dead_letters_of(cid).await?
+            }
+        };
+        let mut done = Vec::new();
+        for r in refs {
+            let Some(m) = self.get(self.q(), self.msg_key(&r)).await?.map(from_item::<MessageItem>).transpose()? else {
+                return Err(AppError::not_found(format!("message {} does not exist", r.id())));
+            };
+            if m.status != MessageStatus::DeadLetter {
+                return Err(AppError::conflict(format!(
+                    "message {} is {}, not dead_letter; nothing was redriven after it",
+                    r.id(),
+                    m.status.as_str()
+                )));
+            }
+            let now = self.now();
+            let ex = base_ex()
+                .val(":dead", s("dead_letter"))
+                .val(":queued", s("queued"))
+                .val(":zero", n(0))
+                .val(":one", n(1))
+                .val(":now", n(now))
+                .val(":due", n(now))
+                .val(":okey", s(rules::open_key(m.enqueued_for, &r.ulid)))
+                .val(":skey", s(rules::status_key(now, &r.ulid)))
+                .val(":a", s(&m.agent_key))
+                .val(":cid", s(&r.conversation_id))
+                .val(":ck", s(rules::CONV_OPEN_KEY))
+                .val(":shard", s(rules::ready_shard(&r.conversation_id, self.policy.ready_shards)))
+                .val(":p", n(m.priority));
+            let mut lower = false;
+            let mut ok = false;
+            for attempt in 0..MAX_TX_RETRIES {
+                let items = vec![
+                    tx_update(
+                        self.q(),
+                        self.msg_key(&r),
+                        "SET #st = :queued, attempts = :zero, scheduledFor = :now, statusKey = :skey, openKey = :okey REMOVE deadLetteredAt, nextRetryAt, #ttl",
+                        Some("#st = :dead"),
+                        &ex,
+                    ),
+                    self.enqueue_conv_update(&r.conversation_id, lower, &ex),
+                ];
+                match self.transact(items).await {
+                    Ok(()) => {
+                        ok = true;
+                        break;
+                    }
+                    Err(TxError::Cancelled(rs)) => {
+                        if rs.first().is_some_and(Reason::failed_condition) {
+                            break;
+                        }
+                        if let Some(c) = rs.get(1).filter(|x| x.failed_condition()) {
+                            if let Some(old) = c.item.clone().map(from_item::<ConversationItem>).transpose()? {
+                                lower = needs_lower(&old, now);
+                            }
+                            continue;
+                        }
+                        conflict_pause(attempt).await;
+                    }
+                    Err(e) => return Err(e.into_app("redrive")),
+                }
+            }
+            if ok {
+                done.push(r.id());
+            }
+        }
+        Ok(RedriveResult { redriven: done.len() as u32, message_ids: done })
+    }
+
+    async fn dead_letters_of(&self, cid: &str) -> AppResult<Vec<MessageRef>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.q())
+                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+                .filter_expression("#st = :dead")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
+                .expression_attribute_values(":m", s("M#"))
+                .expression_attribute_values(":dead", s("dead_letter"))
+                .projection_expression("messageId")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query dead letters", e))?;
+            for i in page.items.unwrap_or_default() {
+                if let Some(id) = i.get("messageId").and_then(|v| v.as_s().ok()) {
+                    out.push(MessageRef::parse(id)?);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------------ read models
+
+    async fn count_status(&self, status: &str, upto: Option<Millis>, expired_before: Option<Millis>) -> AppResult<u64> {
+        let mut total = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(self.q())
+                .index_name(schema::IDX_BY_STATUS)
+                .select(Select::Count)
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":st", s(status))
+                .set_exclusive_start_key(start.take());
+            q = match upto {
+                Some(t) => q
+                    .key_condition_expression("#st = :st AND statusKey < :upto")
+                    .expression_attribute_values(":upto", s(format!("{:013}$", t))),
+                None => q.key_condition_expression("#st = :st"),
+            };
+            if let Some(t) = expired_before {
+                q = q.filter_expression("leaseExpiresAt <= :exp").expression_attribute_values(":exp", n(t));
+            }
+            let out = q.send().await.map_err(|e| sdk_error("Query count", e))?;
+            total += out.count as u64;
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(total)
+    }
+
+    /// `queueStats`: counts read from the `byStatus` index (cost grows with the counts, never
+    /// with done messages).
+    pub async fn queue_stats(&self) -> AppResult<QueueStats> {
+        let now = self.now();
+        let queued_all = self.count_status("queued", None, None).await?;
+        let queued_ready = self.count_status("queued", Some(now), None).await?;
+        let processing = self.count_status("processing", None, None).await?;
+        let processing_expired = self.count_status("processing", None, Some(now)).await?;
+        let dead_letter = self.count_status("dead_letter", None, None).await?;
+        Ok(QueueStats {
+            queued_ready,
+            queued_scheduled: queued_all.saturating_sub(queued_ready),
+            processing: processing.saturating_sub(processing_expired),
+            processing_expired,
+            dead_letter,
+        })
+    }
+
+    /// `listJobsByStatus`: by due time, oldest first; limit default 100, clamped to 1..=500.
+    pub async fn list_jobs_by_status(&self, a: &ListByStatusArgs) -> AppResult<Vec<JobRow>> {
+        let st = MessageStatus::parse(&a.status).ok_or_else(|| {
+            AppError::validation(format!(
+                "status '{}' is not one of queued, processing, done, dead_letter",
+                ids::truncate(&a.status, 40)
+            ))
+        })?;
+        let limit = a.limit.unwrap_or(100).clamp(1, 500) as i32;
+        let out = self
+            .client
+            .query()
+            .table_name(self.q())
+            .index_name(schema::IDX_BY_STATUS)
+            .key_condition_expression("#st = :st")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(st.as_str()))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query byStatus", e))?;
+        out.items.unwrap_or_default().into_iter().map(|i| job_row(&i, st)).collect()
+    }
+
+    /// `listQueueItemsForConversation`: newest first; limit default 100, clamped to 1..=500.
+    pub async fn list_conversation_items(&self, a: &ListConversationArgs) -> AppResult<Vec<JobRow>> {
+        rules::validate_conversation_id(&a.conversation_id)?;
+        let limit = a.limit.unwrap_or(100).clamp(1, 500) as i32;
+        let out = self
+            .client
+            .query()
+            .table_name(self.q())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", s(rules::conversation_pk(&a.conversation_id)))
+            .expression_attribute_values(":m", s("M#"))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query conversation", e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| {
+                let m: MessageItem = from_item(i)?;
+                Ok(JobRow {
+                    id: m.message_id,
+                    creation_time: m.created_at,
+                    conversation_id: m.conversation_id,
+                    agent_key: m.agent_key,
+                    status: m.status,
+                    priority: m.priority,
+                    scheduled_for: m.scheduled_for,
+                    attempts: m.attempts,
+                    max_attempts: m.max_attempts,
+                    last_error: m.last_error,
+                    payload: Some(m.payload),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The message condition that proves the caller holds a live lease (`:w`, `:l`, `:now`).
+const LEASE_HELD: &str = "#st = :processing AND leaseId = :l AND claimedBy = :w AND leaseExpiresAt > :now";
+
+/// Whether enqueueing a message due at `due` must lower the conversation's `readyAt`.
+fn needs_lower(old: &ConversationItem, due: Millis) -> bool {
+    match old.ready_at {
+        Some(r) => r > due && old.lock_lease_id.is_none() && old.owner_until.is_none_or(|o| o < r),
+        None => false,
+    }
+}
+
+/// When a complete/dead-letter was refused only because the hint about the rest of the
+/// conversation was stale, the variant to try next.
+fn flip_variant(e: &TxError, lease: &str) -> Option<LeaveVariant> {
+    let TxError::Cancelled(r) = e else { return None };
+    if r.first().is_some_and(Reason::failed_condition) {
+        return None;
+    }
+    let conv = r.get(1).filter(|x| x.failed_condition())?;
+    let old: ConversationItem = conv.item.clone().and_then(|i| from_item(i).ok())?;
+    if old.lock_lease_id.as_deref() != Some(lease) {
+        return None;
+    }
+    Some(if old.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last })
+}
+
+/// Candidates from the ready index: highest priority first, then earliest ready; among the
+/// best, a random rotation so concurrent claimers spread over conversations.
+fn order_candidates(c: &mut [ConversationItem]) {
+    c.sort_by(|a, b| {
+        b.priority.unwrap_or(50.0).total_cmp(&a.priority.unwrap_or(50.0)).then(a.ready_at.cmp(&b.ready_at))
+    });
+    let best = c.first().and_then(|x| x.priority).unwrap_or(50.0);
+    let top = c.iter().take_while(|x| x.priority.unwrap_or(50.0) == best).count().min(8);
+    if top > 1 {
+        let k = (ids::random_u128() % top as u128) as usize;
+        c[..top].rotate_left(k);
+    }
+}
+
+fn job_row(i: &Item, st: MessageStatus) -> AppResult<JobRow> {
+    let gs = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let gn = |k: &str| i.get(k).and_then(|v| v.as_n().ok()).and_then(|x| x.parse::<f64>().ok());
+    Ok(JobRow {
+        id: gs("messageId"),
+        creation_time: gn("createdAt").unwrap_or(0.0) as i64,
+        conversation_id: gs("conversationId"),
+        agent_key: gs("agentKey"),
+        status: st,
+        priority: gn("priority").unwrap_or(0.0),
+        scheduled_for: gn("scheduledFor").unwrap_or(0.0) as i64,
+        attempts: gn("attempts").unwrap_or(0.0) as u32,
+        max_attempts: gn("maxAttempts").unwrap_or(0.0) as u32,
+        last_error: i.get("lastError").and_then(|v| v.as_s().ok()).cloned(),
+        payload: None,
+    })
+}

@@ -1,0 +1,229 @@
+//! The DynamoDB tables, written down once.
+//!
+//! The local runner and the tests create tables from these definitions, and a test checks that
+//! `infra/template.yaml` declares exactly the same keys, indexes, projections, TTL attribute and
+//! stream. `docs/data-model.md` explains every attribute and access pattern.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
+};
+
+/// Logical table: the queue (conversations, messages, idempotency keys, history entries).
+pub const QUEUE: &str = "queue";
+/// Logical table: worker rows.
+pub const WORKERS: &str = "workers";
+/// Logical table: agent profiles and runtime configuration.
+pub const CONTROL: &str = "control";
+
+/// Local secondary index of the queue table: open messages of a conversation in claim order.
+pub const IDX_OPEN: &str = "open";
+/// Sparse global index of the queue table: conversations with open work, by `readyAt`.
+pub const IDX_READY: &str = "ready";
+/// Sparse global index of the queue table: locked conversations, by lock expiry.
+pub const IDX_LEASES: &str = "leases";
+/// Global index of the queue table: messages by status, then due time.
+pub const IDX_BY_STATUS: &str = "byStatus";
+/// Global index of the workers table: workers by status, then heartbeat.
+pub const IDX_WORKERS_BY_STATUS: &str = "byStatus";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrType {
+    S,
+    N,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDef {
+    pub name: &'static str,
+    pub hash: &'static str,
+    pub range: Option<&'static str>,
+    /// `None` = ALL, `Some(&[])` = KEYS_ONLY, `Some(list)` = INCLUDE list.
+    pub include: Option<&'static [&'static str]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    /// Logical name (`queue`, `workers`, `control`).
+    pub logical: &'static str,
+    /// Resource name in the SAM template.
+    pub resource: &'static str,
+    pub hash: &'static str,
+    pub range: Option<&'static str>,
+    pub attributes: &'static [(&'static str, AttrType)],
+    pub lsis: &'static [IndexDef],
+    pub gsis: &'static [IndexDef],
+    pub ttl_attribute: Option<&'static str>,
+    /// Stream view type (always NEW_AND_OLD_IMAGES when present).
+    pub stream: bool,
+}
+
+const BY_STATUS_INCLUDE: &[&str] = &[
+    "messageId",
+    "conversationId",
+    "agentKey",
+    "priority",
+    "scheduledFor",
+    "attempts",
+    "maxAttempts",
+    "lastError",
+    "leaseExpiresAt",
+    "createdAt",
+];
+
+pub const TABLES: &[TableDef] = &[
+    TableDef {
+        logical: QUEUE,
+        resource: "QueueTable",
+        hash: "pk",
+        range: Some("sk"),
+        attributes: &[
+            ("pk", AttrType::S),
+            ("sk", AttrType::S),
+            ("openKey", AttrType::S),
+            ("readyShard", AttrType::S),
+            ("readyAt", AttrType::N),
+            ("lockUntil", AttrType::N),
+            ("status", AttrType::S),
+            ("statusKey", AttrType::S),
+        ],
+        lsis: &[IndexDef { name: IDX_OPEN, hash: "pk", range: Some("openKey"), include: None }],
+        gsis: &[
+            IndexDef { name: IDX_READY, hash: "readyShard", range: Some("readyAt"), include: None },
+            IndexDef { name: IDX_LEASES, hash: "readyShard", range: Some("lockUntil"), include: Some(&[]) },
+            IndexDef {
+                name: IDX_BY_STATUS,
+                hash: "status",
+                range: Some("statusKey"),
+                include: Some(BY_STATUS_INCLUDE),
+            },
+        ],
+        ttl_attribute: Some("ttl"),
+        stream: true,
+    },
+    TableDef {
+        logical: WORKERS,
+        resource: "WorkersTable",
+        hash: "workerId",
+        range: None,
+        attributes: &[("workerId", AttrType::S), ("status", AttrType::S), ("heartbeatAt", AttrType::N)],
+        lsis: &[],
+        gsis: &[IndexDef { name: IDX_WORKERS_BY_STATUS, hash: "status", range: Some("heartbeatAt"), include: None }],
+        ttl_attribute: None,
+        stream: false,
+    },
+    TableDef {
+        logical: CONTROL,
+        resource: "ControlTable",
+        hash: "pk",
+        range: Some("sk"),
+        attributes: &[("pk", AttrType::S), ("sk", AttrType::S)],
+        lsis: &[],
+        gsis: &[],
+        ttl_attribute: None,
+        stream: false,
+    },
+];
+
+pub fn table(logical: &str) -> &'static TableDef {
+    TABLES.iter().find(|t| t.logical == logical).expect("known logical table")
+}
+
+fn key(name: &str, kt: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder().attribute_name(name).key_type(kt).build().expect("key schema")
+}
+
+fn keys(hash: &str, range: Option<&str>) -> Vec<KeySchemaElement> {
+    let mut v = vec![key(hash, KeyType::Hash)];
+    if let Some(r) = range {
+        v.push(key(r, KeyType::Range));
+    }
+    v
+}
+
+fn projection(include: Option<&[&str]>) -> Projection {
+    let b = Projection::builder();
+    match include {
+        None => b.projection_type(ProjectionType::All).build(),
+        Some([]) => b.projection_type(ProjectionType::KeysOnly).build(),
+        Some(list) => {
+            let mut b = b.projection_type(ProjectionType::Include);
+            for a in list {
+                b = b.non_key_attributes(*a);
+            }
+            b.build()
+        }
+    }
+}
+
+/// Create one table (and set its TTL attribute) if it does not exist yet.
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    def: &TableDef,
+    name: &str,
+) -> Result<bool, aws_sdk_dynamodb::Error> {
+    let mut req = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(keys(def.hash, def.range)));
+    for (attr, ty) in def.attributes {
+        let t = match ty {
+            AttrType::S => ScalarAttributeType::S,
+            AttrType::N => ScalarAttributeType::N,
+        };
+        req = req.attribute_definitions(
+            AttributeDefinition::builder().attribute_name(*attr).attribute_type(t).build().expect("attr"),
+        );
+    }
+    for l in def.lsis {
+        req = req.local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name(l.name)
+                .set_key_schema(Some(keys(l.hash, l.range)))
+                .projection(projection(l.include))
+                .build()
+                .expect("lsi"),
+        );
+    }
+    for g in def.gsis {
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(g.name)
+                .set_key_schema(Some(keys(g.hash, g.range)))
+                .projection(projection(g.include))
+                .build()
+                .expect("gsi"),
+        );
+    }
+    if def.stream {
+        req = req.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .expect("stream"),
+        );
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(e) => {
+            let e = aws_sdk_dynamodb::Error::from(e);
+            if matches!(e, aws_sdk_dynamodb::Error::ResourceInUseException(_)) {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+    }
+    if let Some(ttl) = def.ttl_attribute {
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build().expect("ttl"),
+            )
+            .send()
+            .await?;
+    }
+    Ok(true)
+}
