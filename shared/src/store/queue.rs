@@ -335,6 +335,17 @@ impl Store {
                 }
             }
         }
+        // The ready index hides a conversation from everyone but its live owner; an owner that
+        // polls without a filter still gets its own work (one GetItem, on empty polls only).
+        if let Some(w) = self.get_worker(worker_id).await?
+            && w.status == crate::model::WorkerStatus::Active
+            && let Some(a) = w.assigned_conversation_id
+        {
+            return Ok(match self.claim_in_conversation(worker_id, &a).await? {
+                ConvOutcome::Claimed(j) => Some(j),
+                _ => None,
+            });
+        }
         Ok(None)
     }
 

@@ -1,0 +1,494 @@
+//! The queue store against DynamoDB Local: every rule through the store's real operations,
+//! with the clock moved by hand.
+
+use integration_tests::*;
+use shared::error::LeaseRefusal;
+use shared::model::{HistoryRole, MessageStatus, WorkerStatus};
+use shared::queue::*;
+use shared::store::workers::UpsertWorkerArgs;
+
+fn lease(job: &shared::model::ClaimedJob, worker: &str) -> LeaseArgs {
+    LeaseArgs { worker_id: worker.into(), message_id: job.message_id.clone(), lease_id: job.lease_id.clone() }
+}
+
+fn fail_args(job: &shared::model::ClaimedJob, worker: &str, err: &str) -> FailArgs {
+    FailArgs {
+        worker_id: worker.into(),
+        message_id: job.message_id.clone(),
+        lease_id: job.lease_id.clone(),
+        error_message: err.into(),
+    }
+}
+
+#[tokio::test]
+async fn enqueue_claim_complete_round_trip() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let r = e.store.enqueue(enq("c1", "bot", "hi")).await.unwrap();
+    assert!(!r.deduplicated);
+    assert!(e.store.has_queued("c1").await.unwrap());
+
+    let job = e.store.claim("w1", None).await.unwrap().expect("a job");
+    assert_eq!(job.message_id, r.message_id);
+    assert_eq!(job.payload.message_text, "hi");
+    assert_eq!(job.lease_expires_at, T0 + 360_000);
+    assert!(!e.store.has_queued("c1").await.unwrap(), "processing does not count as queued");
+    let w = e.store.get_worker("w1").await.unwrap().unwrap();
+    assert_eq!((w.status, w.load(), w.assigned_conversation_id.as_deref()), (WorkerStatus::Active, 1, Some("c1")));
+
+    e.clock.advance(1_000);
+    e.store.complete(&lease(&job, "w1")).await.unwrap();
+    let m = e.store.get_message(&job.message_id).await.unwrap().unwrap();
+    assert_eq!(m.status, MessageStatus::Done);
+    assert!(m.open_key.is_none() && m.lease_id.is_none() && m.claimed_by.is_none());
+    assert_eq!(m.ttl, Some((T0 + 1_000 + 7 * 86_400_000) / 1000));
+    let c = e.store.get_conversation("c1").await.unwrap().unwrap();
+    assert_eq!(c.open_count, 0);
+    assert!(c.ready_at.is_none() && c.lock_lease_id.is_none(), "an empty conversation leaves the ready index");
+    assert_eq!(e.store.get_worker("w1").await.unwrap().unwrap().load(), 0);
+    assert!(e.store.claim("w1", Some("c1")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn enqueue_refusals_are_precise_and_write_nothing() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    seed_agent(&e.store, "off", false).await;
+    e.store.enqueue(enq("bound", "bot", "x")).await.unwrap();
+    let before = snapshot(&e).await;
+
+    let err = e.store.enqueue(enq("c-new", "ghost", "x")).await.unwrap_err();
+    assert_eq!((code(&err), err.to_string().as_str()), ("NotFound", "Agent profile 'ghost' not found or disabled"));
+    let err = e.store.enqueue(enq("c-new", "off", "x")).await.unwrap_err();
+    assert_eq!(err.to_string(), "Agent profile 'off' not found or disabled");
+
+    let mut blank = enq("c-new", "bot", "x");
+    blank.payload.provider_user_id = "  ".into();
+    let err = e.store.enqueue(blank).await.unwrap_err();
+    assert_eq!(code(&err), "ValidationError");
+    assert!(err.to_string().starts_with("providerUserId is required"), "{err}");
+
+    let err = e.store.enqueue(enq("bound", "other", "x")).await;
+    seed_agent(&e.store, "other", true).await;
+    let err2 = e.store.enqueue(enq("bound", "other", "x")).await.unwrap_err();
+    assert_eq!(code(&err.unwrap_err()), "NotFound");
+    assert_eq!(code(&err2), "Conflict");
+    assert_eq!(err2.to_string(), "Conversation 'bound' is already bound to agent 'bot', cannot enqueue for 'other'.");
+
+    let mut big = enq("c-new", "bot", "");
+    big.payload.message_text = "x".repeat(300 * 1024);
+    assert_eq!(code(&e.store.enqueue(big).await.unwrap_err()), "PayloadTooLarge");
+    let mut nan = enq("c-new", "bot", "x");
+    nan.priority = Some(f64::NAN);
+    assert_eq!(code(&e.store.enqueue(nan).await.unwrap_err()), "ValidationError");
+    let mut zero = enq("c-new", "bot", "x");
+    zero.max_attempts = Some(0);
+    assert_eq!(code(&e.store.enqueue(zero).await.unwrap_err()), "ValidationError");
+    assert_eq!(code(&e.store.enqueue(enq(" ", "bot", "x")).await.unwrap_err()), "ValidationError");
+
+    let mut after = snapshot(&e).await;
+    // Only the profile written in between differs.
+    after.retain(|i| !i.contains("AGENT#other"));
+    assert_eq!(before, after, "refused enqueues leave the tables as they were");
+    assert!(e.store.get_conversation("c-new").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn enqueue_is_idempotent_on_external_message_id() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut a = enq("c1", "bot", "hello");
+    a.payload.external_message_id = Some("tg-777".into());
+    let first = e.store.enqueue(a.clone()).await.unwrap();
+    let before = snapshot(&e).await;
+    let second = e.store.enqueue(a.clone()).await.unwrap();
+    assert_eq!(second.message_id, first.message_id);
+    assert!(second.deduplicated);
+    assert_eq!(snapshot(&e).await, before, "the duplicate wrote nothing");
+    assert_eq!(e.store.get_conversation("c1").await.unwrap().unwrap().open_count, 1);
+    // The same external id in another conversation is another message.
+    let mut other = a;
+    other.conversation_id = "c2".into();
+    assert_ne!(e.store.enqueue(other).await.unwrap().message_id, first.message_id);
+}
+
+/// The original looks at the 25 oldest queued rows only and returns nothing when they all
+/// belong to busy conversations. Here 30 busy conversations are ahead of one ready one.
+#[tokio::test]
+async fn no_head_of_line_blocking_behind_busy_conversations() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    for i in 0..30 {
+        let cid = format!("busy-{i:02}");
+        e.store.enqueue(enq(&cid, "bot", "first")).await.unwrap();
+        e.store.enqueue(enq(&cid, "bot", "second")).await.unwrap();
+        e.store.enqueue(enq(&cid, "bot", "third")).await.unwrap();
+        let job = e.store.claim(&format!("busy-worker-{i}"), Some(&cid)).await.unwrap().expect("claim busy");
+        assert_eq!(job.payload.message_text, "first");
+    }
+    e.clock.advance(10);
+    let ready = e.store.enqueue(enq("quiet", "bot", "me please")).await.unwrap();
+    e.counter.reset();
+    let job = e.store.claim("fresh-worker", None).await.unwrap().expect("the ready conversation is found");
+    assert_eq!(job.message_id, ready.message_id);
+    let requests = e.counter.total();
+    assert!(requests <= 3, "an unassigned claim costs 3 requests however many conversations are busy, got {requests}");
+    // A second fresh worker finds nothing: everything left is locked or owned.
+    assert!(e.store.claim("another", None).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn leases_are_enforced_by_time_without_a_sweep() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    e.store.enqueue(enq("c1", "bot", "x")).await.unwrap();
+    let job = e.store.claim("w1", None).await.unwrap().unwrap();
+    e.clock.advance(100_000);
+    let hb = e.store.heartbeat(&lease(&job, "w1")).await.unwrap();
+    assert_eq!(hb.lease_expires_at, T0 + 100_000 + 360_000);
+    e.clock.set(hb.lease_expires_at);
+    let before = snapshot(&e).await;
+    for err in [
+        e.store.heartbeat(&lease(&job, "w1")).await.unwrap_err(),
+        e.store.complete(&lease(&job, "w1")).await.unwrap_err(),
+        e.store.fail(&fail_args(&job, "w1", "boom")).await.unwrap_err(),
+    ] {
+        assert_eq!(err.lease_refusal(), Some(LeaseRefusal::LeaseExpired), "{err}");
+        assert_eq!(code(&err), "Conflict");
+    }
+    assert_eq!(snapshot(&e).await, before, "late calls change nothing");
+    // Someone else's lease and a wrong lease id are refused too.
+    let mut wrong = lease(&job, "w2");
+    e.clock.set(T0 + 1);
+    assert_eq!(e.store.complete(&wrong).await.unwrap_err().lease_refusal(), Some(LeaseRefusal::LeaseMismatch));
+    wrong.worker_id = "w1".into();
+    wrong.lease_id = "01ARZ3NDEKTSV4RRFFQ69G5FAV-l".into();
+    assert_eq!(e.store.heartbeat(&wrong).await.unwrap_err().lease_refusal(), Some(LeaseRefusal::LeaseMismatch));
+    let mut missing = lease(&job, "w1");
+    missing.message_id = format!("{}:c1", shared::ids::ulid(5));
+    assert_eq!(code(&e.store.complete(&missing).await.unwrap_err()), "NotFound");
+    missing.message_id = "garbage".into();
+    assert_eq!(code(&e.store.complete(&missing).await.unwrap_err()), "ValidationError");
+}
+
+#[tokio::test]
+async fn an_expired_lease_counts_as_an_attempt_and_poison_dead_letters() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut a = enq("poison", "bot", "kills its worker");
+    a.max_attempts = Some(3);
+    let id = e.store.enqueue(a).await.unwrap().message_id;
+    let mut claims = 0;
+    for round in 0..10 {
+        match e.store.claim(&format!("w{round}"), None).await.unwrap() {
+            Some(job) => {
+                claims += 1;
+                assert_eq!(job.message_id, id);
+                assert_eq!(job.attempts, round, "each expiry is one attempt");
+                e.clock.advance(360_001); // the worker dies: no heartbeat, no complete
+                e.clock.advance(420_000); // and its ownership goes stale
+            }
+            None => break,
+        }
+    }
+    assert_eq!(claims, 3, "claimed maxAttempts times, then never again");
+    let m = e.store.get_message(&id).await.unwrap().unwrap();
+    assert_eq!(m.status, MessageStatus::DeadLetter);
+    assert_eq!(m.attempts, 3);
+    assert_eq!(m.last_error.as_deref(), Some("Lease expired while processing"));
+    let c = e.store.get_conversation("poison").await.unwrap().unwrap();
+    assert_eq!((c.open_count, c.ready_at, c.lock_lease_id), (0, None, None));
+}
+
+#[tokio::test]
+async fn fifo_holds_across_retries() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let first = e.store.enqueue(enq("c1", "bot", "one")).await.unwrap().message_id;
+    e.clock.advance(1);
+    let second = e.store.enqueue(enq("c1", "bot", "two")).await.unwrap().message_id;
+    let job = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    assert_eq!(job.message_id, first);
+    let f = e.store.fail(&fail_args(&job, "w1", "transient")).await.unwrap();
+    assert!(f.requeued && !f.dead_lettered);
+    let at = f.next_scheduled_for.unwrap();
+    assert!((T0 + 1 + 1_000..=T0 + 1 + 1_099).contains(&at), "first retry after 1 s + ≤10% jitter: {at}");
+    // While the retry waits, the later message does not overtake it.
+    assert!(e.store.claim("w1", Some("c1")).await.unwrap().is_none());
+    assert!(e.store.claim("w2", None).await.unwrap().is_none());
+    e.clock.set(at);
+    let again = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    assert_eq!((again.message_id.as_str(), again.attempts), (first.as_str(), 1));
+    e.store.complete(&lease(&again, "w1")).await.unwrap();
+    let next = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    assert_eq!(next.message_id, second);
+    let m = e.store.get_message(&first).await.unwrap().unwrap();
+    assert!(m.last_error.is_none(), "done clears lastError");
+}
+
+#[tokio::test]
+async fn fail_dead_letters_after_max_attempts_and_redrive_brings_it_back() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut a = enq("c1", "bot", "x");
+    a.max_attempts = Some(2);
+    let id = e.store.enqueue(a).await.unwrap().message_id;
+    let later = e.store.enqueue(enq("c1", "bot", "later")).await.unwrap().message_id;
+    let j = e.store.claim("w1", None).await.unwrap().unwrap();
+    let f = e.store.fail(&fail_args(&j, "w1", &"e".repeat(10_000))).await.unwrap();
+    assert!(f.requeued);
+    e.clock.advance(f.next_scheduled_for.unwrap() - T0);
+    let j = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    assert_eq!(j.message_id, id);
+    let f = e.store.fail(&fail_args(&j, "w1", "again")).await.unwrap();
+    assert_eq!(f, FailResult { requeued: false, dead_lettered: true, next_scheduled_for: None });
+    let m = e.store.get_message(&id).await.unwrap().unwrap();
+    assert_eq!((m.status, m.attempts, m.last_error.as_deref()), (MessageStatus::DeadLetter, 2, Some("again")));
+    assert_eq!(e.store.queue_stats().await.unwrap().dead_letter, 1);
+    // The next message goes on.
+    let j2 = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    assert_eq!(j2.message_id, later);
+    e.store.complete(&lease(&j2, "w1")).await.unwrap();
+
+    let bad = e.store.redrive(RedriveArgs { conversation_id: None, message_ids: None }).await.unwrap_err();
+    assert_eq!(code(&bad), "ValidationError");
+    let r = e.store.redrive(RedriveArgs { conversation_id: Some("c1".into()), message_ids: None }).await.unwrap();
+    assert_eq!(r.message_ids, vec![id.clone()]);
+    let m = e.store.get_message(&id).await.unwrap().unwrap();
+    assert_eq!((m.status, m.attempts), (MessageStatus::Queued, 0));
+    let j3 = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    assert_eq!(j3.message_id, id);
+    // Redriving something that is not dead-lettered is refused.
+    let err = e.store.redrive(RedriveArgs { conversation_id: None, message_ids: Some(vec![id]) }).await.unwrap_err();
+    assert_eq!(code(&err), "Conflict");
+}
+
+#[tokio::test]
+async fn sticky_workers_keep_their_conversation_until_stale() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    e.store.enqueue(enq("c1", "bot", "a")).await.unwrap();
+    e.store.enqueue(enq("c2", "bot", "b")).await.unwrap();
+    let j = e.store.claim("owner", Some("c1")).await.unwrap().unwrap();
+    e.store.complete(&lease(&j, "owner")).await.unwrap();
+    e.store.enqueue(enq("c1", "bot", "c")).await.unwrap();
+    // I6: another worker cannot take c1 from its fresh owner; it gets c2.
+    assert!(e.store.claim("intruder", Some("c1")).await.unwrap().is_none());
+    let k = e.store.claim("intruder", None).await.unwrap().unwrap();
+    assert_eq!(k.conversation_id, "c2");
+    // I5: the owner is assigned to c1 and cannot claim elsewhere, filter or not.
+    e.store.complete(&lease(&k, "intruder")).await.unwrap();
+    e.store.enqueue(enq("c2", "bot", "d")).await.unwrap();
+    assert!(e.store.claim("owner", Some("c2")).await.unwrap().is_none());
+    let o = e.store.claim("owner", None).await.unwrap().unwrap();
+    assert_eq!(o.conversation_id, "c1", "an assigned worker without a filter is routed to its conversation");
+    e.store.complete(&lease(&o, "owner")).await.unwrap();
+    // Once the owner is stale, its conversation is open to others.
+    e.store.enqueue(enq("c1", "bot", "e")).await.unwrap();
+    assert!(e.store.claim("third", Some("c1")).await.unwrap().is_none());
+    e.clock.advance(420_000);
+    let t = e.store.claim("third", Some("c1")).await.unwrap().unwrap();
+    assert_eq!(t.payload.message_text, "e");
+}
+
+#[tokio::test]
+async fn only_active_workers_claim() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    e.store.enqueue(enq("c1", "bot", "a")).await.unwrap();
+    let up = |status| UpsertWorkerArgs {
+        worker_id: "w".into(),
+        provider: "fly".into(),
+        status,
+        load: 0,
+        scheduled_shutdown_at: None,
+        stopped_at: None,
+        machine_id: None,
+        app_name: None,
+        region: None,
+        volume_id: None,
+        assignment: None,
+        clear_last_snapshot_id: false,
+        clear_machine_ref: false,
+        clear_volume_id: false,
+    };
+    e.store.upsert_worker_state(&up(WorkerStatus::Active)).await.unwrap();
+    e.store.upsert_worker_state(&up(WorkerStatus::Draining)).await.unwrap();
+    let before = snapshot(&e).await;
+    assert!(e.store.claim("w", None).await.unwrap().is_none());
+    assert!(e.store.claim("w", Some("c1")).await.unwrap().is_none());
+    assert_eq!(snapshot(&e).await, before);
+    let err = e.store.upsert_worker_state(&up(WorkerStatus::Active)).await.unwrap_err();
+    assert_eq!(err.to_string(), "Worker 'w' cannot transition from 'draining' to 'active'.");
+    e.store.upsert_worker_state(&up(WorkerStatus::Stopping)).await.unwrap();
+    e.store.upsert_worker_state(&up(WorkerStatus::Stopped)).await.unwrap();
+    assert!(e.store.claim("w", None).await.unwrap().is_none(), "stopped is terminal");
+    assert!(e.store.claim("fresh", None).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn scheduled_messages_wait_and_do_not_block_earlier_ones() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut later = enq("c1", "bot", "tomorrow");
+    later.scheduled_for = Some(T0 + 86_400_000);
+    let tomorrow = e.store.enqueue(later).await.unwrap().message_id;
+    assert!(e.store.claim("w", None).await.unwrap().is_none(), "not due");
+    assert_eq!(e.store.queue_stats().await.unwrap().queued_scheduled, 1);
+    e.clock.advance(5);
+    let now_msg = e.store.enqueue(enq("c1", "bot", "now")).await.unwrap().message_id;
+    let j = e.store.claim("w", None).await.unwrap().expect("the message due now goes first");
+    assert_eq!(j.message_id, now_msg);
+    e.store.complete(&lease(&j, "w")).await.unwrap();
+    assert!(e.store.claim("w", Some("c1")).await.unwrap().is_none());
+    e.clock.set(T0 + 86_400_000);
+    assert_eq!(e.store.claim("w", Some("c1")).await.unwrap().unwrap().message_id, tomorrow);
+}
+
+#[tokio::test]
+async fn higher_priority_conversations_are_claimed_first() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut low = enq("low", "bot", "l");
+    low.priority = Some(10.0);
+    e.store.enqueue(low).await.unwrap();
+    e.clock.advance(10);
+    let mut high = enq("high", "bot", "h");
+    high.priority = Some(90.0);
+    e.store.enqueue(high).await.unwrap();
+    e.clock.advance(10);
+    assert_eq!(e.store.claim("w1", None).await.unwrap().unwrap().conversation_id, "high");
+    assert_eq!(e.store.claim("w2", None).await.unwrap().unwrap().conversation_id, "low");
+}
+
+#[tokio::test]
+async fn the_sweep_recovers_expired_leases_without_reviving_the_worker() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    e.store.enqueue(enq("c1", "bot", "a")).await.unwrap();
+    e.store.enqueue(enq("c2", "bot", "b")).await.unwrap();
+    let j1 = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    e.store.claim("w2", Some("c2")).await.unwrap().unwrap();
+    assert_eq!(e.store.release_expired_leases(None).await.unwrap(), ReleaseResult::default(), "nothing expired yet");
+    e.clock.advance(200_000);
+    e.store.heartbeat(&lease(&j1, "w1")).await.unwrap();
+    e.clock.advance(200_000); // w2's lease expired, w1's is alive
+    let stats = e.store.queue_stats().await.unwrap();
+    assert_eq!((stats.processing, stats.processing_expired), (1, 1));
+    let r = e.store.release_expired_leases(Some(10)).await.unwrap();
+    assert_eq!(r, ReleaseResult { requeued: 1, dead_lettered: 0, unlocked: 1 });
+    let w2 = e.store.get_worker("w2").await.unwrap().unwrap();
+    assert_eq!(w2.load(), 0);
+    assert_eq!(w2.heartbeat_at, T0, "the sweep does not make a dead worker look alive (W7)");
+    let stats = e.store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued_ready, stats.processing, stats.processing_expired), (1, 1, 0));
+    // The recovered message is open to anyone: its owner lost the conversation with the lease.
+    let again = e.store.claim("w3", None).await.unwrap().unwrap();
+    assert_eq!((again.conversation_id.as_str(), again.attempts), ("c2", 1));
+}
+
+#[tokio::test]
+async fn append_and_has_queued() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let missing = e
+        .store
+        .append_messages(AppendArgs {
+            conversation_id: "nope".into(),
+            workspace_id: None,
+            messages: vec![NewHistoryEntry { role: HistoryRole::User, content: "x".into(), at: None }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(missing, AppendResult { updated: false, message_count: 0 });
+    assert!(!e.store.has_queued("nope").await.unwrap());
+    e.store.enqueue(enq("c1", "bot", "a")).await.unwrap();
+    let entries = vec![
+        NewHistoryEntry { role: HistoryRole::User, content: "hello".into(), at: None },
+        NewHistoryEntry { role: HistoryRole::Assistant, content: "hi!".into(), at: None },
+        NewHistoryEntry { role: HistoryRole::Tool, content: "t".into(), at: Some(42) },
+    ];
+    let r = e
+        .store
+        .append_messages(AppendArgs { conversation_id: "c1".into(), workspace_id: None, messages: entries })
+        .await;
+    assert_eq!(r.unwrap(), AppendResult { updated: true, message_count: 3 });
+    let h = e.store.list_history("c1", 10).await.unwrap();
+    assert_eq!(
+        h.iter().map(|x| (x.content.as_str(), x.at)).collect::<Vec<_>>(),
+        vec![("hello", T0), ("hi!", T0 + 1), ("t", 42)]
+    );
+    let too_many =
+        (0..51).map(|_| NewHistoryEntry { role: HistoryRole::User, content: "x".into(), at: None }).collect();
+    let err =
+        e.store.append_messages(AppendArgs { conversation_id: "c1".into(), workspace_id: None, messages: too_many });
+    assert_eq!(code(&err.await.unwrap_err()), "ValidationError");
+    let huge = vec![NewHistoryEntry { role: HistoryRole::User, content: "x".repeat(70_000), at: None }];
+    let err = e.store.append_messages(AppendArgs { conversation_id: "c1".into(), workspace_id: None, messages: huge });
+    assert_eq!(code(&err.await.unwrap_err()), "PayloadTooLarge");
+    assert_eq!(e.store.list_history("c1", 10).await.unwrap().len(), 3, "refused appends add nothing");
+}
+
+#[tokio::test]
+async fn system_prompt_from_runtime_config_is_appended() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    e.store
+        .set_message_config(shared::model::MessageConfig {
+            system_prompt: Some("  Answer in French. ".into()),
+            telegram_attachment_retention_ms: Some(-5),
+        })
+        .await
+        .unwrap();
+    let stored = e.store.message_config().await.unwrap().unwrap();
+    assert_eq!(stored.system_prompt.as_deref(), Some("Answer in French."));
+    assert_eq!(stored.telegram_attachment_retention_ms, None);
+    e.store.enqueue(enq("c1", "bot", "hello ")).await.unwrap();
+    let j = e.store.claim("w", None).await.unwrap().unwrap();
+    assert_eq!(j.payload.message_text, "hello\n\nAnswer in French.");
+    assert_eq!(j.payload.metadata.unwrap()["providerUserId"], "user-1");
+}
+
+#[tokio::test]
+async fn listings_are_ordered_and_clamped() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    for i in 0..5 {
+        e.store.enqueue(enq("c1", "bot", &format!("m{i}"))).await.unwrap();
+        e.clock.advance(1);
+    }
+    let rows = e
+        .store
+        .list_conversation_items(&ListConversationArgs { conversation_id: "c1".into(), limit: Some(3) })
+        .await
+        .unwrap();
+    let texts: Vec<_> = rows.iter().map(|r| r.payload.as_ref().unwrap().message_text.clone()).collect();
+    assert_eq!(texts, vec!["m4", "m3", "m2"], "newest first");
+    let q = e.store.list_jobs_by_status(&ListByStatusArgs { status: "queued".into(), limit: Some(0) }).await.unwrap();
+    assert_eq!(q.len(), 1, "limit is clamped to at least 1");
+    let all = e.store.list_jobs_by_status(&ListByStatusArgs { status: "queued".into(), limit: None }).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.scheduled_for).collect::<Vec<_>>(), (0..5).map(|i| T0 + i).collect::<Vec<_>>());
+    let err = e.store.list_jobs_by_status(&ListByStatusArgs { status: "weird".into(), limit: None }).await.unwrap_err();
+    assert_eq!(code(&err), "ValidationError");
+}
+
+/// Claim and complete cost the same number of requests at any depth.
+#[tokio::test]
+async fn request_counts_do_not_depend_on_depth() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut per_depth = Vec::new();
+    for (round, depth) in [10usize, 300].into_iter().enumerate() {
+        let cid = format!("deep-{round}");
+        for i in 0..depth {
+            e.store.enqueue(enq(&format!("{cid}-{}", i % 20), "bot", "x")).await.unwrap();
+        }
+        e.store.enqueue(enq(&cid, "bot", "mine")).await.unwrap();
+        let w = format!("sticky-{round}");
+        e.counter.reset();
+        let j = e.store.claim(&w, Some(&cid)).await.unwrap().unwrap();
+        e.store.complete(&lease(&j, &w)).await.unwrap();
+        per_depth.push(e.counter.total());
+    }
+    assert_eq!(per_depth, vec![3, 3], "sticky claim (Query + Transact) + complete (Transact) at depth 10 and 300");
+}
