@@ -35,12 +35,22 @@ pub async fn env() -> TestEnv {
 }
 
 pub async fn env_with(policy: QueuePolicy) -> TestEnv {
+    env_clocked(policy, None).await
+}
+
+/// Like [`env_with`], but on the system clock (for tests where real time passes).
+pub async fn env_system(policy: QueuePolicy) -> TestEnv {
+    env_clocked(policy, Some(Arc::new(shared::SystemClock))).await
+}
+
+async fn env_clocked(policy: QueuePolicy, clock_override: Option<shared::clock::SharedClock>) -> TestEnv {
     let counter = RequestCounter::new();
     let client = shared::store::dynamo_client(Some(&endpoint()), Some(counter.clone())).await;
     let prefix = format!("t{}-", shared::ids::ulid(0).to_lowercase().split_at(16).1);
     let tables = TableNames::with_prefix(&prefix);
     let clock = ManualClock::new(T0);
-    let store = Arc::new(Store::new(client, tables.clone(), policy, Arc::new(clock.clone())));
+    let used: shared::clock::SharedClock = clock_override.unwrap_or_else(|| Arc::new(clock.clone()));
+    let store = Arc::new(Store::new(client, tables.clone(), policy, used));
     store.create_tables().await.expect("create tables");
     counter.reset();
     TestEnv { store, clock, counter, tables }
