@@ -106,7 +106,7 @@ async fn a_thousand_messages_raced_for_by_eight_tasks() {
         workers += t.await.unwrap();
     }
     let elapsed = started.elapsed();
-    let l = ledger.lock().unwrap();
+    let l = std::mem::take(&mut *ledger.lock().unwrap());
     assert_eq!(l.completed.len(), TOTAL, "every message completed exactly once");
     assert_eq!(l.claims, TOTAL, "no message was claimed twice");
     assert_eq!(l.order.len(), CONVS);
@@ -177,7 +177,7 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
                     continue;
                 };
                 // One in four claimers vanishes, and anyone holding a poison message does.
-                if j.payload.message_text.starts_with("poison") || (n + t) % 4 == 0 {
+                if j.payload.message_text.starts_with("poison") || (n + t).is_multiple_of(4) {
                     vanished.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
@@ -205,7 +205,7 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
         t.await.unwrap();
     }
     let freed_by_sweeper = sweeper.await.unwrap();
-    let l = ledger.lock().unwrap();
+    let l = std::mem::take(&mut *ledger.lock().unwrap());
     let mut dead = HashSet::new();
     for c in &convs {
         let rows = e

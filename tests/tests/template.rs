@@ -76,12 +76,8 @@ fn tables_in_the_template_match_the_code() {
         assert_eq!(res["Type"], "AWS::DynamoDB::Table", "{} is a table", def.resource);
         assert_eq!(declared(&res["Properties"]), expected(def), "{} differs from schema.rs", def.resource);
     }
-    let tables_in_template = t["Resources"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|r| r["Type"] == "AWS::DynamoDB::Table")
-        .count();
+    let tables_in_template =
+        t["Resources"].as_object().unwrap().values().filter(|r| r["Type"] == "AWS::DynamoDB::Table").count();
     assert_eq!(tables_in_template, TABLES.len(), "no table in the template that the code does not know");
 }
 

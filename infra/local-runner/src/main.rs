@@ -148,10 +148,18 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("binding 127.0.0.1:{}: {e}", args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("local-runner listening on http://{addr}");
-    println!("  storage: {storage}; tables {}, {}, {}", cfg.tables.queue, cfg.tables.workers, cfg.tables.control);
-    println!("  worker routes: POST http://{addr}/worker/<op>  (Authorization: Bearer <WORKER_AUTH_TOKEN>)");
-    println!("  lambda invoke: POST http://{addr}/2015-03-31/functions/enqueue/invocations");
+    // A closed stdout (a parent that stopped reading) must not stop the runner.
+    let banner = format!(
+        "local-runner listening on http://{addr}\n  storage: {storage}; tables {}, {}, {}\n  \
+         worker routes: POST http://{addr}/worker/<op>  (Authorization: Bearer <WORKER_AUTH_TOKEN>)\n  \
+         lambda invoke: POST http://{addr}/2015-03-31/functions/enqueue/invocations\n",
+        cfg.tables.queue, cfg.tables.workers, cfg.tables.control
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

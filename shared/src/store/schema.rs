@@ -162,6 +162,16 @@ pub async fn create_table(
     def: &TableDef,
     name: &str,
 ) -> Result<bool, aws_sdk_dynamodb::Error> {
+    // Look first: emulators disagree on the error a second CreateTable returns.
+    match client.describe_table().table_name(name).send().await {
+        Ok(_) => return Ok(false),
+        Err(e) => {
+            let e = aws_sdk_dynamodb::Error::from(e);
+            if !matches!(e, aws_sdk_dynamodb::Error::ResourceNotFoundException(_)) {
+                return Err(e);
+            }
+        }
+    }
     let mut req = client
         .create_table()
         .table_name(name)

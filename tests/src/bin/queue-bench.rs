@@ -1,0 +1,239 @@
+//! Queue benchmark against the DynamoDB at `DYNAMODB_ENDPOINT` (DynamoDB Local via
+//! `infra/scripts/bench.sh`). Prints figures; asserts only that nothing was lost or duplicated.
+//!
+//! 1. DynamoDB requests per message, enqueue to complete (counted by an SDK interceptor).
+//! 2. claim+complete cost at a shallow and a deep queue, and the ratio.
+//! 3. claim+complete throughput with 8 concurrent claim loops.
+
+use integration_tests::*;
+use shared::config::QueuePolicy;
+use shared::queue::LeaseArgs;
+use shared::store::Store;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Opts {
+    shallow: usize,
+    deep: usize,
+    sample: usize,
+    throughput_msgs: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts { shallow: 100, deep: 10_000, sample: 100, throughput_msgs: 2_000 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut num = || it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{a} needs a number"));
+        match a.as_str() {
+            "--shallow" => o.shallow = num(),
+            "--deep" => o.deep = num(),
+            "--sample" => o.sample = num(),
+            "--throughput-msgs" => o.throughput_msgs = num(),
+            "--quick" => {
+                o = Opts { shallow: 50, deep: 500, sample: 20, throughput_msgs: 200 };
+            }
+            other => {
+                panic!("unknown argument {other}; use --shallow N --deep N --sample N --throughput-msgs N | --quick")
+            }
+        }
+    }
+    o
+}
+
+fn lease(j: &shared::model::ClaimedJob, w: &str) -> LeaseArgs {
+    LeaseArgs { worker_id: w.into(), message_id: j.message_id.clone(), lease_id: j.lease_id.clone() }
+}
+
+/// Enqueue `n` messages over `convs` conversations with 8 producers.
+async fn fill(store: &Arc<Store>, prefix: &str, n: usize, convs: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, next, prefix) = (store.clone(), next.clone(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                store.enqueue(enq(&format!("{prefix}-{}", i % convs), "bot", "x")).await.expect("fill");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn requests_per_message(samples: usize) {
+    println!("\n1. DynamoDB requests per message, enqueue -> claim -> complete ({samples} messages each)");
+    println!("   {:<58} {:>9} {:>22}", "pattern", "req/msg", "by operation");
+    // Sticky worker, one message at a time (a chat turn).
+    for (label, per_conv, sticky) in [
+        ("sticky worker, one message per conversation", 1usize, true),
+        ("sticky worker, 10 queued per conversation (drained)", 10, true),
+        ("unassigned worker (a fresh worker per conversation)", 1, false),
+    ] {
+        let e = env_system(QueuePolicy::default()).await;
+        seed_agent(&e.store, "bot", true).await;
+        let convs = (samples / per_conv).max(1);
+        e.counter.reset();
+        let mut n = 0;
+        for c in 0..convs {
+            let cid = format!("rq-{c}");
+            for _ in 0..per_conv {
+                e.store.enqueue(enq(&cid, "bot", "x")).await.unwrap();
+            }
+            let w = format!("w-{c}");
+            for _ in 0..per_conv {
+                let j = if sticky { e.store.claim(&w, Some(&cid)).await } else { e.store.claim(&w, None).await }
+                    .unwrap()
+                    .expect("a job");
+                e.store.complete(&lease(&j, &w)).await.unwrap();
+                n += 1;
+            }
+        }
+        let ops = e.counter.by_operation();
+        let total = e.counter.total();
+        println!("   {:<58} {:>9.2} {:>22}", label, total as f64 / n as f64, format!("{ops:?}"));
+    }
+}
+
+/// Mean latency and requests of `sample` claim+complete pairs with `depth` messages queued.
+async fn cost_at_depth(depth: usize, sample: usize, sticky: bool) -> (f64, f64) {
+    let e = env_system(QueuePolicy::default()).await;
+    seed_agent(&e.store, "bot", true).await;
+    // The depth sits in conversations that stay busy (locked by a claimer), plus the sample.
+    let convs = (depth / 10).max(1);
+    fill(&e.store, "deep", depth, convs).await;
+    for c in 0..convs {
+        e.store.claim(&format!("holder-{c}"), Some(&format!("deep-{c}"))).await.unwrap().expect("hold");
+    }
+    for s in 0..sample {
+        e.store.enqueue(enq(&format!("sample-{s}"), "bot", "x")).await.unwrap();
+    }
+    e.counter.reset();
+    let t = Instant::now();
+    for s in 0..sample {
+        let w = format!("bench-{s}");
+        let j =
+            if sticky { e.store.claim(&w, Some(&format!("sample-{s}"))).await } else { e.store.claim(&w, None).await }
+                .unwrap()
+                .expect("a sample job");
+        e.store.complete(&lease(&j, &w)).await.unwrap();
+    }
+    let ms = t.elapsed().as_secs_f64() * 1000.0 / sample as f64;
+    (ms, e.counter.total() as f64 / sample as f64)
+}
+
+async fn depth_ratio(o: &Opts) {
+    println!(
+        "\n2. claim+complete cost by queue depth ({} pairs each; the depth is messages queued behind busy conversations)",
+        o.sample
+    );
+    println!(
+        "   {:<22} {:>14} {:>14} {:>10} {:>10} {:>8}",
+        "claimer", "ms @shallow", "ms @deep", "req @sh", "req @deep", "ratio"
+    );
+    for sticky in [true, false] {
+        let (a_ms, a_rq) = cost_at_depth(o.shallow, o.sample, sticky).await;
+        let (b_ms, b_rq) = cost_at_depth(o.deep, o.sample, sticky).await;
+        println!(
+            "   {:<22} {:>14.2} {:>14.2} {:>10.2} {:>10.2} {:>8.2}",
+            if sticky { "sticky" } else { "unassigned" },
+            a_ms,
+            b_ms,
+            a_rq,
+            b_rq,
+            b_ms / a_ms
+        );
+    }
+    println!("   (shallow = {} queued, deep = {} queued)", o.shallow, o.deep);
+}
+
+async fn throughput(o: &Opts) {
+    let n = o.throughput_msgs;
+    let convs = (n / 10).max(1);
+    println!("\n3. claim+complete throughput, 8 concurrent claim loops, {n} messages over {convs} conversations");
+    let e = env_system(QueuePolicy::default()).await;
+    seed_agent(&e.store, "bot", true).await;
+    fill(&e.store, "tp", n, convs).await;
+    e.counter.reset();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let dups = Arc::new(AtomicUsize::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let (store, seen, done, dups) = (e.store.clone(), seen.clone(), done.clone(), dups.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine: Vec<(String, String)> = Vec::new();
+            let mut fresh = 0;
+            while done.load(Ordering::SeqCst) < n {
+                let mut progressed = false;
+                let mut i = 0;
+                while i < mine.len() {
+                    let (w, c) = mine[i].clone();
+                    match store.claim(&w, Some(&c)).await.unwrap() {
+                        Some(j) => {
+                            store.complete(&lease(&j, &w)).await.unwrap();
+                            if !seen.lock().unwrap().insert(j.message_id) {
+                                dups.fetch_add(1, Ordering::SeqCst);
+                            }
+                            done.fetch_add(1, Ordering::SeqCst);
+                            progressed = true;
+                        }
+                        None => {
+                            mine.swap_remove(i);
+                            continue;
+                        }
+                    }
+                    i += 1;
+                }
+                let w = format!("tp{k}-{fresh}");
+                if let Some(j) = store.claim(&w, None).await.unwrap() {
+                    fresh += 1;
+                    mine.push((w.clone(), j.conversation_id.clone()));
+                    store.complete(&lease(&j, &w)).await.unwrap();
+                    if !seen.lock().unwrap().insert(j.message_id) {
+                        dups.fetch_add(1, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                    progressed = true;
+                }
+                if !progressed {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let unique = seen.lock().unwrap().len();
+    let stats = e.store.queue_stats().await.unwrap();
+    println!(
+        "   {:.0} messages/s ({} in {:.1} s); duplicates {}, lost {}; {:.2} requests/message incl. empty polls",
+        n as f64 / secs,
+        n,
+        secs,
+        dups.load(Ordering::SeqCst),
+        n - unique + (stats.queued_ready + stats.processing) as usize,
+        e.counter.total() as f64 / n as f64
+    );
+    assert_eq!(dups.load(Ordering::SeqCst), 0, "duplicates");
+    assert_eq!(unique, n, "lost messages");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 8)]
+async fn main() {
+    let o = opts();
+    println!("queue-bench against {} (DynamoDB Local unless told otherwise)", endpoint());
+    requests_per_message(o.sample).await;
+    depth_ratio(&o).await;
+    throughput(&o).await;
+}
