@@ -30,17 +30,19 @@ fn encode(v: u128) -> String {
     String::from_utf8(out.to_vec()).expect("ascii")
 }
 
-static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
+/// The last ULID made by this process (time, random part), if any.
+static LAST: Mutex<Option<(u64, u128)>> = Mutex::new(None);
 
 /// A ULID for time `ms`: 48 bits of time then 80 random bits, monotonic within this process
 /// (two ids made in the same millisecond sort in creation order).
 pub fn ulid(ms: Millis) -> String {
     let ms = ms.max(0) as u64 & ((1 << 48) - 1);
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    let rand =
-        if ms <= last.0 && last.1 < (1u128 << 80) - 1 { last.1 + 1 } else { random_u128() & ((1u128 << 80) - 1) };
-    let ms = ms.max(last.0);
-    *last = (ms, rand);
+    let (ms, rand) = match *last {
+        Some((lms, lrand)) if ms <= lms && lrand < (1u128 << 80) - 1 => (lms, lrand + 1),
+        _ => (ms, random_u128() & ((1u128 << 80) - 1)),
+    };
+    *last = Some((ms, rand));
     encode(((ms as u128) << 80) | rand)
 }
 
@@ -122,6 +124,15 @@ mod tests {
         assert!(b < c);
         // The time prefix encodes the millisecond.
         assert!(ulid(0) < ulid(1_700_000_000_000));
+    }
+
+    #[test]
+    fn ids_for_the_same_instant_differ_and_are_not_counted_from_zero() {
+        let a = ulid(0);
+        let b = ulid(0);
+        assert_ne!(a, b);
+        assert!(a < b);
+        assert_ne!(&a[10..], "0000000000000001", "the random part is drawn, not counted from zero");
     }
 
     #[test]

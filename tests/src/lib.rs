@@ -46,7 +46,8 @@ pub async fn env_system(policy: QueuePolicy) -> TestEnv {
 async fn env_clocked(policy: QueuePolicy, clock_override: Option<shared::clock::SharedClock>) -> TestEnv {
     let counter = RequestCounter::new();
     let client = shared::store::dynamo_client(Some(&endpoint()), Some(counter.clone())).await;
-    let prefix = format!("t{}-", shared::ids::ulid(0).to_lowercase().split_at(16).1);
+    // 64 random bits: test binaries share one DynamoDB Local, so prefixes must never repeat.
+    let prefix = format!("t{:016x}-", shared::ids::random_u128() as u64);
     let tables = TableNames::with_prefix(&prefix);
     let clock = ManualClock::new(T0);
     let used: shared::clock::SharedClock = clock_override.unwrap_or_else(|| Arc::new(clock.clone()));
@@ -54,6 +55,15 @@ async fn env_clocked(policy: QueuePolicy, clock_override: Option<shared::clock::
     store.create_tables().await.expect("create tables");
     counter.reset();
     TestEnv { store, clock, counter, tables }
+}
+
+impl TestEnv {
+    /// Delete this environment's tables (DynamoDB Local slows down as its shared database grows).
+    pub async fn drop_tables(self) {
+        for name in [&self.tables.queue, &self.tables.workers, &self.tables.control] {
+            let _ = self.store.client.delete_table().table_name(name).send().await;
+        }
+    }
 }
 
 pub fn payload(user: &str, text: &str) -> Payload {

@@ -132,7 +132,8 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
     const CONVS: usize = 20;
     const PER: u32 = 8;
     const TOTAL: usize = CONVS * PER as usize;
-    let policy = QueuePolicy { lease_ms: 300, stale_after_ms: 400, default_max_attempts: 3, ..QueuePolicy::default() };
+    let policy =
+        QueuePolicy { lease_ms: 800, stale_after_ms: 1_000, default_max_attempts: 3, ..QueuePolicy::default() };
     let e = env_system(policy).await;
     seed_agent(&e.store, "bot", true).await;
     let convs: Vec<String> = (0..CONVS).map(|i| format!("crash-{i:02}")).collect();
@@ -149,6 +150,7 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
     }
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let vanished = Arc::new(AtomicUsize::new(0));
+    let late = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
@@ -166,7 +168,8 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
     };
     let mut tasks = Vec::new();
     for t in 0..6 {
-        let (store, ledger, vanished, stop) = (e.store.clone(), ledger.clone(), vanished.clone(), stop.clone());
+        let (store, ledger, vanished, stop, late) =
+            (e.store.clone(), ledger.clone(), vanished.clone(), stop.clone(), late.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -181,7 +184,15 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
                     vanished.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
-                store.complete(&lease(&j, &w)).await.expect("complete");
+                match store.complete(&lease(&j, &w)).await {
+                    Ok(()) => {}
+                    // A worker slower than its lease is refused and the message runs again.
+                    Err(e) if e.lease_refusal().is_some() => {
+                        late.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    Err(e) => panic!("complete: {e}"),
+                }
                 let mut l = ledger.lock().unwrap();
                 assert!(l.completed.insert(j.message_id.clone()), "completed twice");
                 l.order.entry(j.conversation_id.clone()).or_default().push(seq_of(&j));
@@ -234,8 +245,9 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
         assert_eq!(v, &sorted, "{c}: completions stay in order across crashes");
     }
     eprintln!(
-        "crash: {TOTAL} messages, {} vanished claimers, {} done, {} dead-lettered ({} poison), sweeper freed {freed_by_sweeper}, {:.1} s",
+        "crash: {TOTAL} messages, {} vanished claimers, {} late completes refused, {} done, {} dead-lettered ({} poison), sweeper freed {freed_by_sweeper}, {:.1} s",
         vanished.load(Ordering::SeqCst),
+        late.load(Ordering::SeqCst),
         l.completed.len(),
         dead.len(),
         poison.len(),

@@ -37,14 +37,25 @@ pub fn ttl_seconds(at_ms: Millis) -> i64 {
     at_ms.div_euclid(1000)
 }
 
-/// The `ready` index partition of a conversation (FNV-1a of its id).
-pub fn ready_shard(conversation_id: &str, shards: u32) -> String {
+/// The shard of a conversation (FNV-1a of its id modulo `shards`).
+pub fn shard_of(conversation_id: &str, shards: u32) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in conversation_id.as_bytes() {
         h ^= u32::from(*b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    format!("r{}", h % shards.max(1))
+    h % shards.max(1)
+}
+
+/// The `ready` index partition of an unlocked conversation: `r<shard>`.
+pub fn ready_shard(conversation_id: &str, shards: u32) -> String {
+    format!("r{}", shard_of(conversation_id, shards))
+}
+
+/// The `ready` index partition of a locked conversation: `l<shard>`. Busy conversations sit
+/// apart, so the partition unassigned claimers read holds only conversations that wait.
+pub fn locked_shard(conversation_id: &str, shards: u32) -> String {
+    format!("l{}", shard_of(conversation_id, shards))
 }
 
 fn check_text(field: &str, v: &str, max_bytes: usize) -> AppResult<()> {
@@ -504,6 +515,8 @@ mod tests {
     #[test]
     fn shards_and_keys() {
         assert_eq!(ready_shard("anything", 1), "r0");
+        assert_eq!(locked_shard("anything", 1), "l0");
+        assert_eq!(ready_shard("abc", 8)[1..], locked_shard("abc", 8)[1..]);
         let s = ready_shard("abc", 8);
         assert!(s.starts_with('r') && s[1..].parse::<u32>().unwrap() < 8);
         assert!(open_key(5, "B") < open_key(10, "A"));

@@ -100,19 +100,34 @@ impl From<LeaseHint> for LeaveVariant {
     }
 }
 
-/// The conversation update for an open message leaving under lease `:l`.
-fn leave_update(v: LeaveVariant, require_lock: bool) -> (String, String) {
+/// What happens to the conversation's sticky owner when an open message leaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Owner {
+    /// The owner finished the message: its claim on the conversation is refreshed (`:ou`).
+    Refresh,
+    /// The message was taken from a vanished owner: the conversation is free for anyone.
+    Drop,
+}
+
+/// The conversation update (and its condition) for an open message leaving: lock removed,
+/// `openCount - 1`, and the conversation stays in (`More`) or leaves (`Last`) the ready index.
+/// `require_lock` checks the lock is still lease `:l`.
+fn leave_update(v: LeaveVariant, require_lock: bool, owner: Owner) -> (String, String) {
     let lock_cond = if require_lock { "lockLeaseId = :l AND " } else { "" };
+    let (owner_set, owner_remove) = match owner {
+        Owner::Refresh => ("ownerUntil = :ou, ", ""),
+        Owner::Drop => ("", ", ownerId, ownerUntil"),
+    };
     match v {
         LeaveVariant::More => (
             format!(
-                "SET openCount = openCount - :one, readyAt = :now, ownerUntil = :ou, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}"
+                "SET openCount = openCount - :one, readyAt = :now, readyShard = :rshard, {owner_set}rev = rev + :one REMOVE {CONV_LOCK_REMOVE}{owner_remove}"
             ),
             format!("{lock_cond}openCount > :one"),
         ),
         LeaveVariant::Last => (
             format!(
-                "SET openCount = openCount - :one, ownerUntil = :ou, rev = rev + :one REMOVE readyAt, #pr, {CONV_LOCK_REMOVE}"
+                "SET openCount = openCount - :one, readyShard = :rshard, {owner_set}rev = rev + :one REMOVE readyAt, #pr, {CONV_LOCK_REMOVE}{owner_remove}"
             ),
             format!("{lock_cond}openCount = :one"),
         ),
@@ -282,8 +297,12 @@ impl Store {
         }
         let shards = self.policy.ready_shards.max(1);
         let start = (ids::random_u128() % u128::from(shards)) as u32;
-        for i in 0..shards {
-            let shard = format!("r{}", (start + i) % shards);
+        // Per shard: conversations that wait (`r`), then locked ones whose lease ran out (`l`).
+        let partitions = (0..shards).flat_map(|i| {
+            let n = (start + i) % shards;
+            [format!("r{n}"), format!("l{n}")]
+        });
+        for shard in partitions {
             let mut page_start: Option<Item> = None;
             loop {
                 let now = self.now();
@@ -421,7 +440,8 @@ impl Store {
                 .val(":one", n(1))
                 .val(":zero", n(0))
                 .val(":fly", s("fly"))
-                .val(":expired", s(rules::LEASE_EXPIRED_ERROR));
+                .val(":expired", s(rules::LEASE_EXPIRED_ERROR))
+                .val(":lshard", s(rules::locked_shard(cid, self.policy.ready_shards)));
             let (msg_update, msg_cond) = if reclaim {
                 (
                     "SET claimedBy = :w, leaseId = :l, leaseExpiresAt = :until, attempts = attempts + :one, lastError = :expired",
@@ -445,7 +465,7 @@ impl Store {
                     self.q(),
                     key(&conv.pk, &conv.sk),
                     "SET lockLeaseId = :l, lockWorkerId = :w, lockMsgSk = :sk, lockUntil = :until, lockHeartbeatAt = :now, \
-                     readyAt = :until, ownerId = :w, ownerUntil = :ou, rev = rev + :one",
+                     readyAt = :until, readyShard = :lshard, ownerId = :w, ownerUntil = :ou, rev = rev + :one",
                     Some(&conv_cond),
                     &ex,
                 ),
@@ -546,7 +566,8 @@ impl Store {
             .val(":dead", s("dead_letter"))
             .val(":queued", s("queued"))
             .val(":ttl", n(rules::ttl_seconds(now + self.policy.dead_letter_retention_ms)))
-            .val(":skey", s(rules::status_key(now, m.sk.trim_start_matches("M#"))));
+            .val(":skey", s(rules::status_key(now, m.sk.trim_start_matches("M#"))))
+            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.ready_shards)));
         let msg_cond = "#st = :processing AND leaseId = :old AND leaseExpiresAt <= :now";
         let (msg_update, conv_update) = if dead {
             let v = if conv.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last };
@@ -554,14 +575,16 @@ impl Store {
                 format!(
                     "SET #st = :dead, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
                 ),
-                leave_update(v, false).0.replace("ownerUntil = :ou, ", "") + ", ownerId",
+                leave_update(v, false, Owner::Drop).0,
             )
         } else {
             (
                 format!(
                     "SET #st = :queued, attempts = :n, scheduledFor = :now, statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
                 ),
-                format!("SET readyAt = :now, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId"),
+                format!(
+                    "SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId, ownerUntil"
+                ),
             )
         };
         let items = vec![
@@ -583,11 +606,15 @@ impl Store {
     /// A lock naming a message that is gone or no longer processing: remove it.
     async fn drop_dangling_lock(&self, conv: &ConversationItem) -> AppResult<()> {
         let now = self.now();
-        let ex = Ex::new().val(":rev", n(conv.rev)).val(":one", n(1)).val(":now", n(now));
+        let ex = Ex::new()
+            .val(":rev", n(conv.rev))
+            .val(":one", n(1))
+            .val(":now", n(now))
+            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.ready_shards)));
         let update = if conv.open_count > 0 {
-            format!("SET readyAt = :now, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}")
+            format!("SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}")
         } else {
-            format!("SET rev = rev + :one REMOVE readyAt, {CONV_LOCK_REMOVE}")
+            format!("SET readyShard = :rshard, rev = rev + :one REMOVE readyAt, {CONV_LOCK_REMOVE}")
         };
         let items = vec![tx_update(self.q(), key(&conv.pk, &conv.sk), &update, Some("rev = :rev"), &ex)];
         match self.transact(items).await {
@@ -684,7 +711,7 @@ impl Store {
                 .lease_ex(a, now)
                 .val(":done", s("done"))
                 .val(":ttl", n(rules::ttl_seconds(now + self.policy.done_retention_ms)));
-            let (cu, cc) = leave_update(variant, true);
+            let (cu, cc) = leave_update(variant, true, Owner::Refresh);
             let items = vec![
                 tx_update(
                     self.q(),
@@ -765,7 +792,9 @@ impl Store {
                         tx_update(
                             self.q(),
                             ck,
-                            &format!("SET readyAt = :at, ownerUntil = :ou, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}"),
+                            &format!(
+                                "SET readyAt = :at, readyShard = :rshard, ownerUntil = :ou, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}"
+                            ),
                             Some("lockLeaseId = :l"),
                             &ex,
                         ),
@@ -773,7 +802,7 @@ impl Store {
                     )
                 }
                 FailOutcome::DeadLetter => {
-                    let (cu, cc) = leave_update(variant, true);
+                    let (cu, cc) = leave_update(variant, true, Owner::Refresh);
                     (
                         tx_update(
                             self.q(),
@@ -809,7 +838,9 @@ impl Store {
     }
 
     fn lease_ex(&self, a: &LeaseArgs, now: Millis) -> Ex {
+        let cid = a.message_id.split_once(':').map(|(_, c)| c).unwrap_or_default();
         base_ex()
+            .val(":rshard", s(rules::ready_shard(cid, self.policy.ready_shards)))
             .val(":processing", s("processing"))
             .val(":l", s(&a.lease_id))
             .val(":w", s(&a.worker_id))
@@ -951,7 +982,7 @@ impl Store {
     // ------------------------------------------------------------------ recovery
 
     /// `releaseExpiredLeases` / `releaseStuckJobs`: recover up to `limit` expired leases found
-    /// through the `leases` index. Claims do this by themselves; the sweep keeps stats and
+    /// in the locked partitions (`l<shard>`) of the `ready` index. Claims do this by themselves; the sweep keeps stats and
     /// worker loads honest when nobody claims.
     pub async fn release_expired_leases(&self, limit: Option<i64>) -> AppResult<ReleaseResult> {
         let limit = limit.unwrap_or(100).clamp(1, 1000) as i32;
@@ -962,9 +993,10 @@ impl Store {
                 .client
                 .query()
                 .table_name(self.q())
-                .index_name(schema::IDX_LEASES)
-                .key_condition_expression("readyShard = :s AND lockUntil <= :now")
-                .expression_attribute_values(":s", s(format!("r{shard}")))
+                .index_name(schema::IDX_READY)
+                .key_condition_expression("readyShard = :s AND readyAt <= :now")
+                .projection_expression("pk")
+                .expression_attribute_values(":s", s(format!("l{shard}")))
                 .expression_attribute_values(":now", n(now))
                 .limit(limit)
                 .send()

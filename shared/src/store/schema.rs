@@ -18,10 +18,9 @@ pub const CONTROL: &str = "control";
 
 /// Local secondary index of the queue table: open messages of a conversation in claim order.
 pub const IDX_OPEN: &str = "open";
-/// Sparse global index of the queue table: conversations with open work, by `readyAt`.
+/// Sparse global index of the queue table: conversations with open work, by `readyAt`;
+/// partition `r<shard>` for unlocked conversations, `l<shard>` for locked ones.
 pub const IDX_READY: &str = "ready";
-/// Sparse global index of the queue table: locked conversations, by lock expiry.
-pub const IDX_LEASES: &str = "leases";
 /// Global index of the queue table: messages by status, then due time.
 pub const IDX_BY_STATUS: &str = "byStatus";
 /// Global index of the workers table: workers by status, then heartbeat.
@@ -83,14 +82,12 @@ pub const TABLES: &[TableDef] = &[
             ("openKey", AttrType::S),
             ("readyShard", AttrType::S),
             ("readyAt", AttrType::N),
-            ("lockUntil", AttrType::N),
             ("status", AttrType::S),
             ("statusKey", AttrType::S),
         ],
         lsis: &[IndexDef { name: IDX_OPEN, hash: "pk", range: Some("openKey"), include: None }],
         gsis: &[
             IndexDef { name: IDX_READY, hash: "readyShard", range: Some("readyAt"), include: None },
-            IndexDef { name: IDX_LEASES, hash: "readyShard", range: Some("lockUntil"), include: Some(&[]) },
             IndexDef {
                 name: IDX_BY_STATUS,
                 hash: "status",

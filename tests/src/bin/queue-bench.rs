@@ -99,6 +99,7 @@ async fn requests_per_message(samples: usize) {
         let ops = e.counter.by_operation();
         let total = e.counter.total();
         println!("   {:<58} {:>9.2} {:>22}", label, total as f64 / n as f64, format!("{ops:?}"));
+        e.drop_tables().await;
     }
 }
 
@@ -126,7 +127,9 @@ async fn cost_at_depth(depth: usize, sample: usize, sticky: bool) -> (f64, f64) 
         e.store.complete(&lease(&j, &w)).await.unwrap();
     }
     let ms = t.elapsed().as_secs_f64() * 1000.0 / sample as f64;
-    (ms, e.counter.total() as f64 / sample as f64)
+    let rq = e.counter.total() as f64 / sample as f64;
+    e.drop_tables().await;
+    (ms, rq)
 }
 
 async fn depth_ratio(o: &Opts) {
@@ -160,7 +163,9 @@ async fn throughput(o: &Opts) {
     println!("\n3. claim+complete throughput, 8 concurrent claim loops, {n} messages over {convs} conversations");
     let e = env_system(QueuePolicy::default()).await;
     seed_agent(&e.store, "bot", true).await;
+    let f = Instant::now();
     fill(&e.store, "tp", n, convs).await;
+    println!("   enqueue with 8 producers: {:.0} messages/s", n as f64 / f.elapsed().as_secs_f64());
     e.counter.reset();
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let done = Arc::new(AtomicUsize::new(0));
@@ -227,6 +232,7 @@ async fn throughput(o: &Opts) {
     );
     assert_eq!(dups.load(Ordering::SeqCst), 0, "duplicates");
     assert_eq!(unique, n, "lost messages");
+    e.drop_tables().await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 8)]
