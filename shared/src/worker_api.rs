@@ -84,16 +84,21 @@ fn parse<T: DeserializeOwned>(op: &str, body: &[u8]) -> AppResult<T> {
     serde_json::from_value(v).map_err(|e| AppError::validation(format!("invalid body for /worker/{op}: {e}")))
 }
 
-/// Handle one request. `path` is the request path (e.g. `/worker/claim`).
-pub async fn handle(
-    store: &Store,
-    auth: &WorkerAuth,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &[u8],
-) -> WorkerResponse {
-    match route(store, auth, method, path, authorization, body).await {
+/// One worker call, as any HTTP front end sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerRequest<'a> {
+    pub method: &'a str,
+    /// The request path, e.g. `/worker/claim`.
+    pub path: &'a str,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Handle one request.
+pub async fn handle(store: &Store, auth: &WorkerAuth, req: WorkerRequest<'_>) -> WorkerResponse {
+    let path = req.path;
+    match route(store, auth, req).await {
         Ok(v) => WorkerResponse::ok(v),
         Err(e) => {
             if matches!(e, AppError::Internal(_)) {
@@ -106,14 +111,8 @@ pub async fn handle(
     }
 }
 
-async fn route(
-    store: &Store,
-    auth: &WorkerAuth,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &[u8],
-) -> AppResult<Value> {
+async fn route(store: &Store, auth: &WorkerAuth, req: WorkerRequest<'_>) -> AppResult<Value> {
+    let WorkerRequest { method, path, authorization, body } = req;
     let op = path
         .strip_prefix("/worker/")
         .filter(|o| !o.is_empty() && !o.contains('/'))

@@ -2,7 +2,7 @@
 
 use lambda_http::{Body, Request, Response};
 use shared::Store;
-use shared::worker_api::{self, WorkerAuth, WorkerResponse};
+use shared::worker_api::{self, WorkerAuth, WorkerRequest, WorkerResponse};
 
 /// Handle one HTTP request; every outcome, errors included, is a JSON response.
 #[tracing::instrument(skip_all, fields(path = %req.uri().path()))]
@@ -19,7 +19,8 @@ pub async fn handle(store: &Store, auth: &WorkerAuth, req: Request) -> Response<
         Body::Binary(b) => b,
         _ => &[],
     };
-    let r = Box::pin(worker_api::handle(store, auth, &method, &path, authorization.as_deref(), body)).await;
+    let call = WorkerRequest { method: &method, path: &path, authorization: authorization.as_deref(), body };
+    let r = Box::pin(worker_api::handle(store, auth, call)).await;
     to_response(r)
 }
 

@@ -273,6 +273,49 @@ pub fn plan_claim(conv: &ConversationItem, open: &[MessageItem], worker_id: &str
     ClaimPlan::Claim { head: head.clone(), hint }
 }
 
+/// What a new message needs; see [`new_message`].
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conversation_id: String,
+    pub agent_key: String,
+    pub ulid: String,
+    pub payload: Payload,
+    pub priority: f64,
+    pub due: Millis,
+    pub max_attempts: u32,
+    pub now: Millis,
+}
+
+/// A message as enqueue stores it: queued, open, no attempts.
+pub fn new_message(m: NewMessage) -> MessageItem {
+    let message_id = crate::ids::MessageRef { ulid: m.ulid.clone(), conversation_id: m.conversation_id.clone() }.id();
+    MessageItem {
+        pk: conversation_pk(&m.conversation_id),
+        sk: message_sk(&m.ulid),
+        open_key: Some(open_key(m.due, &m.ulid)),
+        message_id,
+        conversation_id: m.conversation_id,
+        agent_key: m.agent_key,
+        payload: m.payload,
+        status: MessageStatus::Queued,
+        status_key: status_key(m.due, &m.ulid),
+        priority: m.priority,
+        scheduled_for: m.due,
+        enqueued_for: m.due,
+        attempts: 0,
+        max_attempts: m.max_attempts,
+        claimed_by: None,
+        lease_id: None,
+        lease_expires_at: None,
+        last_error: None,
+        next_retry_at: None,
+        dead_lettered_at: None,
+        completed_at: None,
+        created_at: m.now,
+        ttl: None,
+    }
+}
+
 /// An error message as stored: bounded (W18).
 pub fn bounded_error(msg: &str) -> String {
     truncate(msg, MAX_ERROR_MESSAGE_CHARS)
@@ -323,31 +366,18 @@ mod tests {
     }
 
     fn msg(ulid: &str, status: MessageStatus, scheduled_for: Millis) -> MessageItem {
-        MessageItem {
-            pk: conversation_pk("c1"),
-            sk: message_sk(ulid),
-            open_key: Some(open_key(scheduled_for, ulid)),
-            message_id: format!("{ulid}:c1"),
+        let mut m = new_message(NewMessage {
             conversation_id: "c1".into(),
             agent_key: "a".into(),
+            ulid: ulid.into(),
             payload: payload("u"),
-            status,
-            status_key: status_key(scheduled_for, ulid),
             priority: 50.0,
-            scheduled_for,
-            enqueued_for: scheduled_for,
-            attempts: 0,
+            due: scheduled_for,
             max_attempts: 5,
-            claimed_by: None,
-            lease_id: None,
-            lease_expires_at: None,
-            last_error: None,
-            next_retry_at: None,
-            dead_lettered_at: None,
-            completed_at: None,
-            created_at: 0,
-            ttl: None,
-        }
+            now: 0,
+        });
+        m.status = status;
+        m
     }
 
     #[test]

@@ -48,6 +48,17 @@ pub fn profile_secret_refs(agent_key: &str, given: &[String], bridge: Option<&Br
 }
 
 impl Store {
+    async fn put_control(&self, item: super::Item, what: &str) -> AppResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.tables.control)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error(what, e))?;
+        Ok(())
+    }
+
     pub async fn get_agent(&self, agent_key: &str) -> AppResult<Option<AgentProfile>> {
         self.get(&self.tables.control, key(format!("AGENT#{agent_key}"), "PROFILE")).await?.map(from_item).transpose()
     }
@@ -87,13 +98,7 @@ impl Store {
         };
         let mut item = to_item(&profile)?;
         item.extend(key(format!("AGENT#{}", profile.agent_key), "PROFILE"));
-        self.client
-            .put_item()
-            .table_name(&self.tables.control)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem agent", e))?;
+        self.put_control(item, "PutItem agent").await?;
         Ok(profile)
     }
 
@@ -140,13 +145,7 @@ impl Store {
             serde_dynamo::to_attribute_value(&norm).map_err(|e| AppError::internal(e.to_string()))?,
         );
         item.insert("updatedAt".into(), super::n(now));
-        self.client
-            .put_item()
-            .table_name(&self.tables.control)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem config", e))?;
+        self.put_control(item, "PutItem config").await?;
         self.cache_message_config(now, Some(norm.clone()));
         Ok(Some(norm))
     }

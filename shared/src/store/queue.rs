@@ -154,35 +154,18 @@ impl Store {
         let cfg = self.message_config().await?;
         let payload = rules::build_payload(args.payload, cfg.as_ref(), pol)?;
         let cid = args.conversation_id;
-        let ulid = ids::ulid(now);
-        let mref = MessageRef { ulid: ulid.clone(), conversation_id: cid.clone() };
-        let message_id = mref.id();
-        let external = payload.external_message_id.clone();
-        let msg = MessageItem {
-            pk: rules::conversation_pk(&cid),
-            sk: rules::message_sk(&ulid),
-            open_key: Some(rules::open_key(due, &ulid)),
-            message_id: message_id.clone(),
+        let msg = rules::new_message(rules::NewMessage {
             conversation_id: cid.clone(),
             agent_key: args.agent_key.clone(),
+            ulid: ids::ulid(now),
             payload,
-            status: MessageStatus::Queued,
-            status_key: rules::status_key(due, &ulid),
             priority,
-            scheduled_for: due,
-            enqueued_for: due,
-            attempts: 0,
+            due,
             max_attempts,
-            claimed_by: None,
-            lease_id: None,
-            lease_expires_at: None,
-            last_error: None,
-            next_retry_at: None,
-            dead_lettered_at: None,
-            completed_at: None,
-            created_at: now,
-            ttl: None,
-        };
+            now,
+        });
+        let message_id = msg.message_id.clone();
+        let external = msg.payload.external_message_id.clone();
         let msg_item = to_item(&msg)?;
         let ex = base_ex()
             .val(":a", s(&args.agent_key))

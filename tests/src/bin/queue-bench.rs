@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Opts {
+    phase: String,
     shallow: usize,
     deep: usize,
     sample: usize,
@@ -22,7 +23,7 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { shallow: 100, deep: 10_000, sample: 100, throughput_msgs: 2_000 };
+    let mut o = Opts { phase: "all".into(), shallow: 100, deep: 10_000, sample: 100, throughput_msgs: 2_000 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -33,8 +34,9 @@ fn opts() -> Opts {
             "--sample" => o.sample = num(),
             "--throughput-msgs" => o.throughput_msgs = num(),
             "--quick" => {
-                o = Opts { shallow: 50, deep: 500, sample: 20, throughput_msgs: 200 };
+                o = Opts { phase: o.phase.clone(), shallow: 50, deep: 500, sample: 20, throughput_msgs: 200 };
             }
+            "--phase" => o.phase = it.next().cloned().unwrap_or_default(),
             other => {
                 panic!("unknown argument {other}; use --shallow N --deep N --sample N --throughput-msgs N | --quick")
             }
@@ -99,7 +101,6 @@ async fn requests_per_message(samples: usize) {
         let ops = e.counter.by_operation();
         let total = e.counter.total();
         println!("   {:<58} {:>9.2} {:>22}", label, total as f64 / n as f64, format!("{ops:?}"));
-        e.drop_tables().await;
     }
 }
 
@@ -128,32 +129,22 @@ async fn cost_at_depth(depth: usize, sample: usize, sticky: bool) -> (f64, f64) 
     }
     let ms = t.elapsed().as_secs_f64() * 1000.0 / sample as f64;
     let rq = e.counter.total() as f64 / sample as f64;
-    e.drop_tables().await;
     (ms, rq)
 }
 
-async fn depth_ratio(o: &Opts) {
+async fn depth_ratio(o: &Opts, sticky: bool) {
+    let who = if sticky { "sticky" } else { "unassigned" };
     println!(
-        "\n2. claim+complete cost by queue depth ({} pairs each; the depth is messages queued behind busy conversations)",
+        "\n2. claim+complete cost by queue depth, {who} claimer ({} pairs each; the depth is messages queued behind busy conversations)",
         o.sample
     );
+    let (a_ms, a_rq) = cost_at_depth(o.shallow, o.sample, sticky).await;
+    let (b_ms, b_rq) = cost_at_depth(o.deep, o.sample, sticky).await;
     println!(
-        "   {:<22} {:>14} {:>14} {:>10} {:>10} {:>8}",
-        "claimer", "ms @shallow", "ms @deep", "req @sh", "req @deep", "ratio"
+        "   {:<12} {:>12} {:>12} {:>10} {:>10} {:>8}",
+        "claimer", "ms shallow", "ms deep", "req sh", "req deep", "ratio"
     );
-    for sticky in [true, false] {
-        let (a_ms, a_rq) = cost_at_depth(o.shallow, o.sample, sticky).await;
-        let (b_ms, b_rq) = cost_at_depth(o.deep, o.sample, sticky).await;
-        println!(
-            "   {:<22} {:>14.2} {:>14.2} {:>10.2} {:>10.2} {:>8.2}",
-            if sticky { "sticky" } else { "unassigned" },
-            a_ms,
-            b_ms,
-            a_rq,
-            b_rq,
-            b_ms / a_ms
-        );
-    }
+    println!("   {:<12} {:>12.2} {:>12.2} {:>10.2} {:>10.2} {:>8.2}", who, a_ms, b_ms, a_rq, b_rq, b_ms / a_ms);
     println!("   (shallow = {} queued, deep = {} queued)", o.shallow, o.deep);
 }
 
@@ -232,14 +223,23 @@ async fn throughput(o: &Opts) {
     );
     assert_eq!(dups.load(Ordering::SeqCst), 0, "duplicates");
     assert_eq!(unique, n, "lost messages");
-    e.drop_tables().await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 8)]
 async fn main() {
     let o = opts();
     println!("queue-bench against {} (DynamoDB Local unless told otherwise)", endpoint());
-    requests_per_message(o.sample).await;
-    depth_ratio(&o).await;
-    throughput(&o).await;
+    let all = o.phase == "all";
+    if all || o.phase == "requests" {
+        requests_per_message(o.sample).await;
+    }
+    if all || o.phase == "depth-sticky" {
+        depth_ratio(&o, true).await;
+    }
+    if all || o.phase == "depth-unassigned" {
+        depth_ratio(&o, false).await;
+    }
+    if all || o.phase == "throughput" {
+        throughput(&o).await;
+    }
 }
