@@ -296,22 +296,7 @@ async fn only_active_workers_claim() {
     let e = env().await;
     seed_agent(&e.store, "bot", true).await;
     e.store.enqueue(enq("c1", "bot", "a")).await.unwrap();
-    let up = |status| UpsertWorkerArgs {
-        worker_id: "w".into(),
-        provider: "fly".into(),
-        status,
-        load: 0,
-        scheduled_shutdown_at: None,
-        stopped_at: None,
-        machine_id: None,
-        app_name: None,
-        region: None,
-        volume_id: None,
-        assignment: None,
-        clear_last_snapshot_id: false,
-        clear_machine_ref: false,
-        clear_volume_id: false,
-    };
+    let up = |status| UpsertWorkerArgs::status("w", "fly", status);
     e.store.upsert_worker_state(&up(WorkerStatus::Active)).await.unwrap();
     e.store.upsert_worker_state(&up(WorkerStatus::Draining)).await.unwrap();
     let before = snapshot(&e).await;

@@ -50,6 +50,28 @@ pub struct Assignment {
     pub assigned_at: Option<Millis>,
 }
 
+impl UpsertWorkerArgs {
+    /// A status change that sets nothing else (load 0; every optional field omitted).
+    pub fn status(worker_id: &str, provider: &str, status: WorkerStatus) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            provider: provider.into(),
+            status,
+            load: 0,
+            scheduled_shutdown_at: None,
+            stopped_at: None,
+            machine_id: None,
+            app_name: None,
+            region: None,
+            volume_id: None,
+            assignment: None,
+            clear_last_snapshot_id: false,
+            clear_machine_ref: false,
+            clear_volume_id: false,
+        }
+    }
+}
+
 fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
@@ -186,20 +208,9 @@ mod tests {
 
     fn args(status: WorkerStatus) -> UpsertWorkerArgs {
         UpsertWorkerArgs {
-            worker_id: "w".into(),
-            provider: "fly".into(),
-            status,
-            load: 0,
-            scheduled_shutdown_at: None,
-            stopped_at: None,
             machine_id: Some("m1".into()),
             app_name: Some("app".into()),
-            region: None,
-            volume_id: None,
-            assignment: None,
-            clear_last_snapshot_id: false,
-            clear_machine_ref: false,
-            clear_volume_id: false,
+            ..UpsertWorkerArgs::status("w", "fly", status)
         }
     }
 
