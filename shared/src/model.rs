@@ -84,9 +84,6 @@ impl MessageStatus {
             _ => return None,
         })
     }
-    pub fn is_open(self) -> bool {
-        matches!(self, MessageStatus::Queued | MessageStatus::Processing)
-    }
 }
 
 /// A message as stored in the queue table (`pk = C#<conversationId>`, `sk = M#<ULID>`).

@@ -176,13 +176,6 @@ pub enum TxError {
 }
 
 impl TxError {
-    /// A transient outcome worth retrying at once (a concurrent transaction on the same item).
-    pub fn is_conflict(&self) -> bool {
-        match self {
-            TxError::Cancelled(r) => r.iter().any(Reason::conflict) && !r.iter().any(Reason::failed_condition),
-            TxError::Other(_) => false,
-        }
-    }
     pub fn into_app(self, what: &str) -> AppError {
         match self {
             TxError::Other(e) => e,
