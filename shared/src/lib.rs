@@ -1,6 +1,7 @@
 //! agent-factory's common crate: the queue and lease rules, the DynamoDB store, the op envelope
 //! and the worker protocol shared by every Lambda function and the local runner.
 
+pub mod blob;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod ids;
 pub mod model;
 pub mod ops;
 pub mod queue;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod worker_api;

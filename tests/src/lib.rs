@@ -142,3 +142,13 @@ pub async fn snapshot(e: &TestEnv) -> Vec<String> {
 pub fn code(e: &AppError) -> &'static str {
     e.code().as_str()
 }
+
+/// The moto_server (Secrets Manager, S3, Scheduler) that `infra/scripts/test.sh` starts.
+pub fn moto_endpoint() -> String {
+    std::env::var("MOTO_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "MOTO_ENDPOINT is not set: these tests run against moto_server. \
+             Run them with `bash infra/scripts/test.sh`, which starts it."
+        )
+    })
+}
