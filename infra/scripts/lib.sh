@@ -2,7 +2,7 @@
 # Shared helpers for the scripts in infra/scripts. Source it, do not run it:
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # It sets ROOT (the repository root, whatever the caller's cwd) and the paths of the
-# git-ignored local tool directory ($ROOT/.local).
+# git-ignored local tool directory ($ROOT/.local: ddb, venv, moto).
 
 if [[ -n "${_AF_LIB_LOADED:-}" ]]; then
     return 0
@@ -14,6 +14,8 @@ ROOT="$(cd "$SCRIPTS_DIR/../.." && pwd)"
 LOCAL_DIR="$ROOT/.local"
 DDB_DIR="$LOCAL_DIR/ddb"
 VENV_DIR="$LOCAL_DIR/venv"
+# shellcheck disable=SC2034  # used by install-tools.sh and moto.sh
+MOTO_DIR="$LOCAL_DIR/moto"
 export ROOT
 
 # Pinned tool versions (see shared/design/local-stack.md for what was tried).
@@ -25,6 +27,8 @@ SAM_CLI_SPEC="aws-sam-cli==1.170.*"
 CARGO_LAMBDA_SPEC="cargo-lambda==1.9.2"
 # shellcheck disable=SC2034
 CFN_LINT_SPEC="cfn-lint==1.58.*"
+# shellcheck disable=SC2034
+MOTO_SPEC="moto[server]==5.2.5"
 
 _AF_TAG="$(basename "${0:-af}" .sh)"
 
@@ -76,6 +80,20 @@ use_venv() {
     zigdir="$("$VENV_DIR/bin/python" -c 'import ziglang, os; print(os.path.dirname(ziglang.__file__))' 2>/dev/null || true)"
     if [[ -n "$zigdir" && -x "$zigdir/zig" ]]; then
         export PATH="$zigdir:$PATH"
+    fi
+}
+
+# make_venv DIR: a Python venv at DIR unless one is there (Debian's python3 needs the
+# python3-venv package for ensurepip: installed on demand).
+make_venv() {
+    local dir="$1"
+    [[ -x "$dir/bin/python" ]] && return 0
+    have python3 || die "python3 not found"
+    say "venv: creating $dir"
+    if ! python3 -m venv "$dir" 2>/dev/null; then
+        rm -rf "$dir"
+        apt_install python3-venv
+        python3 -m venv "$dir"
     fi
 }
 

@@ -24,6 +24,28 @@ pub struct QueuePolicy {
     pub ready_shards: u32,
     /// Largest accepted payload, as JSON bytes (a DynamoDB item stops at 400 KB).
     pub max_payload_bytes: usize,
+    /// An idle worker (no job) is told to stop this long after its last claim or completion.
+    pub idle_timeout_ms: i64,
+    /// How long a process trusts a verified worker token before reading the worker row again
+    /// (writes always re-check the token inside their transaction).
+    pub auth_cache_ms: i64,
+    /// How long secret values stay in a process's cache.
+    pub secrets_cache_ms: i64,
+    /// Ready snapshots are kept this long after finalize, then expired (object deleted).
+    pub snapshot_retention_ms: i64,
+    /// An upload not finalized within this time fails (its URL expires at the same moment).
+    pub snapshot_upload_timeout_ms: i64,
+    pub snapshot_max_bytes: u64,
+    /// Default retention of media (message config `telegramAttachmentRetentionMs` overrides it).
+    pub media_retention_ms: i64,
+    /// Telegram bots can download at most 20 MB: larger media are refused.
+    pub media_max_bytes: u64,
+    /// Lifetime of presigned download URLs handed to workers.
+    pub download_url_ttl_ms: i64,
+    /// History entries in the hydration bundle when the cache key matches (spec: 64) ...
+    pub history_window: i32,
+    /// ... and the bound on the "full history" the original returns otherwise.
+    pub full_history_max: i32,
 }
 
 impl Default for QueuePolicy {
@@ -42,6 +64,17 @@ impl Default for QueuePolicy {
             max_schedule_ahead_ms: 366 * 86_400_000,
             ready_shards: 1,
             max_payload_bytes: 256 * 1024,
+            idle_timeout_ms: 1_800_000,
+            auth_cache_ms: 10_000,
+            secrets_cache_ms: 60_000,
+            snapshot_retention_ms: 7 * 86_400_000,
+            snapshot_upload_timeout_ms: 3_600_000,
+            snapshot_max_bytes: 2 * 1024 * 1024 * 1024,
+            media_retention_ms: 7 * 86_400_000,
+            media_max_bytes: 20 * 1024 * 1024,
+            download_url_ttl_ms: 900_000,
+            history_window: 64,
+            full_history_max: 1000,
         }
     }
 }
@@ -79,6 +112,14 @@ pub struct Config {
     /// Send DynamoDB calls here instead of AWS (DynamoDB Local, dynoxide).
     pub dynamodb_endpoint: Option<String>,
     pub policy: QueuePolicy,
+    /// Secrets Manager name prefix (`SECRETS_PREFIX`, default `agent-factory/`).
+    pub secrets_prefix: String,
+    /// Send Secrets Manager calls here (`SECRETSMANAGER_ENDPOINT`, e.g. moto_server).
+    pub secrets_endpoint: Option<String>,
+    /// The bucket for snapshot archives and media (`BLOB_BUCKET`).
+    pub blob_bucket: Option<String>,
+    /// Send S3 calls here (`S3_ENDPOINT`, e.g. moto_server; path-style addressing).
+    pub s3_endpoint: Option<String>,
 }
 
 fn env_num<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, key: &str, default: T) -> Result<T, AppError> {
@@ -119,12 +160,31 @@ impl Config {
             default_max_attempts: env_num(get, "MAX_ATTEMPTS", d.default_max_attempts)?,
             done_retention_ms: env_num(get, "DONE_RETENTION_DAYS", 7i64)? * 86_400_000,
             ready_shards: env_num(get, "READY_SHARDS", d.ready_shards)?.clamp(1, 64),
+            idle_timeout_ms: env_num(get, "WORKER_IDLE_TIMEOUT_MS", d.idle_timeout_ms)?,
+            auth_cache_ms: env_num(get, "WORKER_AUTH_CACHE_MS", d.auth_cache_ms)?,
+            secrets_cache_ms: env_num(get, "SECRETS_CACHE_MS", d.secrets_cache_ms)?,
+            snapshot_retention_ms: env_num(get, "SNAPSHOT_RETENTION_DAYS", 7i64)? * 86_400_000,
+            snapshot_max_bytes: env_num(get, "SNAPSHOT_MAX_BYTES", d.snapshot_max_bytes)?,
             ..d
         };
         if policy.lease_ms <= 0 || policy.stale_after_ms <= 0 {
             return Err(AppError::validation("LEASE_MS and STALE_AFTER_MS must be positive"));
         }
-        Ok(Self { tables, dynamodb_endpoint: get("DYNAMODB_ENDPOINT").filter(|v| !v.is_empty()), policy })
+        if policy.idle_timeout_ms <= 0 || policy.auth_cache_ms < 0 || policy.secrets_cache_ms < 0 {
+            return Err(AppError::validation(
+                "WORKER_IDLE_TIMEOUT_MS must be positive; WORKER_AUTH_CACHE_MS and SECRETS_CACHE_MS must not be negative",
+            ));
+        }
+        let opt = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Ok(Self {
+            tables,
+            dynamodb_endpoint: opt("DYNAMODB_ENDPOINT"),
+            policy,
+            secrets_prefix: opt("SECRETS_PREFIX").unwrap_or_else(|| "agent-factory/".to_string()),
+            secrets_endpoint: opt("SECRETSMANAGER_ENDPOINT"),
+            blob_bucket: opt("BLOB_BUCKET"),
+            s3_endpoint: opt("S3_ENDPOINT"),
+        })
     }
 }
 

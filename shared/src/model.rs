@@ -165,6 +165,11 @@ pub struct ConversationItem {
     pub owner_until: Option<Millis>,
     #[serde(default)]
     pub rev: i64,
+    /// Workspace of the last history append; with `agentKey` the hydration cache key (spec §3.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_workspace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +240,14 @@ pub struct WorkerItem {
     pub assigned_lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_at: Option<Millis>,
+    /// When the row was first written (mint, spawn or upsert); base of the idle deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<Millis>,
+    /// Lowercase hex SHA-256 of the worker's bearer token; the token itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_issued_at: Option<Millis>,
 }
 
 impl WorkerItem {

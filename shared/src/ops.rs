@@ -1,11 +1,14 @@
 //! The consumer invocation envelope `{"op": "<name>", "args": {...}}` (architecture §3) and
 //! the queue operations served through it.
 
+use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::model::MessageConfig;
 use crate::queue::*;
+use crate::snapshots;
 use crate::store::Store;
 use crate::store::control::ConfigureAgentArgs;
+use crate::store::workers::MintTokenArgs;
 use crate::store::workers::UpsertWorkerArgs;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -35,7 +38,60 @@ pub const QUEUE_OPS: &[&str] = &[
     "getWorker",
     "setMessageRuntimeConfig",
     "messageRuntimeConfig",
+    "appendConversationMessages",
+    "mintWorkerToken",
+    "revokeWorkerToken",
+    "getWorkerControlState",
+    "listSnapshotsForConversation",
+    "listSnapshotsForUserAgent",
+    "getLatestSnapshotForUserAgent",
+    "expireOldDataSnapshots",
+    "expireStorage",
 ];
+
+/// Every op of the envelope: the queue and worker administration ops and the secret ops.
+pub fn all_ops() -> Vec<&'static str> {
+    QUEUE_OPS.iter().chain(crate::secrets::ops::SECRET_OPS).copied().collect()
+}
+
+/// Run one op of the envelope.
+pub async fn dispatch(app: &App, env: Envelope) -> AppResult<Value> {
+    let op = env.op.as_str();
+    if crate::secrets::ops::SECRET_OPS.contains(&op) {
+        return crate::secrets::ops::dispatch(&app.store, &app.secrets, op, env.args).await;
+    }
+    match op {
+        "appendConversationMessages" => to_json(app.store.append_messages(args::<AppendArgs>(op, env.args)?).await?),
+        "mintWorkerToken" => to_json(app.store.mint_worker_token(&args::<MintTokenArgs>(op, env.args)?).await?),
+        "revokeWorkerToken" => {
+            let a: WorkerIdArgs = args(op, env.args)?;
+            let revoked = app.store.revoke_worker_token(&a.worker_id).await?;
+            app.auth.clear();
+            to_json(json!({ "workerId": a.worker_id, "revoked": revoked }))
+        }
+        "getWorkerControlState" => {
+            let a: WorkerIdArgs = args(op, env.args)?;
+            to_json(app.store.worker_control_state(&a.worker_id).await?)
+        }
+        "listSnapshotsForConversation" => to_json(snapshots::list_for_conversation(app, &args(op, env.args)?).await?),
+        "listSnapshotsForUserAgent" => to_json(snapshots::list_for_user_agent(app, &args(op, env.args)?).await?),
+        "getLatestSnapshotForUserAgent" => {
+            let mut a: snapshots::UserAgentSnapshotsArgs = args(op, env.args)?;
+            a.limit = Some(1);
+            to_json(snapshots::list_for_user_agent(app, &a).await?.into_iter().next())
+        }
+        "expireOldDataSnapshots" | "expireStorage" => {
+            to_json(snapshots::sweep(app, args::<ReleaseArgs>(op, env.args)?.limit).await?)
+        }
+        _ => dispatch_queue_op(&app.store, env).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WorkerIdArgs {
+    worker_id: String,
+}
 
 /// Parse an invocation payload into an envelope, with a precise error.
 pub fn parse_envelope(event: Value) -> AppResult<Envelope> {
@@ -90,13 +146,12 @@ pub async fn dispatch_queue_op(store: &Store, env: Envelope) -> AppResult<Value>
         "redriveDeadLetters" => to_json(store.redrive(args::<RedriveArgs>(op, env.args)?).await?),
         "upsertWorkerState" => to_json(store.upsert_worker_state(&args::<UpsertWorkerArgs>(op, env.args)?).await?),
         "getWorker" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase", deny_unknown_fields)]
-            struct A {
-                worker_id: String,
+            let a: WorkerIdArgs = args(op, env.args)?;
+            let mut v = to_json(store.get_worker(&a.worker_id).await?)?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("tokenHash"); // not a secret, but nobody needs it
             }
-            let a: A = args(op, env.args)?;
-            to_json(store.get_worker(&a.worker_id).await?)
+            Ok(v)
         }
         "setMessageRuntimeConfig" => {
             #[derive(Deserialize)]
@@ -114,7 +169,7 @@ pub async fn dispatch_queue_op(store: &Store, env: Envelope) -> AppResult<Value>
         other => Err(AppError::validation(format!(
             "unknown op '{}'; this function serves: {}",
             crate::ids::truncate(other, 60),
-            QUEUE_OPS.join(", ")
+            all_ops().join(", ")
         ))),
     }
 }

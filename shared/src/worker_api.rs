@@ -1,60 +1,85 @@
 //! The worker protocol: `POST /worker/<op>` with JSON bodies (architecture §3), independent of
 //! the HTTP framework so the `claim` Lambda and the local runner share it.
 
+use crate::app::App;
 use crate::error::{AppError, AppResult};
+use crate::hydration::HydrationArgs;
 use crate::queue::*;
-use crate::store::Store;
+use crate::worker_auth::Principal;
+use crate::{media, snapshots};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub const WORKER_OPS: &[&str] = &["claim", "heartbeat", "complete", "fail", "append-messages", "has-queued"];
+pub const WORKER_OPS: &[&str] = &[
+    "claim",
+    "heartbeat",
+    "complete",
+    "fail",
+    "append-messages",
+    "has-queued",
+    "hydration",
+    "control-state",
+    "worker-heartbeat",
+    "snapshot-prepare",
+    "snapshot-finalize",
+    "snapshot-fail",
+    "snapshot-restore",
+    "media-upload-url",
+    "media-url",
+    "message-metadata",
+];
 
-/// Worker authentication. Until per-worker tokens exist, one bearer token from configuration.
-#[derive(Clone)]
-pub struct WorkerAuth {
-    token: Option<String>,
+/// Routes that may be called with an empty body.
+const EMPTY_BODY_OK: &[&str] = &["control-state", "worker-heartbeat"];
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClaimBody {
+    #[serde(default)]
+    worker_id: Option<String>,
+    #[serde(default)]
+    conversation_id: Option<String>,
 }
 
-impl std::fmt::Debug for WorkerAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerAuth").field("configured", &self.token.is_some()).finish()
-    }
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LeaseBody {
+    #[serde(default)]
+    worker_id: Option<String>,
+    message_id: String,
+    lease_id: String,
 }
 
-impl WorkerAuth {
-    pub fn new(token: Option<String>) -> Self {
-        Self { token: token.filter(|t| !t.is_empty()) }
-    }
-
-    /// From `WORKER_AUTH_TOKEN`.
-    pub fn from_env() -> Self {
-        Self::new(std::env::var("WORKER_AUTH_TOKEN").ok())
-    }
-
-    /// Check an `Authorization` header value, in constant time.
-    pub fn check(&self, header: Option<&str>) -> AppResult<()> {
-        let Some(expected) = &self.token else {
-            return Err(AppError::Unauthorized("worker authentication is not configured on this deployment".into()));
-        };
-        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-            return Err(AppError::Unauthorized("missing bearer token (Authorization: Bearer <token>)".into()));
-        };
-        if !constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
-            return Err(AppError::Unauthorized("invalid bearer token".into()));
-        }
-        Ok(())
-    }
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FailBody {
+    #[serde(default)]
+    worker_id: Option<String>,
+    message_id: String,
+    lease_id: String,
+    error_message: String,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WorkerOnlyBody {
+    #[serde(default)]
+    worker_id: Option<String>,
+}
+
+/// A body's `workerId`, when present, must be the token's worker (it is never trusted).
+fn same_worker(given: Option<&str>, p: &Principal) -> AppResult<()> {
+    match given {
+        Some(w) if w != p.worker_id => Err(AppError::Forbidden(format!(
+            "workerId '{}' in the body is not the worker of this token",
+            crate::ids::truncate(w, 60)
+        ))),
+        _ => Ok(()),
     }
-    diff == 0
 }
 
 /// A response: status and JSON body.
@@ -74,6 +99,9 @@ impl WorkerResponse {
 }
 
 fn parse<T: DeserializeOwned>(op: &str, body: &[u8]) -> AppResult<T> {
+    if body.is_empty() && EMPTY_BODY_OK.contains(&op) {
+        return parse(op, b"{}");
+    }
     if body.is_empty() {
         return Err(AppError::validation(format!("POST /worker/{op} needs a JSON object body")));
     }
@@ -96,9 +124,9 @@ pub struct WorkerRequest<'a> {
 }
 
 /// Handle one request.
-pub async fn handle(store: &Store, auth: &WorkerAuth, req: WorkerRequest<'_>) -> WorkerResponse {
+pub async fn handle(app: &App, req: WorkerRequest<'_>) -> WorkerResponse {
     let path = req.path;
-    match route(store, auth, req).await {
+    match route(app, req).await {
         Ok(v) => WorkerResponse::ok(v),
         Err(e) => {
             if matches!(e, AppError::Internal(_)) {
@@ -111,7 +139,7 @@ pub async fn handle(store: &Store, auth: &WorkerAuth, req: WorkerRequest<'_>) ->
     }
 }
 
-async fn route(store: &Store, auth: &WorkerAuth, req: WorkerRequest<'_>) -> AppResult<Value> {
+async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
     let WorkerRequest { method, path, authorization, body } = req;
     let op = path
         .strip_prefix("/worker/")
@@ -127,26 +155,75 @@ async fn route(store: &Store, auth: &WorkerAuth, req: WorkerRequest<'_>) -> AppR
     if method != "POST" {
         return Err(AppError::validation(format!("/worker/{op} takes POST, not {method}")));
     }
-    auth.check(authorization)?;
+    // The hydration bundle hands out secrets: its token check never uses the cache.
+    let p = app.auth.authenticate(&app.store, authorization, op == "hydration").await?;
     if body.len() > MAX_BODY_BYTES {
         return Err(AppError::PayloadTooLarge(format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));
     }
+    let store = &app.store;
+    let lease = |b: LeaseBody| -> AppResult<LeaseArgs> {
+        same_worker(b.worker_id.as_deref(), &p)?;
+        Ok(LeaseArgs {
+            worker_id: p.worker_id.clone(),
+            message_id: b.message_id,
+            lease_id: b.lease_id,
+            token_hash: Some(p.token_hash.clone()),
+        })
+    };
     let v = match op {
         "claim" => {
-            let a: ClaimArgs = parse(op, body)?;
-            json!(store.claim(&a.worker_id, a.conversation_id.as_deref()).await?)
+            let a: ClaimBody = parse(op, body)?;
+            same_worker(a.worker_id.as_deref(), &p)?;
+            json!(store.claim_as(&p.worker_id, a.conversation_id.as_deref(), Some(&p.token_hash)).await?)
         }
-        "heartbeat" => json!(store.heartbeat(&parse::<LeaseArgs>(op, body)?).await?),
+        "heartbeat" => json!(store.heartbeat(&lease(parse(op, body)?)?).await?),
         "complete" => {
-            store.complete(&parse::<LeaseArgs>(op, body)?).await?;
+            store.complete(&lease(parse(op, body)?)?).await?;
             json!({ "ok": true })
         }
-        "fail" => json!(store.fail(&parse::<FailArgs>(op, body)?).await?),
-        "append-messages" => json!(store.append_messages(parse::<AppendArgs>(op, body)?).await?),
+        "fail" => {
+            let b: FailBody = parse(op, body)?;
+            same_worker(b.worker_id.as_deref(), &p)?;
+            let a = FailArgs {
+                worker_id: p.worker_id.clone(),
+                message_id: b.message_id,
+                lease_id: b.lease_id,
+                error_message: b.error_message,
+                token_hash: Some(p.token_hash.clone()),
+            };
+            json!(store.fail(&a).await?)
+        }
+        "append-messages" => {
+            let mut a: AppendArgs = parse(op, body)?;
+            a.holder = Some(p.worker_id.clone());
+            json!(store.append_messages(a).await?)
+        }
         "has-queued" => {
             let a: ConversationArgs = parse(op, body)?;
             json!({ "hasQueued": store.has_queued(&a.conversation_id).await? })
         }
+        "hydration" => {
+            let a: HydrationArgs = parse(op, body)?;
+            same_worker(a.worker_id.as_deref(), &p)?;
+            json!(crate::hydration::hydrate(app, &p, &a).await?)
+        }
+        "control-state" => {
+            let a: WorkerOnlyBody = parse(op, body)?;
+            same_worker(a.worker_id.as_deref(), &p)?;
+            json!(store.worker_control_state(&p.worker_id).await?)
+        }
+        "worker-heartbeat" => {
+            let a: WorkerOnlyBody = parse(op, body)?;
+            same_worker(a.worker_id.as_deref(), &p)?;
+            json!(store.worker_heartbeat(&p).await?)
+        }
+        "snapshot-prepare" => json!(snapshots::prepare(app, &p, &parse(op, body)?).await?),
+        "snapshot-finalize" => json!(snapshots::finalize(app, &p, &parse(op, body)?).await?),
+        "snapshot-fail" => json!(snapshots::fail(app, &p, &parse(op, body)?).await?),
+        "snapshot-restore" => json!(snapshots::restore(app, &p, &parse(op, body)?).await?),
+        "media-upload-url" => json!(media::upload_url(app, &p, &parse(op, body)?).await?),
+        "media-url" => json!(media::file_url(app, &p, &parse(op, body)?).await?),
+        "message-metadata" => json!({ "metadata": media::attach_metadata(app, &p, &parse(op, body)?).await? }),
         _ => unreachable!("checked against WORKER_OPS"),
     };
     Ok(v)
@@ -157,16 +234,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_checks() {
-        let a = WorkerAuth::new(Some("s3cret".into()));
-        assert!(a.check(Some("Bearer s3cret")).is_ok());
-        assert!(a.check(Some("Bearer s3cre")).is_err());
-        assert!(a.check(Some("s3cret")).is_err());
-        assert!(a.check(None).is_err());
-        let none = WorkerAuth::new(None);
-        assert!(none.check(Some("Bearer x")).is_err());
-        assert!(!format!("{a:?}").contains("s3cret"), "the token never appears in Debug output");
-        let e = a.check(Some("Bearer wrong")).unwrap_err();
-        assert!(!e.to_string().contains("s3cret"));
+    fn body_worker_id_must_match_the_token() {
+        let p = Principal { worker_id: "w1".into(), token_hash: "h".into() };
+        assert!(same_worker(None, &p).is_ok());
+        assert!(same_worker(Some("w1"), &p).is_ok());
+        assert_eq!(same_worker(Some("w2"), &p).unwrap_err().code().as_str(), "Forbidden");
+    }
+
+    #[test]
+    fn empty_bodies_only_where_allowed() {
+        assert!(parse::<WorkerOnlyBody>("control-state", b"").is_ok());
+        assert!(parse::<ClaimBody>("claim", b"").is_err());
+        assert!(parse::<WorkerOnlyBody>("control-state", b"[1]").is_err());
     }
 }

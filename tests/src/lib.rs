@@ -152,3 +152,127 @@ pub fn moto_endpoint() -> String {
         )
     })
 }
+
+/// A test environment with the whole application: store, an in-memory secret store and a
+/// directory blob store (served through [`AppEnv::blob`]), and a worker authenticator.
+pub struct AppEnv {
+    pub e: TestEnv,
+    pub app: shared::app::App,
+    pub blobs: Arc<shared::blob::local::LocalBlobs>,
+    pub secrets_backend: Arc<shared::secrets::file::FileSecretBackend>,
+    pub blob_dir: std::path::PathBuf,
+}
+
+/// [`AppEnv`] with the default policy, except that verified tokens are never cached (so a
+/// revocation shows at once; the cache has its own test).
+pub async fn app_env() -> AppEnv {
+    app_env_with(QueuePolicy { auth_cache_ms: 0, ..QueuePolicy::default() }).await
+}
+
+pub async fn app_env_with(policy: QueuePolicy) -> AppEnv {
+    let e = env_with(policy).await;
+    let blob_dir = std::env::temp_dir().join(format!("af-blobs-{:016x}", shared::ids::random_u128() as u64));
+    std::fs::create_dir_all(&blob_dir).expect("blob dir");
+    let blobs =
+        Arc::new(shared::blob::local::LocalBlobs::open(&blob_dir, "http://127.0.0.1:1").expect("local blob store"));
+    let secrets_backend = Arc::new(shared::secrets::file::FileSecretBackend::memory());
+    let clock: shared::clock::SharedClock = Arc::new(e.clock.clone());
+    let secrets = shared::secrets::Secrets::new(secrets_backend.clone(), clock, e.store.policy.secrets_cache_ms);
+    let app = shared::app::App::new(e.store.clone(), secrets, blobs.clone());
+    AppEnv { e, app, blobs, secrets_backend, blob_dir }
+}
+
+impl AppEnv {
+    /// Register a worker and mint its token.
+    pub async fn mint(&self, worker_id: &str) -> String {
+        let m = self
+            .e
+            .store
+            .mint_worker_token(&shared::store::workers::MintTokenArgs {
+                worker_id: worker_id.into(),
+                provider: Some("fly".into()),
+            })
+            .await
+            .expect("mint token");
+        m.token
+    }
+
+    /// Store a secret directly in the backend.
+    pub async fn secret(&self, secret_ref: &str, value: &str) {
+        use shared::secrets::SecretBackend;
+        self.secrets_backend
+            .put(secret_ref, &shared::secrets::SecretValue::new(value), &Default::default())
+            .await
+            .expect("put secret");
+        self.app.secrets.forget(secret_ref);
+    }
+
+    /// Send one request to a blob URL the way an HTTP client would (through the local store's
+    /// server side): returns status and body.
+    pub async fn blob(&self, method: &str, url: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let path = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        let path_and_query = &path[path.find('/').unwrap_or(0)..];
+        let r =
+            self.blobs.serve(method, path_and_query, content_type, body, shared::Clock::now_ms(&self.e.clock)).await;
+        (r.status, r.body)
+    }
+}
+
+impl Drop for AppEnv {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.blob_dir);
+    }
+}
+
+/// A test fixture file (`tests/fixtures/<name>`).
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+}
+
+/// An API Gateway v2 event for `<method> <path>` with `body` and an optional bearer token.
+pub fn apigw(method: &str, path: &str, token: Option<&str>, body: &str) -> lambda_http::Request {
+    use serde_json::{Value, json};
+    let mut ev: Value = serde_json::from_str(&fixture("apigw-v2-worker-claim.json")).unwrap();
+    ev["rawPath"] = json!(path);
+    ev["requestContext"]["http"]["path"] = json!(path);
+    ev["requestContext"]["http"]["method"] = json!(method);
+    ev["pathParameters"]["op"] = json!(path.rsplit('/').next().unwrap());
+    ev["body"] = json!(body);
+    ev["headers"]["content-length"] = json!(body.len().to_string());
+    match token {
+        Some(t) => ev["headers"]["authorization"] = json!(format!("Bearer {t}")),
+        None => {
+            ev["headers"].as_object_mut().unwrap().remove("authorization");
+        }
+    }
+    lambda_http::request::from_str(&ev.to_string()).expect("a valid API Gateway v2 event")
+}
+
+/// Status and JSON body of a `claim` function response.
+pub fn parts(r: lambda_http::Response<lambda_http::Body>) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body = match r.into_body() {
+        lambda_http::Body::Text(t) => t,
+        other => panic!("unexpected body {other:?}"),
+    };
+    (status, serde_json::from_str(&body).expect("JSON body"))
+}
+
+impl AppEnv {
+    /// One worker call through the `claim` function's handler, as API Gateway delivers it.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        parts(claim::handle(&self.app, apigw(method, path, token, &body.to_string())).await)
+    }
+
+    /// `POST /worker/<op>` with a token.
+    pub async fn post(&self, op: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call("POST", &format!("/worker/{op}"), Some(token), body).await
+    }
+}

@@ -26,7 +26,12 @@ fn seq_of(job: &ClaimedJob) -> u32 {
 }
 
 fn lease(job: &ClaimedJob, w: &str) -> LeaseArgs {
-    LeaseArgs { worker_id: w.into(), message_id: job.message_id.clone(), lease_id: job.lease_id.clone() }
+    LeaseArgs {
+        worker_id: w.into(),
+        message_id: job.message_id.clone(),
+        lease_id: job.lease_id.clone(),
+        token_hash: None,
+    }
 }
 
 async fn enqueue_all(store: Arc<Store>, convs: Vec<String>, per_conv: u32) {

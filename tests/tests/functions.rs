@@ -2,71 +2,34 @@
 //! Lambda op envelopes and API Gateway HTTP API (v2) events.
 
 use integration_tests::*;
-use lambda_http::{Body, Response};
 use serde_json::{Value, json};
-use shared::worker_api::WorkerAuth;
 use std::sync::{Arc, Mutex};
 
-const TOKEN: &str = "worker-token-0123456789-abcdef";
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
-}
-
-/// An API Gateway v2 event for `POST <path>` with `body` and an optional bearer token.
-fn apigw(method: &str, path: &str, token: Option<&str>, body: &str) -> lambda_http::Request {
-    let mut ev: Value = serde_json::from_str(&fixture("apigw-v2-worker-claim.json")).unwrap();
-    ev["rawPath"] = json!(path);
-    ev["requestContext"]["http"]["path"] = json!(path);
-    ev["requestContext"]["http"]["method"] = json!(method);
-    ev["pathParameters"]["op"] = json!(path.rsplit('/').next().unwrap());
-    ev["body"] = json!(body);
-    ev["headers"]["content-length"] = json!(body.len().to_string());
-    match token {
-        Some(t) => ev["headers"]["authorization"] = json!(format!("Bearer {t}")),
-        None => {
-            ev["headers"].as_object_mut().unwrap().remove("authorization");
-        }
-    }
-    lambda_http::request::from_str(&ev.to_string()).expect("a valid API Gateway v2 event")
-}
-
-fn parts(r: Response<Body>) -> (u16, Value) {
-    let status = r.status().as_u16();
-    assert_eq!(r.headers()["content-type"], "application/json");
-    let body = match r.into_body() {
-        Body::Text(t) => t,
-        other => panic!("unexpected body {other:?}"),
-    };
-    (status, serde_json::from_str(&body).expect("JSON body"))
-}
-
-async fn call(e: &TestEnv, method: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let auth = WorkerAuth::new(Some(TOKEN.into()));
-    parts(claim::handle(&e.store, &auth, apigw(method, path, token, &body.to_string())).await)
+async fn call(a: &AppEnv, method: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    a.call(method, path, token, body).await
 }
 
 #[tokio::test]
 async fn enqueue_function_takes_the_op_envelope() {
-    let e = env().await;
+    let a = app_env().await;
     let r = enqueue::handle(
-        &e.store,
+        &a.app,
         json!({"op": "configureAgent", "args": {"agentKey": "support-bot", "version": "3", "secretsRef": ["telegram.botToken.support-bot"], "enabled": true}}),
     )
     .await
     .unwrap();
     assert_eq!(r["agentKey"], "support-bot");
     let ev: Value = serde_json::from_str(&fixture("invoke-enqueue.json")).unwrap();
-    let first = enqueue::handle(&e.store, ev.clone()).await.unwrap();
+    let first = enqueue::handle(&a.app, ev.clone()).await.unwrap();
     let id = first["messageId"].as_str().unwrap().to_string();
     assert!(id.ends_with(":telegram:support-bot:5550001"), "{id}");
     assert_eq!(first["deduplicated"], false);
-    let again = enqueue::handle(&e.store, ev).await.unwrap();
+    let again = enqueue::handle(&a.app, ev).await.unwrap();
     assert_eq!((again["messageId"].as_str(), again["deduplicated"].as_bool()), (Some(id.as_str()), Some(true)));
-    let stats = enqueue::handle(&e.store, json!({"op": "queueStats"})).await.unwrap();
+    let stats = enqueue::handle(&a.app, json!({"op": "queueStats"})).await.unwrap();
     assert_eq!(stats["queuedReady"], 1);
     let rows = enqueue::handle(
-        &e.store,
+        &a.app,
         json!({"op": "listQueueItemsForConversation", "args": {"conversationId": "telegram:support-bot:5550001"}}),
     )
     .await
@@ -78,9 +41,10 @@ async fn enqueue_function_takes_the_op_envelope() {
 
 #[tokio::test]
 async fn enqueue_function_errors_are_precise_and_change_nothing() {
-    let e = env().await;
+    let a = app_env().await;
+    let e = &a.e;
     seed_agent(&e.store, "support-bot", true).await;
-    let before = snapshot(&e).await;
+    let before = snapshot(e).await;
     let good = || serde_json::from_str::<Value>(&fixture("invoke-enqueue.json")).unwrap();
     let cases: Vec<(Value, &str, &str)> = vec![
         (json!("enqueue"), "ValidationError", "the payload must be a JSON object"),
@@ -159,29 +123,33 @@ async fn enqueue_function_errors_are_precise_and_change_nothing() {
         (json!({"op": "queueStats", "args": {"verbose": true}}), "ValidationError", "unknown field `verbose`"),
     ];
     for (payload, code, text) in cases {
-        let err = enqueue::handle(&e.store, payload.clone()).await.unwrap_err();
+        let err = enqueue::handle(&a.app, payload.clone()).await.unwrap_err();
         let d = enqueue::diagnostic(err);
         assert_eq!(d.error_type, code, "{payload}");
         assert!(d.error_message.contains(text), "{payload}: '{}' should say '{text}'", d.error_message);
     }
-    assert_eq!(snapshot(&e).await, before, "no refused invocation wrote anything");
+    assert_eq!(snapshot(e).await, before, "no refused invocation wrote anything");
 }
 
 #[tokio::test]
 async fn worker_routes_through_api_gateway_events() {
-    let e = env().await;
+    let a = app_env().await;
+    let e = &a.e;
+    let token = a.mint("worker-1").await;
+    #[allow(non_snake_case)]
+    let TOKEN = token.as_str();
     seed_agent(&e.store, "bot", true).await;
     e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
-    let (st, job) = call(&e, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "worker-1"})).await;
+    let (st, job) = call(&a, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "worker-1"})).await;
     assert_eq!(st, 200, "{job}");
     assert_eq!(job["conversationId"], "c1");
     let lease = json!({"workerId": "worker-1", "messageId": job["messageId"], "leaseId": job["leaseId"]});
-    let (st, hb) = call(&e, "POST", "/worker/heartbeat", Some(TOKEN), lease.clone()).await;
+    let (st, hb) = call(&a, "POST", "/worker/heartbeat", Some(TOKEN), lease.clone()).await;
     assert_eq!((st, hb["ok"].as_bool()), (200, Some(true)));
-    let (st, hq) = call(&e, "POST", "/worker/has-queued", Some(TOKEN), json!({"conversationId": "c1"})).await;
+    let (st, hq) = call(&a, "POST", "/worker/has-queued", Some(TOKEN), json!({"conversationId": "c1"})).await;
     assert_eq!((st, hq["hasQueued"].as_bool()), (200, Some(false)));
     let (st, ap) = call(
-        &e,
+        &a,
         "POST",
         "/worker/append-messages",
         Some(TOKEN),
@@ -191,50 +159,58 @@ async fn worker_routes_through_api_gateway_events() {
     assert_eq!((st, ap["messageCount"].as_u64()), (200, Some(2)));
     let mut failing = lease.clone();
     failing["errorMessage"] = json!("model timeout");
-    let (st, f) = call(&e, "POST", "/worker/fail", Some(TOKEN), failing).await;
+    let (st, f) = call(&a, "POST", "/worker/fail", Some(TOKEN), failing).await;
     assert_eq!((st, f["requeued"].as_bool()), (200, Some(true)));
     e.clock.set(f["nextScheduledFor"].as_i64().unwrap());
     let (_, job2) =
-        call(&e, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "worker-1", "conversationId": "c1"})).await;
+        call(&a, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "worker-1", "conversationId": "c1"})).await;
     assert_eq!(job2["messageId"], job["messageId"]);
     assert_eq!(job2["attempts"], 1);
     let lease2 = json!({"workerId": "worker-1", "messageId": job2["messageId"], "leaseId": job2["leaseId"]});
-    let (st, c) = call(&e, "POST", "/worker/complete", Some(TOKEN), lease2.clone()).await;
+    let (st, c) = call(&a, "POST", "/worker/complete", Some(TOKEN), lease2.clone()).await;
     assert_eq!((st, c), (200, json!({"ok": true})));
     // Completing twice: the lease is gone.
-    let (st, again) = call(&e, "POST", "/worker/complete", Some(TOKEN), lease2).await;
+    let (st, again) = call(&a, "POST", "/worker/complete", Some(TOKEN), lease2).await;
     assert_eq!(
         (st, again["error"]["code"].as_str(), again["error"]["reason"].as_str()),
         (409, Some("Conflict"), Some("not_processing"))
     );
     // Nothing left: claim answers null.
-    let (st, none) = call(&e, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "worker-1"})).await;
+    let (st, none) = call(&a, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "worker-1"})).await;
     assert_eq!((st, none), (200, Value::Null));
 }
 
 #[tokio::test]
 async fn worker_route_refusals_are_precise_and_change_nothing() {
-    let e = env().await;
+    let a = app_env().await;
+    let e = &a.e;
+    let token = a.mint("w1").await;
+    #[allow(non_snake_case)]
+    let TOKEN = token.as_str();
     seed_agent(&e.store, "bot", true).await;
     e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
-    let (_, job) = call(&e, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "w1"})).await;
+    let (_, job) = call(&a, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "w1"})).await;
     let lease = json!({"workerId": "w1", "messageId": job["messageId"], "leaseId": job["leaseId"]});
-    let before = snapshot(&e).await;
-    let auth = WorkerAuth::new(Some(TOKEN.into()));
+    let before = snapshot(e).await;
     let raw = |path: &str, token: Option<&str>, body: &str| {
         let req = apigw("POST", path, token, body);
-        let store = e.store.clone();
-        let auth = auth.clone();
-        async move { parts(claim::handle(&store, &auth, req).await) }
+        let app = a.app.clone();
+        async move { parts(claim::handle(&app, req).await) }
     };
     let cases: Vec<((u16, Value), u16, &str, &str)> = vec![
         (raw("/worker/claim", None, r#"{"workerId":"w2"}"#).await, 401, "Unauthorized", "missing bearer token"),
-        (raw("/worker/claim", Some("nope"), r#"{"workerId":"w2"}"#).await, 401, "Unauthorized", "invalid bearer token"),
+        (
+            raw("/worker/claim", Some("nope"), r#"{"workerId":"w2"}"#).await,
+            401,
+            "Unauthorized",
+            "malformed worker token",
+        ),
         (raw("/worker/teleport", Some(TOKEN), "{}").await, 404, "NotFound", "unknown worker op 'teleport'"),
         (raw("/worker/claim", Some(TOKEN), "{not json").await, 400, "ValidationError", "malformed JSON"),
         (raw("/worker/claim", Some(TOKEN), "").await, 400, "ValidationError", "needs a JSON object body"),
         (raw("/worker/claim", Some(TOKEN), "[1]").await, 400, "ValidationError", "must be a JSON object"),
-        (raw("/worker/claim", Some(TOKEN), "{}").await, 400, "ValidationError", "missing field `workerId`"),
+        (raw("/worker/claim", Some(TOKEN), r#"{"conversationId":5}"#).await, 400, "ValidationError", "invalid type"),
+        (raw("/worker/heartbeat", Some(TOKEN), "{}").await, 400, "ValidationError", "missing field `messageId`"),
         (
             raw("/worker/claim", Some(TOKEN), r#"{"workerId":"w2","nowMs":1}"#).await,
             400,
@@ -255,27 +231,27 @@ async fn worker_route_refusals_are_precise_and_change_nothing() {
         ),
         (
             call(
-                &e,
+                &a,
                 "POST",
                 "/worker/complete",
                 Some(TOKEN),
                 json!({"workerId": "w2", "messageId": job["messageId"], "leaseId": job["leaseId"]}),
             )
             .await,
-            409,
-            "Conflict",
-            "does not hold lease",
+            403,
+            "Forbidden",
+            "is not the worker of this token",
         ),
-        (call(&e, "GET", "/worker/claim", Some(TOKEN), json!({})).await, 400, "ValidationError", "takes POST"),
+        (call(&a, "GET", "/worker/claim", Some(TOKEN), json!({})).await, 400, "ValidationError", "takes POST"),
         (
-            call(&e, "POST", "/worker/fail", Some(TOKEN), lease.clone()).await,
+            call(&a, "POST", "/worker/fail", Some(TOKEN), lease.clone()).await,
             400,
             "ValidationError",
             "missing field `errorMessage`",
         ),
         (
             call(
-                &e,
+                &a,
                 "POST",
                 "/worker/append-messages",
                 Some(TOKEN),
@@ -294,12 +270,12 @@ async fn worker_route_refusals_are_precise_and_change_nothing() {
         assert!(msg.contains(text), "'{msg}' should say '{text}'");
         assert!(!msg.contains(TOKEN));
     }
-    assert_eq!(snapshot(&e).await, before, "refused calls change nothing");
+    assert_eq!(snapshot(e).await, before, "refused calls change nothing");
     // A late heartbeat after the lease ran out.
     e.clock.advance(360_000);
-    let (st, late) = call(&e, "POST", "/worker/heartbeat", Some(TOKEN), lease).await;
+    let (st, late) = call(&a, "POST", "/worker/heartbeat", Some(TOKEN), lease).await;
     assert_eq!((st, late["error"]["reason"].as_str()), (409, Some("lease_expired")));
-    assert_eq!(snapshot(&e).await, before, "the late heartbeat changed nothing");
+    assert_eq!(snapshot(e).await, before, "the late heartbeat changed nothing");
 }
 
 /// A buffer the log subscriber writes into.
@@ -318,7 +294,11 @@ impl std::io::Write for Captured {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_worker_token_never_reaches_the_logs() {
-    let e = env().await;
+    let a = app_env().await;
+    let e = &a.e;
+    let token = a.mint("w1").await;
+    #[allow(non_snake_case)]
+    let TOKEN = token.as_str();
     seed_agent(&e.store, "bot", true).await;
     let buf = Captured::default();
     let writer = buf.clone();
@@ -326,10 +306,10 @@ async fn the_worker_token_never_reaches_the_logs() {
         tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
     let _guard = tracing::subscriber::set_default(sub);
     e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
-    call(&e, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "w1"})).await;
-    call(&e, "POST", "/worker/claim", Some(&format!("{TOKEN}x")), json!({"workerId": "w1"})).await;
-    call(&e, "POST", "/worker/teleport", Some(TOKEN), json!({})).await;
+    call(&a, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "w1"})).await;
+    call(&a, "POST", "/worker/claim", Some(&format!("{TOKEN}x")), json!({"workerId": "w1"})).await;
+    call(&a, "POST", "/worker/teleport", Some(TOKEN), json!({})).await;
     let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("invalid bearer token"), "the refusal is logged: {logs}");
+    assert!(logs.contains("malformed worker token"), "the refusal is logged: {logs}");
     assert!(!logs.contains(TOKEN), "the token leaked into the logs");
 }

@@ -8,7 +8,12 @@ use shared::queue::*;
 use shared::store::workers::UpsertWorkerArgs;
 
 fn lease(job: &shared::model::ClaimedJob, worker: &str) -> LeaseArgs {
-    LeaseArgs { worker_id: worker.into(), message_id: job.message_id.clone(), lease_id: job.lease_id.clone() }
+    LeaseArgs {
+        worker_id: worker.into(),
+        message_id: job.message_id.clone(),
+        lease_id: job.lease_id.clone(),
+        token_hash: None,
+    }
 }
 
 fn fail_args(job: &shared::model::ClaimedJob, worker: &str, err: &str) -> FailArgs {
@@ -17,6 +22,7 @@ fn fail_args(job: &shared::model::ClaimedJob, worker: &str, err: &str) -> FailAr
         message_id: job.message_id.clone(),
         lease_id: job.lease_id.clone(),
         error_message: err.into(),
+        token_hash: None,
     }
 }
 
@@ -382,6 +388,7 @@ async fn append_and_has_queued() {
             conversation_id: "nope".into(),
             workspace_id: None,
             messages: vec![NewHistoryEntry { role: HistoryRole::User, content: "x".into(), at: None }],
+            holder: None,
         })
         .await
         .unwrap();
@@ -395,7 +402,12 @@ async fn append_and_has_queued() {
     ];
     let r = e
         .store
-        .append_messages(AppendArgs { conversation_id: "c1".into(), workspace_id: None, messages: entries })
+        .append_messages(AppendArgs {
+            conversation_id: "c1".into(),
+            workspace_id: None,
+            messages: entries,
+            holder: None,
+        })
         .await;
     assert_eq!(r.unwrap(), AppendResult { updated: true, message_count: 3 });
     let h = e.store.list_history("c1", 10).await.unwrap();
@@ -405,11 +417,20 @@ async fn append_and_has_queued() {
     );
     let too_many =
         (0..51).map(|_| NewHistoryEntry { role: HistoryRole::User, content: "x".into(), at: None }).collect();
-    let err =
-        e.store.append_messages(AppendArgs { conversation_id: "c1".into(), workspace_id: None, messages: too_many });
+    let err = e.store.append_messages(AppendArgs {
+        conversation_id: "c1".into(),
+        workspace_id: None,
+        messages: too_many,
+        holder: None,
+    });
     assert_eq!(code(&err.await.unwrap_err()), "ValidationError");
     let huge = vec![NewHistoryEntry { role: HistoryRole::User, content: "x".repeat(70_000), at: None }];
-    let err = e.store.append_messages(AppendArgs { conversation_id: "c1".into(), workspace_id: None, messages: huge });
+    let err = e.store.append_messages(AppendArgs {
+        conversation_id: "c1".into(),
+        workspace_id: None,
+        messages: huge,
+        holder: None,
+    });
     assert_eq!(code(&err.await.unwrap_err()), "PayloadTooLarge");
     assert_eq!(e.store.list_history("c1", 10).await.unwrap().len(), 3, "refused appends add nothing");
 }

@@ -1,12 +1,12 @@
 //! The `claim` function: the worker protocol, `POST /worker/<op>` through API Gateway.
 
 use lambda_http::{Body, Request, Response};
-use shared::Store;
-use shared::worker_api::{self, WorkerAuth, WorkerRequest, WorkerResponse};
+use shared::app::App;
+use shared::worker_api::{self, WorkerRequest, WorkerResponse};
 
 /// Handle one HTTP request; every outcome, errors included, is a JSON response.
 #[tracing::instrument(skip_all, fields(path = %req.uri().path()))]
-pub async fn handle(store: &Store, auth: &WorkerAuth, req: Request) -> Response<Body> {
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
     // Behind a named API Gateway stage the path carries the stage first: route on `/worker/...`.
     let full = req.uri().path();
     let path = full.find("/worker/").map_or(full, |i| &full[i..]).to_string();
@@ -20,7 +20,7 @@ pub async fn handle(store: &Store, auth: &WorkerAuth, req: Request) -> Response<
         _ => &[],
     };
     let call = WorkerRequest { method: &method, path: &path, authorization: authorization.as_deref(), body };
-    let r = Box::pin(worker_api::handle(store, auth, call)).await;
+    let r = Box::pin(worker_api::handle(app, call)).await;
     to_response(r)
 }
 

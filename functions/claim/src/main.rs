@@ -5,11 +5,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init(true);
     let cfg = shared::Config::from_env()?;
-    let store = Arc::new(shared::Store::from_config(&cfg, Arc::new(shared::SystemClock), None).await);
-    let auth = Arc::new(shared::worker_api::WorkerAuth::from_env());
+    let app = Arc::new(shared::app::App::from_config(&cfg, Arc::new(shared::SystemClock)).await?);
     lambda_http::run(service_fn(move |req: Request| {
-        let (store, auth) = (store.clone(), auth.clone());
-        async move { Ok::<_, std::convert::Infallible>(claim::handle(&store, &auth, req).await) }
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(claim::handle(&app, req).await) }
     }))
     .await
 }

@@ -4,13 +4,14 @@
 
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
-use shared::{AppError, Store};
+use shared::AppError;
+use shared::app::App;
 
 /// Handle one invocation payload.
 #[tracing::instrument(skip_all, fields(op = payload.get("op").and_then(|v| v.as_str()).unwrap_or("?")))]
-pub async fn handle(store: &Store, payload: Value) -> Result<Value, AppError> {
+pub async fn handle(app: &App, payload: Value) -> Result<Value, AppError> {
     let env = shared::ops::parse_envelope(payload)?;
-    let r = Box::pin(shared::ops::dispatch_queue_op(store, env)).await;
+    let r = Box::pin(shared::ops::dispatch(app, env)).await;
     if let Err(e) = &r {
         tracing::info!(code = e.code().as_str(), error = %e, "op refused");
     }

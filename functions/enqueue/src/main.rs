@@ -6,10 +6,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init(true);
     let cfg = shared::Config::from_env()?;
-    let store = Arc::new(shared::Store::from_config(&cfg, Arc::new(shared::SystemClock), None).await);
+    let app = Arc::new(shared::app::App::from_config(&cfg, Arc::new(shared::SystemClock)).await?);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
-        let store = store.clone();
-        async move { enqueue::handle(&store, ev.payload).await.map_err(enqueue::diagnostic) }
+        let app = app.clone();
+        async move { enqueue::handle(&app, ev.payload).await.map_err(enqueue::diagnostic) }
     }))
     .await
 }

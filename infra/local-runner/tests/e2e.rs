@@ -1,5 +1,6 @@
 //! End to end through the local runner binary with its embedded DynamoDB (dynoxide): the AWS
-//! SDK's Lambda client invokes `enqueue`; a worker speaks HTTP to `/worker/*`.
+//! SDK's Lambda client invokes `enqueue` and the admin ops; a worker speaks HTTP to `/worker/*`
+//! with the token the runner minted, and uploads/downloads snapshots through `/blobs/*`.
 
 use aws_sdk_lambda::primitives::Blob;
 use serde_json::{Value, json};
@@ -7,11 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const TOKEN: &str = "e2e-worker-token-123456";
-
 struct Runner {
     child: Child,
     base: String,
+    /// Tokens of the `--worker` ids, in order.
+    tokens: Vec<String>,
 }
 
 impl Drop for Runner {
@@ -26,7 +27,6 @@ fn start(extra_env: &[(&str, &str)], args: &[&str]) -> Runner {
     cmd.args(["--port", "0", "--sweep-secs", "1"])
         .args(args)
         .env_remove("DYNAMODB_ENDPOINT")
-        .env("WORKER_AUTH_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -35,11 +35,18 @@ fn start(extra_env: &[(&str, &str)], args: &[&str]) -> Runner {
     }
     let child = cmd.spawn().expect("start local-runner");
     // The guard exists before anything can fail, so a failed start never leaks the process.
-    let mut r = Runner { child, base: String::new() };
+    let mut r = Runner { child, base: String::new(), tokens: Vec::new() };
     let mut lines = BufReader::new(r.child.stdout.take().unwrap()).lines();
     let first = lines.next().map(|l| l.unwrap_or_default()).unwrap_or_default();
     let base = first.rsplit(' ').next().unwrap_or_default().trim().to_string();
     assert!(base.starts_with("http://127.0.0.1:"), "the runner did not start: '{first}'");
+    let wanted = args.iter().filter(|a| **a == "--worker").count();
+    while r.tokens.len() < wanted {
+        let line = lines.next().expect("banner line").unwrap_or_default();
+        if let Some((_, tok)) = line.split_once(": token ") {
+            r.tokens.push(tok.trim().to_string());
+        }
+    }
     std::thread::spawn(move || for _ in lines {});
     r.base = base;
     r
@@ -61,24 +68,32 @@ async fn invoke(c: &aws_sdk_lambda::Client, payload: Value) -> (Option<String>, 
     (out.function_error().map(str::to_string), body)
 }
 
-async fn worker(http: &reqwest::Client, base: &str, op: &str, body: Value) -> (u16, Value) {
-    let r = http.post(format!("{base}/worker/{op}")).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+async fn worker(http: &reqwest::Client, r: &Runner, op: &str, body: Value) -> (u16, Value) {
+    let base = &r.base;
+    let r = http.post(format!("{base}/worker/{op}")).bearer_auth(&r.tokens[0]).json(&body).send().await.unwrap();
     let st = r.status().as_u16();
     (st, r.json().await.unwrap())
 }
 
 #[tokio::test]
 async fn a_message_goes_through_the_runner_end_to_end() {
-    let r = start(&[], &[]);
+    let r = start(&[], &["--worker", "local-1"]);
     let c = lambda(&r.base).await;
     let http = reqwest::Client::new();
 
     let (err, _) = invoke(
         &c,
-        json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": [], "enabled": true}}),
+        json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": ["telegram.botToken.bot"], "enabled": true}}),
     )
     .await;
     assert_eq!(err, None);
+    let (err, imported) = invoke(
+        &c,
+        json!({"op": "importSecret", "args": {"secretRef": "telegram.botToken.bot", "plaintextValue": "123:e2e-bot-token"}}),
+    )
+    .await;
+    assert_eq!(err, None, "{imported}");
+    assert!(!imported.to_string().contains("e2e-bot-token"), "import never echoes the value");
     let (err, enq) = invoke(
         &c,
         json!({"op": "enqueue", "args": {"conversationId": "tg:bot:1", "agentKey": "bot",
@@ -86,14 +101,46 @@ async fn a_message_goes_through_the_runner_end_to_end() {
     )
     .await;
     assert_eq!(err, None, "{enq}");
-    let (st, job) = worker(&http, &r.base, "claim", json!({"workerId": "local-1"})).await;
+    let (st, job) = worker(&http, &r, "claim", json!({})).await;
     assert_eq!(st, 200);
     assert_eq!(
         (job["messageId"].clone(), job["payload"]["messageText"].clone()),
         (enq["messageId"].clone(), json!("ping"))
     );
-    let lease = json!({"workerId": "local-1", "messageId": job["messageId"], "leaseId": job["leaseId"]});
-    assert_eq!(worker(&http, &r.base, "complete", lease.clone()).await, (200, json!({"ok": true})));
+    let (st, bundle) = worker(&http, &r, "hydration", json!({"messageId": job["messageId"]})).await;
+    assert_eq!((st, bundle["telegramBotToken"].as_str()), (200, Some("123:e2e-bot-token")), "{bundle}");
+    // A snapshot through the runner's blob route, with real HTTP.
+    let tuple = json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "tg:bot:1"});
+    let mut prep = tuple.clone();
+    prep["reason"] = json!("manual");
+    let (st, p) = worker(&http, &r, "snapshot-prepare", prep).await;
+    assert_eq!(st, 200, "{p}");
+    let archive = b"a workspace archive".to_vec();
+    let mut put = http.put(p["uploadUrl"].as_str().unwrap()).body(archive.clone());
+    for (k, v) in p["uploadHeaders"].as_object().unwrap() {
+        if !k.eq_ignore_ascii_case("content-length") {
+            put = put.header(k, v.as_str().unwrap());
+        }
+    }
+    let up = put.send().await.unwrap();
+    assert_eq!(up.status().as_u16(), 200, "{:?}", up.text().await);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&archive))
+    };
+    let (st, fin) = worker(
+        &http,
+        &r,
+        "snapshot-finalize",
+        json!({"snapshotId": p["snapshotId"], "sha256": sha, "sizeBytes": archive.len()}),
+    )
+    .await;
+    assert_eq!((st, fin["status"].as_str()), (200, Some("ready")), "{fin}");
+    let (_, restore) = worker(&http, &r, "snapshot-restore", tuple).await;
+    let got = http.get(restore["downloadUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), archive.as_slice());
+    let lease = json!({"messageId": job["messageId"], "leaseId": job["leaseId"]});
+    assert_eq!(worker(&http, &r, "complete", lease.clone()).await, (200, json!({"ok": true})));
     let (_, stats) = invoke(&c, json!({"op": "queueStats"})).await;
     assert_eq!(
         stats,
@@ -119,8 +166,8 @@ async fn the_runner_keeps_its_data_in_a_data_dir() {
     let dir = std::env::temp_dir().join(format!("af-runner-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_string_lossy().to_string();
-    let id = {
-        let r = start(&[], &["--data-dir", &d]);
+    let (id, token) = {
+        let r = start(&[], &["--data-dir", &d, "--worker", "w"]);
         let c = lambda(&r.base).await;
         invoke(&c, json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": [], "enabled": true}})).await;
         let (_, enq) = invoke(
@@ -129,12 +176,18 @@ async fn the_runner_keeps_its_data_in_a_data_dir() {
                 "payload": {"provider": "telegram", "providerUserId": "1", "messageText": "kept"}}}),
         )
         .await;
-        enq["messageId"].as_str().unwrap().to_string()
+        invoke(&c, json!({"op": "importSecret", "args": {"secretRef": "fly.apiToken", "plaintextValue": "fly-kept"}}))
+            .await;
+        (enq["messageId"].as_str().unwrap().to_string(), r.tokens[0].clone())
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = start(&[], &["--data-dir", &d]);
-    let (st, job) = worker(&reqwest::Client::new(), &r.base, "claim", json!({"workerId": "w"})).await;
-    assert_eq!((st, job["messageId"].as_str()), (200, Some(id.as_str())), "the message survived a restart");
+    let mut r = start(&[], &["--data-dir", &d]);
+    r.tokens.push(token);
+    let (st, job) = worker(&reqwest::Client::new(), &r, "claim", json!({})).await;
+    assert_eq!((st, job["messageId"].as_str()), (200, Some(id.as_str())), "the message and token survived a restart");
+    let c = lambda(&r.base).await;
+    let (_, status) = invoke(&c, json!({"op": "secretStatus", "args": {"secretRefs": ["fly.apiToken"]}})).await;
+    assert_eq!(status[0]["hasActive"], true, "the secret survived a restart: {status}");
     drop(r);
     let _ = std::fs::remove_dir_all(&dir);
 }

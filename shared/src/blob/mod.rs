@@ -61,9 +61,16 @@ pub fn validate_key(key: &str) -> AppResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(crate::error::AppError::validation(format!(
-            "invalid object key '{}'",
-            crate::ids::truncate(key, 80)
-        )))
+        Err(crate::error::AppError::validation(format!("invalid object key '{}'", crate::ids::truncate(key, 80))))
     }
+}
+
+/// The object key of a media blob (`storageId` is ours: `m` + ULID, or what ingress stored).
+pub fn media_key(storage_id: &str) -> String {
+    format!("media/{storage_id}")
+}
+
+/// The object key of a snapshot archive.
+pub fn snapshot_key(ulid: &str) -> String {
+    format!("snapshots/{ulid}.tar.gz")
 }

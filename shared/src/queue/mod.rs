@@ -44,6 +44,9 @@ pub struct LeaseArgs {
     pub worker_id: String,
     pub message_id: String,
     pub lease_id: String,
+    /// Set by the worker API (never from input): the write re-checks the worker's token.
+    #[serde(skip)]
+    pub token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +56,9 @@ pub struct FailArgs {
     pub message_id: String,
     pub lease_id: String,
     pub error_message: String,
+    /// Set by the worker API (never from input): the write re-checks the worker's token.
+    #[serde(skip)]
+    pub token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +92,10 @@ pub struct AppendArgs {
     #[serde(default)]
     pub workspace_id: Option<String>,
     pub messages: Vec<NewHistoryEntry>,
+    /// Set by the worker API (never from input): only the worker holding the conversation's live
+    /// lock may append.
+    #[serde(skip)]
+    pub holder: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -79,6 +79,40 @@ pub fn validate_worker_id(v: &str) -> AppResult<()> {
     check_text("workerId", v, 128)
 }
 
+/// Attachments per message (spec W-7: at most 10).
+pub const MAX_ATTACHMENTS: usize = 10;
+
+/// A storage id: 1..=128 characters of `A-Z a-z 0-9 _ -` (it becomes an object key).
+pub fn validate_storage_id(v: &str) -> AppResult<()> {
+    if v.is_empty() || v.len() > 128 || !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')) {
+        return Err(AppError::validation(format!(
+            "storageId '{}' must be 1 to 128 letters, digits, '_' or '-'",
+            truncate(v, 40)
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_workspace_id(v: &str) -> AppResult<()> {
+    check_text("workspaceId", v, 128)
+}
+
+/// The caller must hold the conversation's live lock (append, and the other writes a worker makes
+/// to a conversation it is processing).
+pub fn check_lock_holder(c: &ConversationItem, worker_id: &str, now: Millis) -> AppResult<()> {
+    match (&c.lock_worker_id, c.lock_until) {
+        (Some(w), Some(until)) if w == worker_id && until > now => Ok(()),
+        (Some(w), Some(_)) if w == worker_id => Err(AppError::lease(
+            LeaseRefusal::LeaseExpired,
+            format!("your lease on conversation '{}' has expired", c.conversation_id),
+        )),
+        _ => Err(AppError::Forbidden(format!(
+            "conversation '{}' is not locked by this worker: only the holder of its live lease may write to it",
+            c.conversation_id
+        ))),
+    }
+}
+
 pub fn validate_agent_key(v: &str) -> AppResult<()> {
     check_text("agentKey", v, 128)?;
     if !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
@@ -139,7 +173,25 @@ pub fn build_payload(mut p: Payload, cfg: Option<&MessageConfig>, pol: &QueuePol
         p.message_text = if text.trim().is_empty() { prompt.to_string() } else { format!("{text}\n\n{prompt}") };
     }
     if let Some(atts) = p.attachments.as_mut() {
-        for a in atts.iter_mut() {
+        if atts.len() > MAX_ATTACHMENTS {
+            return Err(AppError::validation(format!(
+                "payload.attachments has {} entries; at most {MAX_ATTACHMENTS}",
+                atts.len()
+            )));
+        }
+        for (i, a) in atts.iter_mut().enumerate() {
+            validate_storage_id(&a.storage_id)
+                .map_err(|e| AppError::validation(format!("payload.attachments[{i}]: {e}")))?;
+            check_text(&format!("payload.attachments[{i}].telegramFileId"), &a.telegram_file_id, 256)
+                .or_else(|e| if a.telegram_file_id.is_empty() { Ok(()) } else { Err(e) })?;
+            if a.size_bytes.is_some_and(|n| n > pol.media_max_bytes) {
+                return Err(AppError::PayloadTooLarge(format!(
+                    "payload.attachments[{i}] is {} bytes; Telegram bots can download at most {} bytes (20 MB)",
+                    a.size_bytes.unwrap_or(0),
+                    pol.media_max_bytes
+                )));
+            }
+            // URLs are made fresh at hydration; a caller-supplied one is never stored (W18).
             a.download_url = None;
         }
     }
@@ -196,6 +248,26 @@ pub fn check_lease(msg: &MessageItem, worker_id: &str, lease_id: &str, now: Mill
         return Err(AppError::lease(
             LeaseRefusal::LeaseExpired,
             format!("lease '{lease_id}' on message {} expired at {until} (now {now})", msg.message_id),
+        ));
+    }
+    Ok(())
+}
+
+/// The caller must hold the live lease of the message (hydration, media, metadata). Anyone but
+/// the holder gets 403 (nothing about the job is revealed); the holder whose lease ran out gets
+/// 409 `lease_expired`.
+pub fn check_holder(msg: &MessageItem, worker_id: &str, lease_id: Option<&str>, now: Millis) -> AppResult<()> {
+    let holds = msg.status == MessageStatus::Processing
+        && msg.claimed_by.as_deref() == Some(worker_id)
+        && lease_id.is_none_or(|l| msg.lease_id.as_deref() == Some(l));
+    if !holds {
+        return Err(AppError::Forbidden(format!("message {} is not leased to worker '{worker_id}'", msg.message_id)));
+    }
+    let until = msg.lease_expires_at.unwrap_or(0);
+    if until <= now {
+        return Err(AppError::lease(
+            LeaseRefusal::LeaseExpired,
+            format!("your lease on message {} expired at {until} (now {now})", msg.message_id),
         ));
     }
     Ok(())
@@ -362,6 +434,8 @@ mod tests {
             owner_id: None,
             owner_until: None,
             rev: 1,
+            history_workspace_id: None,
+            history_at: None,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod manager;
+pub mod ops;
 
 use crate::clock::{Millis, SharedClock};
 use crate::error::{AppError, AppResult};
@@ -111,8 +112,11 @@ pub struct Secrets {
     backend: Arc<dyn SecretBackend>,
     clock: SharedClock,
     ttl_ms: Millis,
-    cache: Arc<Mutex<HashMap<String, (Millis, Option<SecretValue>)>>>,
+    cache: Arc<Mutex<ValueCache>>,
 }
+
+/// Per ref: when it was read, and what was read.
+type ValueCache = HashMap<String, (Millis, Option<SecretValue>)>;
 
 impl Secrets {
     pub fn new(backend: Arc<dyn SecretBackend>, clock: SharedClock, ttl_ms: Millis) -> Self {

@@ -62,6 +62,12 @@ pub(crate) fn tx_check(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactW
     TransactWriteItem::builder().condition_check(c).build()
 }
 
+/// The worker-row condition of a lease write: the row exists and, for an authenticated call, still
+/// holds the caller's token and is not stopped.
+fn worker_row_cond(a: &LeaseArgs) -> &'static str {
+    if a.token_hash.is_some() { "tokenHash = :th AND #st <> :stopped" } else { "attribute_exists(workerId)" }
+}
+
 fn worker_key(worker_id: &str) -> Item {
     Item::from([("workerId".to_string(), s(worker_id))])
 }
@@ -167,6 +173,7 @@ impl Store {
         let message_id = msg.message_id.clone();
         let external = msg.payload.external_message_id.clone();
         let msg_item = to_item(&msg)?;
+        let attachment_rows = crate::media::inbound_rows(&msg, now)?;
         let ex = base_ex()
             .val(":a", s(&args.agent_key))
             .val(":t", AttributeValue::Bool(true))
@@ -196,6 +203,10 @@ impl Store {
                 d.insert("ttl".into(), n(rules::ttl_seconds(now + pol.dead_letter_retention_ms)));
                 items.push(tx_put(self.q(), d, "attribute_not_exists(pk)", &ex));
             }
+            let first_attachment = items.len();
+            for row in &attachment_rows {
+                items.push(tx_put(self.q(), row.clone(), "attribute_not_exists(pk)", &ex));
+            }
             match self.transact(items).await {
                 Ok(()) => {
                     debug!(%message_id, "enqueued");
@@ -208,7 +219,12 @@ impl Store {
                             args.agent_key
                         )));
                     }
-                    if let Some(dup) = r.get(3).filter(|r| r.failed_condition()) {
+                    if r.iter().skip(first_attachment).any(Reason::failed_condition) {
+                        return Err(AppError::conflict(format!(
+                            "an attachment storageId of this message is already attached in conversation '{cid}'"
+                        )));
+                    }
+                    if let Some(dup) = external.as_ref().and(r.get(3)).filter(|r| r.failed_condition()) {
                         let first = dup
                             .item
                             .as_ref()
@@ -270,10 +286,22 @@ impl Store {
     /// worker may take is claimable.
     #[instrument(skip(self))]
     pub async fn claim(&self, worker_id: &str, conversation_id: Option<&str>) -> AppResult<Option<ClaimedJob>> {
+        self.claim_as(worker_id, conversation_id, None).await
+    }
+
+    /// `claim` for an authenticated worker: the claim transaction also requires the worker row to
+    /// hold `token_hash` (and never registers a worker). `None` = administrative/test use, where
+    /// an unknown worker is registered as in the original.
+    pub async fn claim_as(
+        &self,
+        worker_id: &str,
+        conversation_id: Option<&str>,
+        token_hash: Option<&str>,
+    ) -> AppResult<Option<ClaimedJob>> {
         rules::validate_worker_id(worker_id)?;
         if let Some(c) = conversation_id {
             rules::validate_conversation_id(c)?;
-            return Ok(match self.claim_in_conversation(worker_id, c).await? {
+            return Ok(match self.claim_in_conversation(worker_id, c, token_hash).await? {
                 ConvOutcome::Claimed(j) => Some(j),
                 _ => None,
             });
@@ -311,7 +339,7 @@ impl Store {
                     out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<_>>()?;
                 order_candidates(&mut cands);
                 for c in cands {
-                    match self.claim_in_conversation(worker_id, &c.conversation_id).await? {
+                    match self.claim_in_conversation(worker_id, &c.conversation_id, token_hash).await? {
                         ConvOutcome::Claimed(j) => return Ok(Some(j)),
                         ConvOutcome::Nothing => {}
                         ConvOutcome::WorkerRefused(w) => {
@@ -321,7 +349,7 @@ impl Store {
                             }
                             match w.assigned_conversation_id {
                                 Some(a) if a != c.conversation_id => {
-                                    return Ok(match self.claim_in_conversation(worker_id, &a).await? {
+                                    return Ok(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
                                         ConvOutcome::Claimed(j) => Some(j),
                                         _ => None,
                                     });
@@ -343,7 +371,7 @@ impl Store {
             && w.status == crate::model::WorkerStatus::Active
             && let Some(a) = w.assigned_conversation_id
         {
-            return Ok(match self.claim_in_conversation(worker_id, &a).await? {
+            return Ok(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
                 ConvOutcome::Claimed(j) => Some(j),
                 _ => None,
             });
@@ -375,7 +403,12 @@ impl Store {
         Ok(Some((conv, open)))
     }
 
-    async fn claim_in_conversation(&self, worker_id: &str, cid: &str) -> AppResult<ConvOutcome> {
+    async fn claim_in_conversation(
+        &self,
+        worker_id: &str,
+        cid: &str,
+        token_hash: Option<&str>,
+    ) -> AppResult<ConvOutcome> {
         for attempt in 0..MAX_TX_RETRIES {
             let now = self.now();
             let Some((conv, open)) = self.read_open(cid, 3).await? else { return Ok(ConvOutcome::Nothing) };
@@ -424,7 +457,13 @@ impl Store {
                 .val(":zero", n(0))
                 .val(":fly", s("fly"))
                 .val(":expired", s(rules::LEASE_EXPIRED_ERROR))
-                .val(":lshard", s(rules::locked_shard(cid, self.policy.ready_shards)));
+                .val(":lshard", s(rules::locked_shard(cid, self.policy.ready_shards)))
+                .val(":th", s(token_hash.unwrap_or_default()));
+            let worker_cond = if token_hash.is_some() {
+                "#st = :active AND tokenHash = :th AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
+            } else {
+                "(attribute_not_exists(workerId) OR #st = :active) AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
+            };
             let (msg_update, msg_cond) = if reclaim {
                 (
                     "SET claimedBy = :w, leaseId = :l, leaseExpiresAt = :until, attempts = attempts + :one, lastError = :expired",
@@ -458,9 +497,7 @@ impl Store {
                     "SET provider = if_not_exists(provider, :fly), #st = :active, #ld = if_not_exists(#ld, :zero) + :one, \
                      heartbeatAt = :now, lastClaimAt = :now, assignedConversationId = :cid, assignedAgentKey = :agent, \
                      assignedLeaseId = :l, assignedAt = if_not_exists(assignedAt, :now) REMOVE scheduledShutdownAt, stoppedAt",
-                    Some(
-                        "(attribute_not_exists(workerId) OR #st = :active) AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)",
-                    ),
+                    Some(worker_cond),
                     &ex,
                 ),
             ];
@@ -480,6 +517,9 @@ impl Store {
                 Err(TxError::Cancelled(r)) => {
                     if let Some(w) = r.get(2).filter(|r| r.failed_condition()) {
                         let row = w.item.clone().map(from_item::<WorkerItem>).transpose()?;
+                        if let Some(th) = token_hash {
+                            crate::worker_auth::check_row(row.as_ref(), th)?;
+                        }
                         return Ok(ConvOutcome::WorkerRefused(row));
                     }
                     // Lost a race on the message or the conversation: read again and decide again.
@@ -669,7 +709,7 @@ impl Store {
                     &self.tables.workers,
                     worker_key(&a.worker_id),
                     "SET heartbeatAt = :now",
-                    Some("attribute_exists(workerId)"),
+                    Some(worker_row_cond(a)),
                     &ex,
                 ),
             ];
@@ -712,7 +752,7 @@ impl Store {
                     Some(&cc),
                     &ex,
                 ),
-                self.worker_release_item(&a.worker_id, &ex),
+                self.worker_release_item(a, &ex),
             ];
             match self.transact(items).await {
                 Ok(()) => return Ok(()),
@@ -738,6 +778,7 @@ impl Store {
             worker_id: a.worker_id.clone(),
             message_id: a.message_id.clone(),
             lease_id: a.lease_id.clone(),
+            token_hash: a.token_hash.clone(),
         };
         let mut variant = LeaveVariant::from(ids::lease_hint(&a.lease_id));
         for attempt in 0..MAX_TX_RETRIES {
@@ -801,7 +842,7 @@ impl Store {
                     )
                 }
             };
-            let items = vec![msg_item, conv_item, self.worker_release_item(&a.worker_id, &ex)];
+            let items = vec![msg_item, conv_item, self.worker_release_item(&la, &ex)];
             match self.transact(items).await {
                 Ok(()) => return Ok(result),
                 Err(e) => {
@@ -831,14 +872,16 @@ impl Store {
             .val(":ou", n(now + self.policy.stale_after_ms))
             .val(":one", n(1))
             .val(":zero", n(0))
+            .val(":th", s(a.token_hash.clone().unwrap_or_default()))
+            .val(":stopped", s("stopped"))
     }
 
-    fn worker_release_item(&self, worker_id: &str, ex: &Ex) -> TransactWriteItem {
+    fn worker_release_item(&self, a: &LeaseArgs, ex: &Ex) -> TransactWriteItem {
         tx_update(
             &self.tables.workers,
-            worker_key(worker_id),
+            worker_key(&a.worker_id),
             "SET #ld = if_not_exists(#ld, :zero) - :one, heartbeatAt = :now, lastCompleteAt = :now",
-            Some("attribute_exists(workerId)"),
+            Some(worker_row_cond(a)),
             ex,
         )
     }
@@ -866,7 +909,11 @@ impl Store {
                         ),
                     ));
                 }
-                if r.get(2).is_some_and(Reason::failed_condition) {
+                if let Some(w) = r.get(2).filter(|r| r.failed_condition()) {
+                    if let Some(th) = &a.token_hash {
+                        let row = w.item.clone().map(from_item::<WorkerItem>).transpose()?;
+                        crate::worker_auth::check_row(row.as_ref(), th)?;
+                    }
                     return Err(AppError::not_found(format!("worker '{}' is not registered", a.worker_id)));
                 }
                 if r.iter().any(Reason::conflict) {
@@ -918,10 +965,33 @@ impl Store {
             )));
         }
         let workspace = a.workspace_id.clone().unwrap_or_else(|| "default".into());
+        rules::validate_workspace_id(&workspace)?;
         let now = self.now();
         let pk = rules::conversation_pk(&a.conversation_id);
-        let ex = Ex::new();
-        let mut items = vec![tx_check(self.q(), key(&pk, rules::CONV_SK), "attribute_exists(pk)", &ex)];
+        if a.messages.is_empty() {
+            let conv = self.get_conversation(&a.conversation_id).await?;
+            if let (Some(c), Some(w)) = (&conv, &a.holder) {
+                rules::check_lock_holder(c, w, now)?;
+            }
+            return Ok(AppendResult { updated: conv.is_some(), message_count: 0 });
+        }
+        // The conversation remembers the workspace of the last append: with its (fixed) agentKey
+        // that is the hydration cache key `<workspaceId>:<agentKey>` of spec §3.3. The entries are
+        // items of their own, so nothing grows without bound.
+        let ex =
+            Ex::new().val(":ws", s(&workspace)).val(":now", n(now)).val(":w", s(a.holder.clone().unwrap_or_default()));
+        let cond = if a.holder.is_some() {
+            "attribute_exists(pk) AND lockWorkerId = :w AND lockUntil > :now"
+        } else {
+            "attribute_exists(pk)"
+        };
+        let mut items = vec![tx_update(
+            self.q(),
+            key(&pk, rules::CONV_SK),
+            "SET historyWorkspaceId = :ws, historyAt = :now",
+            Some(cond),
+            &ex,
+        )];
         for (i, m) in a.messages.iter().enumerate() {
             let mut it = key(&pk, rules::history_sk(&ids::ulid(now)));
             it.insert("role".into(), to_av(&m.role)?);
@@ -930,14 +1000,18 @@ impl Store {
             it.insert("workspaceId".into(), s(&workspace));
             items.push(tx_put(self.q(), it, "attribute_not_exists(pk)", &ex));
         }
-        if a.messages.is_empty() {
-            let exists = self.get_conversation(&a.conversation_id).await?.is_some();
-            return Ok(AppendResult { updated: exists, message_count: 0 });
-        }
         match self.transact(items).await {
             Ok(()) => Ok(AppendResult { updated: true, message_count: a.messages.len() }),
             Err(TxError::Cancelled(r)) if r.first().is_some_and(Reason::failed_condition) => {
-                Ok(AppendResult { updated: false, message_count: 0 })
+                let old: Option<ConversationItem> =
+                    r.first().and_then(|x| x.item.clone()).map(from_item).transpose()?;
+                match (old, &a.holder) {
+                    (Some(c), Some(w)) => {
+                        rules::check_lock_holder(&c, w, now)?;
+                        Err(AppError::conflict("the conversation changed during the append; try again"))
+                    }
+                    _ => Ok(AppendResult { updated: false, message_count: 0 }),
+                }
             }
             Err(e) => Err(e.into_app("appendConversationMessages")),
         }
@@ -953,7 +1027,8 @@ impl Store {
             .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
             .expression_attribute_values(":h", s("H#"))
             .scan_index_forward(false)
-            .limit(limit.clamp(1, 1000))
+            .consistent_read(true)
+            .limit(limit.clamp(1, 2000))
             .send()
             .await
             .map_err(|e| sdk_error("Query history", e))?;

@@ -23,6 +23,9 @@ pub const IDX_OPEN: &str = "open";
 pub const IDX_READY: &str = "ready";
 /// Global index of the queue table: messages by status, then due time.
 pub const IDX_BY_STATUS: &str = "byStatus";
+/// Sparse global index of the queue table (keys only): things that expire with a side effect,
+/// by kind (`snapshot`, `snapshot_upload`, `media`), then deadline.
+pub const IDX_EXPIRY: &str = "expiry";
 /// Global index of the workers table: workers by status, then heartbeat.
 pub const IDX_WORKERS_BY_STATUS: &str = "byStatus";
 
@@ -84,6 +87,8 @@ pub const TABLES: &[TableDef] = &[
             ("readyAt", AttrType::N),
             ("status", AttrType::S),
             ("statusKey", AttrType::S),
+            ("expiryKind", AttrType::S),
+            ("expiryAt", AttrType::N),
         ],
         lsis: &[IndexDef { name: IDX_OPEN, hash: "pk", range: Some("openKey"), include: None }],
         gsis: &[
@@ -94,6 +99,7 @@ pub const TABLES: &[TableDef] = &[
                 range: Some("statusKey"),
                 include: Some(BY_STATUS_INCLUDE),
             },
+            IndexDef { name: IDX_EXPIRY, hash: "expiryKind", range: Some("expiryAt"), include: Some(&[]) },
         ],
         ttl_attribute: Some("ttl"),
         stream: true,

@@ -6,7 +6,7 @@ use crate::error::{AppError, AppResult, sdk_error};
 use crate::model::{WorkerItem, WorkerStatus};
 use crate::queue::rules;
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// `upsertWorkerState` arguments (spec §14; `nowMs` refused).
@@ -100,6 +100,9 @@ pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis
             assigned_agent_key: None,
             assigned_lease_id: None,
             assigned_at: None,
+            registered_at: Some(now),
+            token_hash: None,
+            token_issued_at: None,
         };
         if let (Some(m), Some(app)) = (&a.machine_id, &a.app_name) {
             w.machine_id = Some(m.clone());
@@ -144,6 +147,10 @@ pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis
         w.region = a.region.clone();
     }
     set_assignment(&mut w, a.assignment.clone(), now);
+    if a.status == WorkerStatus::Stopped {
+        // A stopped worker's token stops working.
+        w.token_hash = None;
+    }
     Ok(w)
 }
 
@@ -202,6 +209,215 @@ impl Store {
     }
 }
 
+/// `mintWorkerToken` arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MintTokenArgs {
+    pub worker_id: String,
+    /// Provider of a worker registered by this call (default `self-hosted`).
+    #[serde(default)]
+    pub provider: Option<String>,
+}
+
+/// A minted token: shown once, never stored.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MintedToken {
+    pub worker_id: String,
+    pub token: String,
+    pub issued_at: Millis,
+    pub status: WorkerStatus,
+}
+
+/// What a worker should do now (spec §6.9, returning the reasons the original only logs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlState {
+    pub should_stop: bool,
+    /// `continue`; `drain` = stop claiming, snapshot, exit; `exit` = exit now (nothing to save).
+    pub action: &'static str,
+    /// `missing_worker`, `status_<status>`, `stale_heartbeat`, `scheduled_shutdown_due`, `idle_timeout`.
+    pub reasons: Vec<String>,
+    pub status: Option<WorkerStatus>,
+    pub load: i64,
+    pub heartbeat_at: Option<Millis>,
+    /// The heartbeat goes stale at this instant unless the worker calls heartbeat again.
+    pub stale_at: Option<Millis>,
+    /// When an idle worker (load 0) is told to stop.
+    pub idle_deadline: Option<Millis>,
+    pub now: Millis,
+}
+
+/// The control state of a worker row (pure).
+pub fn control_state(w: Option<&WorkerItem>, now: Millis, pol: &crate::config::QueuePolicy) -> ControlState {
+    let Some(w) = w else {
+        return ControlState {
+            should_stop: true,
+            action: "exit",
+            reasons: vec!["missing_worker".into()],
+            status: None,
+            load: 0,
+            heartbeat_at: None,
+            stale_at: None,
+            idle_deadline: None,
+            now,
+        };
+    };
+    let mut reasons = Vec::new();
+    if w.status != WorkerStatus::Active {
+        reasons.push(format!("status_{}", w.status.as_str()));
+    }
+    if w.heartbeat_at <= now - pol.stale_after_ms {
+        reasons.push("stale_heartbeat".into());
+    }
+    if w.scheduled_shutdown_at.is_some_and(|t| t <= now) {
+        reasons.push("scheduled_shutdown_due".into());
+    }
+    let idle_deadline = (w.load() == 0)
+        .then(|| [w.last_claim_at, w.last_complete_at, w.registered_at].into_iter().flatten().max())
+        .flatten()
+        .map(|t| t + pol.idle_timeout_ms);
+    if idle_deadline.is_some_and(|t| t <= now) {
+        reasons.push("idle_timeout".into());
+    }
+    let should_stop = !reasons.is_empty();
+    let action = match (should_stop, w.status) {
+        (false, _) => "continue",
+        (true, WorkerStatus::Active | WorkerStatus::Draining) => "drain",
+        (true, _) => "exit",
+    };
+    ControlState {
+        should_stop,
+        action,
+        reasons,
+        status: Some(w.status),
+        load: w.load(),
+        heartbeat_at: Some(w.heartbeat_at),
+        stale_at: Some(w.heartbeat_at + pol.stale_after_ms),
+        idle_deadline,
+        now,
+    }
+}
+
+impl Store {
+    /// `mintWorkerToken`: a new token for the worker (registering it as `active` when the row does
+    /// not exist). The previous token stops working. Refused for stopping/stopped workers.
+    pub async fn mint_worker_token(&self, a: &MintTokenArgs) -> AppResult<MintedToken> {
+        rules::validate_worker_id(&a.worker_id)?;
+        let provider = a.provider.as_deref().map(str::trim).unwrap_or("self-hosted");
+        if provider.is_empty() || provider.len() > 64 {
+            return Err(AppError::validation("provider must be 1 to 64 characters"));
+        }
+        let token = crate::worker_auth::new_token(&a.worker_id);
+        let now = self.now();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.workers)
+            .set_key(Some(HashMap::from([("workerId".to_string(), s(&a.worker_id))])))
+            .update_expression(
+                "SET tokenHash = :h, tokenIssuedAt = :now, provider = if_not_exists(provider, :p), \
+                 #st = if_not_exists(#st, :active), heartbeatAt = if_not_exists(heartbeatAt, :now), \
+                 registeredAt = if_not_exists(registeredAt, :now), #ld = if_not_exists(#ld, :zero)",
+            )
+            .condition_expression("attribute_not_exists(workerId) OR #st IN (:active, :draining)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#ld", "load")
+            .expression_attribute_values(":h", s(crate::worker_auth::token_hash(token.expose())))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":p", s(provider))
+            .expression_attribute_values(":active", s("active"))
+            .expression_attribute_values(":draining", s("draining"))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(o) => {
+                let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
+                Ok(MintedToken {
+                    worker_id: a.worker_id.clone(),
+                    token: token.expose().to_string(),
+                    issued_at: now,
+                    status: w.status,
+                })
+            }
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
+                Err(AppError::conflict(format!(
+                    "worker '{}' is stopping or stopped and gets no new token; register a new workerId",
+                    a.worker_id
+                )))
+            }
+            Err(e) => Err(sdk_error("UpdateItem worker token", e)),
+        }
+    }
+
+    /// `revokeWorkerToken`: the worker's token stops working at once for writes, and within the
+    /// authentication cache time (`WORKER_AUTH_CACHE_MS`) for reads. Returns whether one existed.
+    pub async fn revoke_worker_token(&self, worker_id: &str) -> AppResult<bool> {
+        rules::validate_worker_id(worker_id)?;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.workers)
+            .set_key(Some(HashMap::from([("workerId".to_string(), s(worker_id))])))
+            .update_expression("REMOVE tokenHash, tokenIssuedAt")
+            .condition_expression("attribute_exists(tokenHash)")
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(sdk_error("UpdateItem worker token", e)),
+        }
+    }
+
+    /// `getWorkerControlState` on the server clock.
+    pub async fn worker_control_state(&self, worker_id: &str) -> AppResult<ControlState> {
+        rules::validate_worker_id(worker_id)?;
+        let w = self.get_worker(worker_id).await?;
+        let st = control_state(w.as_ref(), self.now(), &self.policy);
+        if st.should_stop {
+            tracing::info!(worker_id, reasons = ?st.reasons, "worker should stop");
+        }
+        Ok(st)
+    }
+
+    /// The worker-level heartbeat (the original has none, W8): an idle worker proves it is alive.
+    /// One UpdateItem that also re-checks the token; returns the control state.
+    pub async fn worker_heartbeat(&self, p: &crate::worker_auth::Principal) -> AppResult<ControlState> {
+        let now = self.now();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.workers)
+            .set_key(Some(HashMap::from([("workerId".to_string(), s(&p.worker_id))])))
+            .update_expression("SET heartbeatAt = :now")
+            .condition_expression("tokenHash = :h AND #st IN (:active, :draining, :stopping)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":h", s(&p.token_hash))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":active", s("active"))
+            .expression_attribute_values(":draining", s("draining"))
+            .expression_attribute_values(":stopping", s("stopping"))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(o) => {
+                let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
+                Ok(control_state(Some(&w), now, &self.policy))
+            }
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
+                let row = self.get_worker(&p.worker_id).await?;
+                crate::worker_auth::check_row(row.as_ref(), &p.token_hash)?;
+                Err(AppError::internal("worker heartbeat refused for an unknown reason"))
+            }
+            Err(e) => Err(sdk_error("UpdateItem worker heartbeat", e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +460,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn control_state_reasons_and_idle_deadline() {
+        let pol = crate::config::QueuePolicy::default();
+        let none = control_state(None, 5, &pol);
+        assert!(none.should_stop);
+        assert_eq!((none.action, none.reasons.as_slice()), ("exit", &["missing_worker".to_string()][..]));
+        let mut w = apply_upsert(None, &args(WorkerStatus::Active), 1_000).unwrap();
+        let fresh = control_state(Some(&w), 1_000 + 60_000, &pol);
+        assert!(!fresh.should_stop, "{fresh:?}");
+        assert_eq!(fresh.idle_deadline, Some(1_000 + pol.idle_timeout_ms));
+        // Alive (heartbeat refreshed) but idle for the whole idle timeout: drain.
+        w.heartbeat_at = 1_000 + pol.idle_timeout_ms;
+        let idle = control_state(Some(&w), 1_000 + pol.idle_timeout_ms, &pol);
+        assert_eq!((idle.action, idle.reasons.clone()), ("drain", vec!["idle_timeout".to_string()]));
+        // A job in flight: no idle deadline at all.
+        w.load = 1;
+        assert_eq!(control_state(Some(&w), 1_000 + pol.idle_timeout_ms, &pol).idle_deadline, None);
+        // Every reason at once, in a stable order.
+        w.load = 0;
+        w.status = WorkerStatus::Stopping;
+        w.heartbeat_at = 0;
+        w.scheduled_shutdown_at = Some(10);
+        let all = control_state(Some(&w), pol.idle_timeout_ms * 2, &pol);
+        assert_eq!(all.action, "exit");
+        assert_eq!(all.reasons, vec!["status_stopping", "stale_heartbeat", "scheduled_shutdown_due", "idle_timeout"]);
+        // Exactly at the stale boundary counts as stale (spec: heartbeatAt <= now - staleAfterMs).
+        let mut b = apply_upsert(None, &args(WorkerStatus::Active), 0).unwrap();
+        b.last_claim_at = Some(pol.stale_after_ms);
+        assert!(control_state(Some(&b), pol.stale_after_ms, &pol).reasons == vec!["stale_heartbeat".to_string()]);
+        assert!(!control_state(Some(&b), pol.stale_after_ms - 1, &pol).should_stop);
+    }
+
+    #[test]
+    fn entering_stopped_drops_the_token() {
+        let mut w = apply_upsert(None, &args(WorkerStatus::Stopping), 1).unwrap();
+        w.token_hash = Some("h".into());
+        let stopped = apply_upsert(Some(&w), &args(WorkerStatus::Stopped), 2).unwrap();
+        assert_eq!(stopped.token_hash, None);
+        let mut d = apply_upsert(None, &args(WorkerStatus::Draining), 1).unwrap();
+        d.token_hash = Some("h".into());
+        assert_eq!(apply_upsert(Some(&d), &args(WorkerStatus::Stopping), 2).unwrap().token_hash.as_deref(), Some("h"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn opts() -> Opts {
 }
 
 fn lease(j: &shared::model::ClaimedJob, w: &str) -> LeaseArgs {
-    LeaseArgs { worker_id: w.into(), message_id: j.message_id.clone(), lease_id: j.lease_id.clone() }
+    LeaseArgs { worker_id: w.into(), message_id: j.message_id.clone(), lease_id: j.lease_id.clone(), token_hash: None }
 }
 
 /// Enqueue `n` messages over `convs` conversations with 8 producers.

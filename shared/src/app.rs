@@ -1,0 +1,39 @@
+//! Everything a handler needs, built once per process: the DynamoDB store, the secret store,
+//! the blob store and the worker authenticator.
+
+use crate::blob::BlobBackend;
+use crate::error::AppResult;
+use crate::secrets::Secrets;
+use crate::store::Store;
+use crate::worker_auth::Authenticator;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub store: Arc<Store>,
+    pub secrets: Secrets,
+    pub blobs: Arc<dyn BlobBackend>,
+    pub auth: Arc<Authenticator>,
+}
+
+impl App {
+    pub fn new(store: Arc<Store>, secrets: Secrets, blobs: Arc<dyn BlobBackend>) -> Self {
+        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()) }
+    }
+
+    pub fn now(&self) -> crate::clock::Millis {
+        self.store.now()
+    }
+}
+
+impl App {
+    /// The deployed wiring: DynamoDB, Secrets Manager (`SECRETS_PREFIX`) and S3 (`BLOB_BUCKET`).
+    /// One SDK config per process, created at init.
+    pub async fn from_config(cfg: &crate::config::Config, clock: crate::clock::SharedClock) -> AppResult<Self> {
+        let store = Arc::new(Store::from_config(cfg, clock.clone(), None).await);
+        let backend = Arc::new(crate::secrets::manager::SecretsManagerBackend::from_config(cfg).await);
+        let secrets = Secrets::new(backend, clock, cfg.policy.secrets_cache_ms);
+        let blobs = Arc::new(crate::blob::s3::S3Blobs::from_config(cfg).await?);
+        Ok(Self::new(store, secrets, blobs))
+    }
+}
