@@ -92,8 +92,26 @@ fn functions_get_the_configuration_they_read() {
         let cfg = shared::Config::from_lookup(&|k| (k == var).then(|| "from-template".to_string())).unwrap();
         assert_eq!(cfg.tables.name_of(def.logical), "from-template");
     }
+    for (var, want) in
+        [("BLOB_BUCKET", json!({"Ref": "BlobBucket"})), ("SECRETS_PREFIX", json!({"Ref": "SecretsPrefix"}))]
+    {
+        assert_eq!(vars[var], want, "{var}");
+    }
+    let cfg = shared::Config::from_lookup(&|k| match k {
+        "BLOB_BUCKET" => Some("b".into()),
+        "SECRETS_PREFIX" => Some("p/".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!((cfg.blob_bucket.as_deref(), cfg.secrets_prefix.as_str()), (Some("b"), "p/"));
+    assert_eq!(t["Resources"]["BlobBucket"]["Type"], "AWS::S3::Bucket");
+    // The scheduled sweeps invoke ops the enqueue function serves.
+    for ev in t["Resources"]["EnqueueFunction"]["Properties"]["Events"].as_object().unwrap().values() {
+        let input: serde_json::Value = serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
+        let op = input["op"].as_str().unwrap();
+        assert!(shared::ops::all_ops().contains(&op), "scheduled op '{op}' is not served");
+    }
     let claim = &t["Resources"]["ClaimFunction"]["Properties"];
-    assert!(claim["Environment"]["Variables"]["WORKER_AUTH_TOKEN"].is_object());
     let ev = claim["Events"].as_object().unwrap().values().next().unwrap();
     assert_eq!((ev["Type"].as_str(), ev["Properties"]["Path"].as_str()), (Some("HttpApi"), Some("/worker/{op}")));
     for f in ["EnqueueFunction", "ClaimFunction"] {

@@ -371,7 +371,8 @@ impl LocalBlobs {
         u
     }
 
-    /// A signed upload URL (no clock involved: the URL says until when it is valid).
+    /// A signed upload URL, valid until exactly `expires_at` (no clock involved; unlike S3 there
+    /// is no 1 s ..= 7 days clamp).
     pub fn presign_put_url(
         &self,
         key: &str,

@@ -17,8 +17,11 @@
 //!   throw away the history. Both real AWS and moto implement this flow.
 //! - **Values never leave through errors or logs.** Errors carry the operation, the ref and
 //!   the service's message (with the value cut out, should a service ever echo it). The SDK
-//!   logs whole request bodies at `TRACE` (`aws_smithy_runtime`'s "transmitting request"), so
-//!   every call that carries a value runs with tracing switched off for its duration.
+//!   logs requests at `TRACE` (`aws_smithy_runtime` "transmitting request", `aws_sigv4` "signing
+//!   request"); today it redacts their bodies, but `LOG_SIGNABLE_BODY=true` (or another SDK
+//!   version) prints them, so every call that carries a value (`GetSecretValue`, `UpdateSecret`,
+//!   `CreateSecret`) runs with tracing switched off for its duration. Its own errors are still
+//!   logged, by us, without the value.
 //! - Names ending in `-` + 6 characters can be mistaken for partial ARNs by Secrets Manager;
 //!   refs like `...-abcdef` should be avoided (AWS's own advice).
 
@@ -279,10 +282,9 @@ impl SecretBackend for SecretsManagerBackend {
     }
 }
 
-/// Run an SDK call with tracing switched off: the SDK's `TRACE` logs print request bodies.
+/// Run an SDK call with tracing switched off (see the module doc: request bodies in `TRACE` logs).
 fn quiet<F: Future>(f: F) -> impl Future<Output = F::Output> {
-    let _ = tracing::subscriber::NoSubscriber::default;
-    f
+    f.with_subscriber(tracing::subscriber::NoSubscriber::default())
 }
 
 fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {

@@ -4,6 +4,8 @@
 //! 1. DynamoDB requests per message, enqueue to complete (counted by an SDK interceptor).
 //! 2. claim+complete cost at a shallow and a deep queue, and the ratio.
 //! 3. claim+complete throughput with 8 concurrent claim loops.
+//! 4. A whole job through the worker protocol (token auth, hydration, heartbeat, history,
+//!    complete): DynamoDB requests and latency per call.
 
 use integration_tests::*;
 use shared::config::QueuePolicy;
@@ -241,5 +243,62 @@ async fn main() {
     }
     if all || o.phase == "throughput" {
         throughput(&o).await;
+    }
+    if all || o.phase == "protocol" {
+        protocol(o.sample).await;
+    }
+}
+
+/// A job as a worker runs it, through the claim function's routes with a real token:
+/// claim, hydration, heartbeat, append-messages, complete. Per call: requests and mean time.
+async fn protocol(samples: usize) {
+    use serde_json::json;
+    println!("\n4. One job through the worker protocol ({samples} jobs, one worker per conversation, tokens)");
+    println!("   {:<44} {:>12} {:>12}", "call", "req/call", "ms/call");
+    for (label, cache_ms) in [("auth cache 10 s (default)", 10_000), ("auth cache off", 0)] {
+        let a = app_env_with(QueuePolicy { auth_cache_ms: cache_ms, ..QueuePolicy::default() }).await;
+        seed_agent(&a.e.store, "bot", true).await;
+        a.secret("telegram.botToken.bot", "123:bench").await;
+        let mut tokens = Vec::new();
+        for c in 0..samples {
+            a.e.store.enqueue(enq(&format!("p-{c}"), "bot", "x")).await.unwrap();
+            tokens.push(a.mint(&format!("pw-{c}")).await);
+        }
+        let calls = ["claim", "hydration", "heartbeat", "append-messages", "complete"];
+        let mut reqs = [0u64; 5];
+        let mut ms = [0f64; 5];
+        for (c, t) in tokens.iter().enumerate() {
+            let cid = format!("p-{c}");
+            let mut job = serde_json::Value::Null;
+            for (i, op) in calls.iter().enumerate() {
+                let body = match *op {
+                    "claim" => json!({"conversationId": cid}),
+                    "hydration" => json!({"messageId": job["messageId"]}),
+                    "append-messages" => json!({"conversationId": cid, "messages": [
+                        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}),
+                    _ => json!({"messageId": job["messageId"], "leaseId": job["leaseId"]}),
+                };
+                a.e.counter.reset();
+                let t0 = Instant::now();
+                let (st, v) = a.post(op, t, body).await;
+                ms[i] += t0.elapsed().as_secs_f64() * 1000.0;
+                reqs[i] += a.e.counter.total();
+                assert_eq!(st, 200, "{op}: {v}");
+                if *op == "claim" {
+                    job = v;
+                }
+            }
+        }
+        println!("   {label}:");
+        for (i, op) in calls.iter().enumerate() {
+            println!(
+                "   {:<44} {:>12.2} {:>12.2}",
+                format!("  {op}"),
+                reqs[i] as f64 / samples as f64,
+                ms[i] / samples as f64
+            );
+        }
+        let total: u64 = reqs.iter().sum();
+        println!("   {:<44} {:>12.2}", "  whole job (5 calls)", total as f64 / samples as f64);
     }
 }
