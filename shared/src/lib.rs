@@ -2,6 +2,7 @@
 //! and the worker protocol shared by every Lambda function and the local runner.
 
 pub mod app;
+pub mod aws;
 pub mod blob;
 pub mod clock;
 pub mod config;

@@ -4,7 +4,7 @@
 //! the job they hold (W-7); Telegram's 20 MB download ceiling is enforced up front.
 
 use crate::app::App;
-use crate::blob::media_key;
+use crate::blob::{UploadTarget, media_key};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult, sdk_error};
 use crate::ids::{self, MessageRef};
@@ -101,10 +101,8 @@ pub struct UploadUrlArgs {
 #[serde(rename_all = "camelCase")]
 pub struct UploadUrlResult {
     pub storage_id: String,
-    pub upload_url: String,
-    pub upload_method: &'static str,
-    pub upload_headers: BTreeMap<String, String>,
-    pub upload_expires_at: Millis,
+    #[serde(flatten)]
+    pub upload: UploadTarget,
     /// When the blob is deleted.
     pub expires_at: Millis,
 }
@@ -216,14 +214,7 @@ pub async fn upload_url(app: &App, p: &Principal, a: &UploadUrlArgs) -> AppResul
         .send()
         .await
         .map_err(|e| sdk_error("PutItem attachment", e))?;
-    Ok(UploadUrlResult {
-        storage_id,
-        upload_url: put.url.clone(),
-        upload_method: put.method,
-        upload_headers: put.headers.iter().cloned().collect(),
-        upload_expires_at: upload_until,
-        expires_at,
-    })
+    Ok(UploadUrlResult { storage_id, upload: put.into(), expires_at })
 }
 
 /// `getStorageFileUrl`: a short-lived download URL for a blob of the conversation whose job the
@@ -303,12 +294,9 @@ pub async fn attach_metadata(app: &App, p: &Principal, a: &MetadataArgs) -> AppR
         .expression_attribute_values(":now", n(now))
         .send()
         .await;
-    match r {
-        Ok(_) => Ok(merged),
-        Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
-            Err(AppError::lease(crate::error::LeaseRefusal::LeaseMismatch, "the lease changed during the call"))
-        }
-        Err(e) => Err(sdk_error("UpdateItem metadata", e)),
+    match crate::store::applied(r, "UpdateItem metadata")? {
+        Some(_) => Ok(merged),
+        None => Err(AppError::lease(crate::error::LeaseRefusal::LeaseMismatch, "the lease changed during the call")),
     }
 }
 
@@ -332,10 +320,8 @@ pub(crate) async fn expire_attachment(app: &App, item: Item, now: Millis) -> App
         .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + 30 * 86_400_000)))
         .send()
         .await;
-    match r {
-        Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => return Ok(false),
-        Err(e) => return Err(sdk_error("UpdateItem attachment", e)),
+    if crate::store::applied(r, "UpdateItem attachment")?.is_none() {
+        return Ok(false);
     }
     // The payload copy (spec: both copies are kept in sync on expiry).
     if let Some(m) = store.get_message(&row.message_id).await?

@@ -101,7 +101,8 @@ pub fn parse_envelope(event: Value) -> AppResult<Envelope> {
     serde_json::from_value(event).map_err(|e| AppError::validation(format!("invalid envelope: {e}")))
 }
 
-fn args<T: DeserializeOwned>(op: &str, v: Option<Value>) -> AppResult<T> {
+/// The `args` of an op as `T`, with a precise error.
+pub(crate) fn args<T: DeserializeOwned>(op: &str, v: Option<Value>) -> AppResult<T> {
     let v = v.unwrap_or_else(|| json!({}));
     if !v.is_object() {
         return Err(AppError::validation(format!("args of op '{op}' must be a JSON object")));
@@ -109,7 +110,7 @@ fn args<T: DeserializeOwned>(op: &str, v: Option<Value>) -> AppResult<T> {
     serde_json::from_value(v).map_err(|e| AppError::validation(format!("invalid args for op '{op}': {e}")))
 }
 
-fn to_json<T: serde::Serialize>(v: T) -> AppResult<Value> {
+pub(crate) fn to_json<T: serde::Serialize>(v: T) -> AppResult<Value> {
     serde_json::to_value(v).map_err(|e| AppError::internal(e.to_string()))
 }
 

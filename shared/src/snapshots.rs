@@ -10,7 +10,7 @@
 //! index (`snapshot_upload` while uploading, `snapshot` while ready).
 
 use crate::app::App;
-use crate::blob::{PresignedPut, snapshot_key};
+use crate::blob::{UploadTarget, snapshot_key};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult, sdk_error};
 use crate::ids::{self, MessageRef};
@@ -19,7 +19,6 @@ use crate::queue::rules;
 use crate::store::{Ex, Item, Store, from_item, key, n, s, schema, to_item};
 use crate::worker_auth::Principal;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 pub const FORMAT_VERSION: u32 = 1;
 const TOMBSTONE_RETENTION_MS: Millis = 30 * 86_400_000;
@@ -117,11 +116,8 @@ pub struct PrepareArgs {
 #[serde(rename_all = "camelCase")]
 pub struct PrepareResult {
     pub snapshot_id: String,
-    pub upload_url: String,
-    pub upload_method: &'static str,
-    /// Headers the upload must carry exactly.
-    pub upload_headers: BTreeMap<String, String>,
-    pub upload_expires_at: Millis,
+    #[serde(flatten)]
+    pub upload: UploadTarget,
     pub expires_at: Millis,
 }
 
@@ -313,10 +309,6 @@ pub fn pick_restore<'a>(items: &'a [SnapshotItem], ws: &str, agent: &str, now: M
     })
 }
 
-fn headers_map(p: &PresignedPut) -> BTreeMap<String, String> {
-    p.headers.iter().cloned().collect()
-}
-
 // ------------------------------------------------------------------------------ operations
 
 async fn get_snapshot(store: &Store, id: &str) -> AppResult<(MessageRef, SnapshotItem)> {
@@ -406,14 +398,7 @@ pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<Pre
         .send()
         .await
         .map_err(|e| sdk_error("PutItem snapshot", e))?;
-    Ok(PrepareResult {
-        snapshot_id: item.snapshot_id,
-        upload_url: put.url.clone(),
-        upload_method: put.method,
-        upload_headers: headers_map(&put),
-        upload_expires_at: upload_until,
-        expires_at: item.expires_at,
-    })
+    Ok(PrepareResult { snapshot_id: item.snapshot_id, upload: put.into(), expires_at: item.expires_at })
 }
 
 /// `finalizeDataSnapshotUpload`: verify the object, then one TransactWriteItems (snapshot ready +
@@ -538,11 +523,7 @@ async fn mark_failed(store: &Store, snap: &SnapshotItem, error: &str, now: Milli
         .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
         .send()
         .await;
-    match r {
-        Ok(_) => Ok(true),
-        Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(false),
-        Err(e) => Err(sdk_error("UpdateItem snapshot", e)),
-    }
+    Ok(crate::store::applied(r, "UpdateItem snapshot")?.is_some())
 }
 
 /// Snapshots of a conversation, newest first (`limit` rows read).
@@ -708,11 +689,7 @@ async fn expire_snapshot(store: &Store, snap: &SnapshotItem, now: Millis) -> App
         .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
         .send()
         .await;
-    match r {
-        Ok(_) => Ok(true),
-        Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(false),
-        Err(e) => Err(sdk_error("UpdateItem snapshot", e)),
-    }
+    Ok(crate::store::applied(r, "UpdateItem snapshot")?.is_some())
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use integration_tests::*;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
 
 async fn call(a: &AppEnv, method: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
     a.call(method, path, token, body).await
@@ -276,20 +275,6 @@ async fn worker_route_refusals_are_precise_and_change_nothing() {
     let (st, late) = call(&a, "POST", "/worker/heartbeat", Some(TOKEN), lease).await;
     assert_eq!((st, late["error"]["reason"].as_str()), (409, Some("lease_expired")));
     assert_eq!(snapshot(e).await, before, "the late heartbeat changed nothing");
-}
-
-/// A buffer the log subscriber writes into.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test(flavor = "current_thread")]

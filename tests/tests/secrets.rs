@@ -10,7 +10,7 @@ use shared::secrets::ops::{SECRET_OPS, dispatch};
 use shared::secrets::{MAX_VALUE_BYTES, SecretBackend, SecretInfo, SecretValue, Secrets};
 use shared::store::control::ConfigureAgentArgs;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const TTL: i64 = 60_000;
 
@@ -364,20 +364,6 @@ async fn the_cache_sees_changes_behind_it_only_after_the_ttl() {
     let cands = vec!["r".to_string(), "gone".to_string()];
     assert_eq!(s.first_active(&cands).await.unwrap(), Some(("gone".to_string(), val("here"))));
     e.drop_tables().await;
-}
-
-/// A buffer the log subscriber writes into.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 const SECRET: &str = "sk-live-NEVER-LOG-ME-0123456789";

@@ -572,3 +572,89 @@ async fn bad_input_on_every_new_route_is_precise_and_changes_nothing() {
     }
     assert_eq!(snapshot(&a.e).await, before, "refused calls changed nothing");
 }
+
+/// The deployed wiring (`App::from_config`: DynamoDB, Secrets Manager, S3) on DynamoDB Local and
+/// moto_server, on the system clock: import a bot token, run a job with hydration, and a
+/// snapshot whose archive really goes to S3 through the presigned URL and is verified there.
+#[tokio::test]
+async fn the_deployed_wiring_runs_a_job_and_a_snapshot_on_moto() {
+    let moto = moto_endpoint();
+    let ddb = endpoint();
+    let id = format!("{:016x}", shared::ids::random_u128() as u64);
+    let bucket = format!("af-{id}");
+    let vars = [
+        ("TABLE_PREFIX", format!("w{id}-")),
+        ("DYNAMODB_ENDPOINT", ddb),
+        ("SECRETSMANAGER_ENDPOINT", moto.clone()),
+        ("S3_ENDPOINT", moto.clone()),
+        ("BLOB_BUCKET", bucket.clone()),
+        ("SECRETS_PREFIX", format!("t{id}/")),
+    ];
+    let cfg = shared::Config::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
+    let app = shared::app::App::from_config(&cfg, std::sync::Arc::new(shared::SystemClock)).await.unwrap();
+    app.store.create_tables().await.unwrap();
+    shared::blob::s3::S3Blobs::connect(&bucket, Some(&moto)).await.ensure_bucket().await.unwrap();
+    let run = |v: Value| {
+        let app = app.clone();
+        async move { enqueue::handle(&app, v).await }
+    };
+    run(json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": ["telegram.botToken.bot"], "enabled": true}}))
+        .await
+        .unwrap();
+    run(json!({"op": "importSecret", "args": {"secretRef": "telegram.botToken.bot", "plaintextValue": "42:from-secrets-manager"}}))
+        .await
+        .unwrap();
+    run(json!({"op": "enqueue", "args": {"conversationId": "c1", "agentKey": "bot",
+        "payload": {"provider": "telegram", "providerUserId": "7", "messageText": "hi"}}}))
+    .await
+    .unwrap();
+    let token = run(json!({"op": "mintWorkerToken", "args": {"workerId": "fly-1", "provider": "fly"}})).await.unwrap()
+        ["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |op: &str, body: Value| {
+        let req = apigw("POST", &format!("/worker/{op}"), Some(&token), &body.to_string());
+        let app = app.clone();
+        async move { parts(claim::handle(&app, req).await) }
+    };
+    let (st, job) = post("claim", json!({})).await;
+    assert_eq!(st, 200, "{job}");
+    let (st, b) = post("hydration", json!({"messageId": job["messageId"]})).await;
+    assert_eq!((st, b["telegramBotToken"].as_str()), (200, Some("42:from-secrets-manager")), "{b}");
+    // Snapshot: PUT the archive to S3 (moto) through the presigned URL, finalize (S3 digest), restore.
+    let tuple = json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "c1"});
+    let mut prep = tuple.clone();
+    prep["reason"] = json!("signal");
+    let archive = vec![7u8; 70_000];
+    prep["sizeBytes"] = json!(archive.len());
+    let (st, p) = post("snapshot-prepare", prep).await;
+    assert_eq!(st, 200, "{p}");
+    let http = reqwest::Client::new();
+    let mut put = http.put(p["uploadUrl"].as_str().unwrap()).body(archive.clone());
+    for (k, v) in p["uploadHeaders"].as_object().unwrap() {
+        if !k.eq_ignore_ascii_case("content-length") {
+            put = put.header(k, v.as_str().unwrap());
+        }
+    }
+    assert!(put.send().await.unwrap().status().is_success());
+    let sha = hex::encode(Sha256::digest(&archive));
+    let (st, bad) = post(
+        "snapshot-finalize",
+        json!({"snapshotId": p["snapshotId"], "sha256": "0".repeat(64), "sizeBytes": archive.len()}),
+    )
+    .await;
+    assert_eq!((st, err(&bad).1.contains("sha256 mismatch")), (400, true), "{bad}");
+    let (st, fin) =
+        post("snapshot-finalize", json!({"snapshotId": p["snapshotId"], "sha256": sha, "sizeBytes": archive.len()}))
+            .await;
+    assert_eq!((st, fin["status"].as_str()), (200, Some("ready")), "{fin}");
+    let (_, r) = post("snapshot-restore", tuple).await;
+    let got = http.get(r["downloadUrl"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&got)), sha);
+    let (st, _) = post("complete", json!({"messageId": job["messageId"], "leaseId": job["leaseId"]})).await;
+    assert_eq!(st, 200);
+    for t in [&cfg.tables.queue, &cfg.tables.workers, &cfg.tables.control] {
+        let _ = app.store.client.delete_table().table_name(t).send().await;
+    }
+}

@@ -27,6 +27,29 @@ pub struct PresignedPut {
     pub expires_at: crate::clock::Millis,
 }
 
+/// How a worker uploads: what `snapshot-prepare` and `media-upload-url` return (flattened into
+/// their responses as `uploadUrl`, `uploadMethod`, `uploadHeaders`, `uploadExpiresAt`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadTarget {
+    pub upload_url: String,
+    pub upload_method: &'static str,
+    /// Headers the upload must carry exactly (they are signed).
+    pub upload_headers: std::collections::BTreeMap<String, String>,
+    pub upload_expires_at: crate::clock::Millis,
+}
+
+impl From<PresignedPut> for UploadTarget {
+    fn from(p: PresignedPut) -> Self {
+        Self {
+            upload_url: p.url,
+            upload_method: p.method,
+            upload_headers: p.headers.into_iter().collect(),
+            upload_expires_at: p.expires_at,
+        }
+    }
+}
+
 /// A blob store. Keys are `/`-separated paths of `A-Z a-z 0-9 . _ - /` (no `..`).
 pub trait BlobBackend: Send + Sync + std::fmt::Debug {
     /// A URL for one upload of `key`, valid until `expires_at` (epoch ms). When `size` is given the

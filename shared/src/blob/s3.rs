@@ -31,14 +31,7 @@ pub struct S3Blobs {
 /// An S3 client. With an endpoint (moto_server) it uses dummy credentials, the region from
 /// `AWS_REGION` (default `us-east-1`) and path-style addressing (`<endpoint>/<bucket>/<key>`).
 pub async fn s3_client(endpoint: Option<&str>) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(ep) = endpoint {
-        loader = loader
-            .endpoint_url(ep)
-            .region(aws_config::Region::new(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_string())))
-            .credentials_provider(aws_credential_types::Credentials::new("local", "local", None, None, "static"));
-    }
-    let sdk = loader.load().await;
+    let sdk = crate::aws::sdk_config(endpoint).await;
     let mut b = aws_sdk_s3::config::Builder::from(&sdk);
     if endpoint.is_some() {
         b = b.force_path_style(true);

@@ -58,14 +58,7 @@ pub struct SecretsManagerBackend {
 /// A Secrets Manager client. With an endpoint (moto_server) it uses dummy static credentials and
 /// `AWS_REGION` (default `us-east-1`), like [`crate::store::dynamo_client`].
 pub async fn secrets_client(endpoint: Option<&str>) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(ep) = endpoint {
-        loader = loader
-            .endpoint_url(ep)
-            .region(aws_config::Region::new(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_string())))
-            .credentials_provider(aws_credential_types::Credentials::new("local", "local", None, None, "static"));
-    }
-    let sdk = loader.load().await;
+    let sdk = crate::aws::sdk_config(endpoint).await;
     Client::new(&sdk)
 }
 

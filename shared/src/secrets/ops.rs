@@ -8,7 +8,7 @@ use super::{MAX_VALUE_BYTES, SecretInfo, SecretValue, Secrets, validate_ref};
 use crate::error::{AppError, AppResult};
 use crate::model::AgentProfile;
 use crate::store::Store;
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -73,17 +73,7 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn args<T: DeserializeOwned>(op: &str, v: Option<Value>) -> AppResult<T> {
-    let v = v.unwrap_or_else(|| json!({}));
-    if !v.is_object() {
-        return Err(AppError::validation(format!("args of op '{op}' must be a JSON object")));
-    }
-    serde_json::from_value(v).map_err(|e| AppError::validation(format!("invalid args for op '{op}': {e}")))
-}
-
-fn to_json<T: serde::Serialize>(v: T) -> AppResult<Value> {
-    serde_json::to_value(v).map_err(|e| AppError::internal(e.to_string()))
-}
+use crate::ops::{args, to_json};
 
 /// Run one of [`SECRET_OPS`].
 pub async fn dispatch(store: &Store, secrets: &Secrets, op: &str, args_v: Option<Value>) -> AppResult<Value> {

@@ -69,14 +69,7 @@ impl Store {
 
 /// A DynamoDB client. With an endpoint (DynamoDB Local, dynoxide) it uses dummy credentials.
 pub async fn dynamo_client(endpoint: Option<&str>, counter: Option<counter::RequestCounter>) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(ep) = endpoint {
-        loader = loader
-            .endpoint_url(ep)
-            .region(aws_config::Region::new(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_string())))
-            .credentials_provider(aws_credential_types::Credentials::new("local", "local", None, None, "static"));
-    }
-    let sdk = loader.load().await;
+    let sdk = crate::aws::sdk_config(endpoint).await;
     let mut b = aws_sdk_dynamodb::config::Builder::from(&sdk);
     if let Some(c) = counter {
         b = b.interceptor(c);
@@ -217,6 +210,22 @@ impl Store {
             .await
             .map_err(|e| sdk_error("GetItem", e))?;
         Ok(out.item)
+    }
+}
+
+/// The outcome of a conditional UpdateItem: the output when it was applied, `None` when its
+/// condition failed (a normal outcome of a race), an error otherwise.
+pub fn applied(
+    r: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    >,
+    what: &str,
+) -> AppResult<Option<aws_sdk_dynamodb::operation::update_item::UpdateItemOutput>> {
+    match r {
+        Ok(o) => Ok(Some(o)),
+        Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(None),
+        Err(e) => Err(sdk_error(what, e)),
     }
 }
 

@@ -554,11 +554,7 @@ impl Store {
             .set_expression_attribute_values(values)
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(sdk_error("UpdateItem readyAt", e)),
-        }
+        super::applied(r, "UpdateItem readyAt").map(|_| ())
     }
 
     /// Put back (or dead-letter) a message whose lease expired; the expiry counts as an attempt.
@@ -660,11 +656,7 @@ impl Store {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(sdk_error("UpdateItem worker load", e)),
-        }
+        super::applied(r, "UpdateItem worker load").map(|_| ())
     }
 
     // ------------------------------------------------------------------ heartbeat / complete / fail

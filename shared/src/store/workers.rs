@@ -332,24 +332,19 @@ impl Store {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        match out {
-            Ok(o) => {
-                let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
-                Ok(MintedToken {
-                    worker_id: a.worker_id.clone(),
-                    token: token.expose().to_string(),
-                    issued_at: now,
-                    status: w.status,
-                })
-            }
-            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
-                Err(AppError::conflict(format!(
-                    "worker '{}' is stopping or stopped and gets no new token; register a new workerId",
-                    a.worker_id
-                )))
-            }
-            Err(e) => Err(sdk_error("UpdateItem worker token", e)),
-        }
+        let Some(o) = super::applied(out, "UpdateItem worker token")? else {
+            return Err(AppError::conflict(format!(
+                "worker '{}' is stopping or stopped and gets no new token; register a new workerId",
+                a.worker_id
+            )));
+        };
+        let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
+        Ok(MintedToken {
+            worker_id: a.worker_id.clone(),
+            token: token.expose().to_string(),
+            issued_at: now,
+            status: w.status,
+        })
     }
 
     /// `revokeWorkerToken`: the worker's token stops working at once for writes, and within the
@@ -365,11 +360,7 @@ impl Store {
             .condition_expression("attribute_exists(tokenHash)")
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(sdk_error("UpdateItem worker token", e)),
-        }
+        Ok(super::applied(out, "UpdateItem worker token")?.is_some())
     }
 
     /// `getWorkerControlState` on the server clock.
@@ -403,18 +394,13 @@ impl Store {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        match out {
-            Ok(o) => {
-                let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
-                Ok(control_state(Some(&w), now, &self.policy))
-            }
-            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
-                let row = self.get_worker(&p.worker_id).await?;
-                crate::worker_auth::check_row(row.as_ref(), &p.token_hash)?;
-                Err(AppError::internal("worker heartbeat refused for an unknown reason"))
-            }
-            Err(e) => Err(sdk_error("UpdateItem worker heartbeat", e)),
-        }
+        let Some(o) = super::applied(out, "UpdateItem worker heartbeat")? else {
+            let row = self.get_worker(&p.worker_id).await?;
+            crate::worker_auth::check_row(row.as_ref(), &p.token_hash)?;
+            return Err(AppError::internal("worker heartbeat refused for an unknown reason"));
+        };
+        let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
+        Ok(control_state(Some(&w), now, &self.policy))
     }
 }
 
