@@ -106,16 +106,137 @@ use_dummy_aws() {
     export SAM_CLI_TELEMETRY=0
 }
 
+# port_open PORT [HOST]: true when HOST (default 127.0.0.1):PORT accepts a TCP connection now.
+port_open() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
+
 # wait_port HOST PORT SECONDS: true once HOST:PORT accepts a TCP connection.
 wait_port() {
     local host="$1" port="$2" secs="$3" i
     for ((i = 0; i < secs * 10; i++)); do
-        if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+        if port_open "$port" "$host"; then
             return 0
         fi
         sleep 0.1
     done
     return 1
+}
+
+# --- A background server on 127.0.0.1 with a pid file (ddb-local.sh, moto.sh) ---
+# The caller sets:
+#   SVC_NAME           name in messages ("DynamoDB Local")
+#   SVC_MATCH          a substring of the server's /proc/PID/cmdline (guards against a recycled pid)
+#   SVC_PIDFILE        its pid file; SVC_LOG its log (stdout and stderr); both in one state dir
+#   SVC_PORT           the port it listens on, on 127.0.0.1
+#   SVC_START_TIMEOUT  seconds to wait for the port after launching (default 30)
+#   SVC_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL (default 5)
+# and typically runs: start) svc_already_up || { checks; svc_launch CMD...; } ;
+#                      stop) svc_stop ;; status) svc_status ;;
+
+# pid of our server if it is alive, else nothing (and false).
+svc_running_pid() {
+    local pid
+    [[ -f "$SVC_PIDFILE" ]] || return 1
+    pid="$(<"$SVC_PIDFILE")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    grep -qaF -- "$SVC_MATCH" "/proc/$pid/cmdline" 2>/dev/null || return 1
+    printf '%s\n' "$pid"
+}
+
+# The last lines of the server's log on stderr, if it has any.
+svc_log_tail() {
+    if [[ -s "$SVC_LOG" ]]; then
+        say "last lines of $SVC_LOG:"
+        tail -n 20 "$SVC_LOG" >&2
+    fi
+}
+
+# Before a start: true (and says so) when our server already runs and answers; dies when it
+# runs but does not answer here, or when something else holds the port; false otherwise.
+svc_already_up() {
+    local pid
+    if pid="$(svc_running_pid)"; then
+        if port_open "$SVC_PORT"; then
+            say "already running (pid $pid) on 127.0.0.1:$SVC_PORT"
+            return 0
+        fi
+        die "a $SVC_NAME from $SVC_PIDFILE is running (pid $pid) but port $SVC_PORT does not answer here (another namespace or port?)"
+    fi
+    if port_open "$SVC_PORT"; then
+        die "port $SVC_PORT is already in use"
+    fi
+    return 1
+}
+
+# svc_launch CMD [ARGS...]: runs CMD in the background (output to SVC_LOG, pid in
+# SVC_PIDFILE), then waits for its port with svc_await_start.
+svc_launch() {
+    local pid t0
+    mkdir -p "$(dirname "$SVC_PIDFILE")" "$(dirname "$SVC_LOG")"
+    rm -f "$SVC_PIDFILE"
+    t0="$(date +%s%N)"
+    nohup "$@" >"$SVC_LOG" 2>&1 </dev/null &
+    pid=$!
+    printf '%s\n' "$pid" >"$SVC_PIDFILE"
+    svc_await_start "$pid" "$t0"
+}
+
+# svc_await_start PID T0_NS: returns once SVC_PORT accepts connections; dies (with the log's
+# tail) as soon as PID exits, or after SVC_START_TIMEOUT seconds (killing PID).
+svc_await_start() {
+    local pid="$1" t0="$2" secs="${SVC_START_TIMEOUT:-30}" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if port_open "$SVC_PORT"; then
+            say "$SVC_NAME up on 127.0.0.1:$SVC_PORT (pid $pid, $((($(date +%s%N) - t0) / 1000000)) ms)"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$SVC_PIDFILE"
+            svc_log_tail
+            die "$SVC_NAME exited during start-up"
+        fi
+        sleep 0.1
+    done
+    svc_log_tail
+    kill "$pid" 2>/dev/null || true
+    rm -f "$SVC_PIDFILE"
+    die "$SVC_NAME did not accept connections on port $SVC_PORT within ${secs}s"
+}
+
+# SIGTERM, then SIGKILL after SVC_STOP_TIMEOUT seconds; succeeds when it was not running.
+svc_stop() {
+    local pid secs="${SVC_STOP_TIMEOUT:-5}" i
+    if ! pid="$(svc_running_pid)"; then
+        rm -f "$SVC_PIDFILE"
+        say "not running"
+        return 0
+    fi
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < secs * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "pid $pid did not stop after $secs s: killing it"
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$SVC_PIDFILE"
+    say "stopped (pid $pid)"
+}
+
+# Says whether it runs and answers; returns 0 when it runs, 3 when it does not.
+svc_status() {
+    local pid
+    if pid="$(svc_running_pid)"; then
+        if port_open "$SVC_PORT"; then
+            say "running (pid $pid), answering on 127.0.0.1:$SVC_PORT"
+        else
+            say "running (pid $pid), but not answering on 127.0.0.1:$SVC_PORT from here"
+        fi
+        return 0
+    fi
+    say "not running"
+    return 3
 }
 
 # Seconds since the epoch, for "took N s" lines.

@@ -204,6 +204,24 @@ async fn an_expired_lease_counts_as_an_attempt_and_poison_dead_letters() {
     assert_eq!(m.last_error.as_deref(), Some("Lease expired while processing"));
     let c = e.store.get_conversation("poison").await.unwrap().unwrap();
     assert_eq!((c.open_count, c.ready_at, c.lock_lease_id), (0, None, None));
+    for w in ["w0", "w1", "w2"] {
+        let row = e.store.get_worker(w).await.unwrap().unwrap();
+        assert_eq!(row.load, 0, "{w}: the holder of a recovered lease has no job left");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_reclaiming_its_own_expired_lease_holds_one_job() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    e.store.enqueue(enq("c1", "bot", "slow")).await.unwrap();
+    let first = e.store.claim("w1", Some("c1")).await.unwrap().unwrap();
+    e.clock.advance(360_000);
+    let again = e.store.claim("w1", Some("c1")).await.unwrap().expect("the expired lease is claimable again");
+    assert_eq!((again.message_id.as_str(), again.attempts), (first.message_id.as_str(), 1));
+    assert_eq!(e.store.get_worker("w1").await.unwrap().unwrap().load, 1, "one job, not two");
+    e.store.complete(&lease(&again, "w1")).await.unwrap();
+    assert_eq!(e.store.get_worker("w1").await.unwrap().unwrap().load, 0);
 }
 
 #[tokio::test]

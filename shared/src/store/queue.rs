@@ -503,6 +503,11 @@ impl Store {
             ];
             match self.transact(items).await {
                 Ok(()) => {
+                    // The holder of the recovered lease has one job less (it may be this worker,
+                    // whose load the claim just raised again).
+                    if reclaim && let Some(old) = &head.claimed_by {
+                        self.release_worker_load(old, now).await?;
+                    }
                     let attempts = head.attempts + u32::from(reclaim);
                     return Ok(ConvOutcome::Claimed(ClaimedJob {
                         message_id: head.message_id,
