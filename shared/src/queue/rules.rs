@@ -439,6 +439,59 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_the_live_holder_passes() {
+        let mut m = msg("01J0000000000000000000000A", MessageStatus::Processing, 0);
+        m.claimed_by = Some("w1".into());
+        m.lease_id = Some("L1".into());
+        m.lease_expires_at = Some(1_000);
+        assert!(check_holder(&m, "w1", None, 999).is_ok());
+        assert!(check_holder(&m, "w1", Some("L1"), 999).is_ok());
+        let code = |r: AppResult<()>| r.unwrap_err().code().as_str();
+        assert_eq!(code(check_holder(&m, "w2", None, 999)), "Forbidden");
+        assert_eq!(code(check_holder(&m, "w1", Some("L0"), 999)), "Forbidden");
+        let late = check_holder(&m, "w1", None, 1_000).unwrap_err();
+        assert_eq!(late.lease_refusal(), Some(LeaseRefusal::LeaseExpired));
+        m.status = MessageStatus::Done;
+        assert_eq!(code(check_holder(&m, "w1", None, 0)), "Forbidden", "a finished job is nobody's");
+
+        let mut c = conv();
+        assert_eq!(code(check_lock_holder(&c, "w1", 0)), "Forbidden", "unlocked");
+        c.lock_worker_id = Some("w1".into());
+        c.lock_until = Some(500);
+        assert!(check_lock_holder(&c, "w1", 499).is_ok());
+        assert_eq!(check_lock_holder(&c, "w1", 500).unwrap_err().lease_refusal(), Some(LeaseRefusal::LeaseExpired));
+        assert_eq!(code(check_lock_holder(&c, "w2", 499)), "Forbidden");
+    }
+
+    #[test]
+    fn attachments_are_bounded_and_never_keep_a_url() {
+        let pol = QueuePolicy::default();
+        let att = |id: &str, size: Option<u64>| crate::model::Attachment {
+            kind: crate::model::AttachmentKind::Photo,
+            status: crate::model::AttachmentStatus::Ready,
+            storage_id: id.into(),
+            telegram_file_id: String::new(),
+            file_name: None,
+            mime_type: None,
+            size_bytes: size,
+            expires_at: 1,
+            download_url: Some("https://x".into()),
+        };
+        let with = |atts: Vec<crate::model::Attachment>| Payload { attachments: Some(atts), ..payload("u") };
+        let ok = build_payload(with(vec![att("m1", Some(pol.media_max_bytes))]), None, &pol).unwrap();
+        assert_eq!(ok.attachments.unwrap()[0].download_url, None);
+        let too_big = build_payload(with(vec![att("m1", Some(pol.media_max_bytes + 1))]), None, &pol).unwrap_err();
+        assert_eq!(too_big.code().as_str(), "PayloadTooLarge");
+        assert!(too_big.to_string().contains("20 MB"));
+        let many = (0..=MAX_ATTACHMENTS).map(|i| att(&format!("m{i}"), None)).collect();
+        assert!(build_payload(with(many), None, &pol).unwrap_err().to_string().contains("at most 10"));
+        for bad in ["", "../x", "a/b", &"x".repeat(129)] {
+            assert!(validate_storage_id(bad).is_err(), "{bad}");
+        }
+        assert!(validate_storage_id("m01J-abc_9").is_ok());
+    }
+
     fn msg(ulid: &str, status: MessageStatus, scheduled_for: Millis) -> MessageItem {
         let mut m = new_message(NewMessage {
             conversation_id: "c1".into(),
