@@ -6,10 +6,13 @@ use crate::app::App;
 use crate::blob::media_key;
 use crate::error::{AppError, AppResult};
 use crate::ids::MessageRef;
-use crate::model::{AgentProfile, AttachmentStatus, BridgeConfig, HistoryEntry, Payload};
+use crate::model::{
+    AgentProfile, AttachmentStatus, BridgeConfig, ConversationItem, HistoryEntry, MessageItem, Payload, WorkerItem,
+};
 use crate::queue::rules;
 use crate::secrets::Secrets;
-use crate::worker_auth::Principal;
+use crate::store::{Item, from_item, key, s};
+use crate::worker_auth::Claimed;
 use serde::{Deserialize, Serialize};
 
 /// `POST /worker/hydration` body.
@@ -144,23 +147,34 @@ pub async fn bridge_config(
     })
 }
 
-/// Build the bundle for `p`, which must hold the live lease of the message.
-pub async fn hydrate(app: &App, p: &Principal, a: &HydrationArgs) -> AppResult<HydrationBundle> {
+/// Build the bundle for the caller, which must hold the live lease of the message. The token is
+/// checked against the worker row read in the same BatchGetItem as the message and its
+/// conversation (never from a cache: the bundle holds secrets); nothing else is read before
+/// both checks pass. Requests: 1 BatchGetItem + 1 GetItem (profile) + 1 Query (history).
+pub async fn hydrate(app: &App, claimed: Claimed, a: &HydrationArgs) -> AppResult<HydrationBundle> {
     let store = &app.store;
     let workspace = a.workspace_id.clone().unwrap_or_else(|| "default".into());
     rules::validate_workspace_id(&workspace)?;
     let mref = MessageRef::parse(&a.message_id)?;
+    let pk = rules::conversation_pk(&mref.conversation_id);
+    let keys = [
+        (store.tables.workers.as_str(), Item::from([("workerId".to_string(), s(claimed.worker_id()))])),
+        (store.tables.queue.as_str(), key(&pk, rules::message_sk(&mref.ulid))),
+        (store.tables.queue.as_str(), key(&pk, rules::CONV_SK)),
+    ];
+    let mut got = store.batch_get(&keys).await?.into_iter();
+    let (row, msg, conv) = (got.next().flatten(), got.next().flatten(), got.next().flatten());
+    let row: Option<WorkerItem> = row.map(from_item).transpose()?;
+    let p = claimed.verify(row.as_ref())?;
     let now = store.now();
-    let msg = store
-        .get_message(&a.message_id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("message {} does not exist", mref.id())))?;
+    app.auth.remember(&p, now, store.policy.auth_cache_ms);
+    let msg: MessageItem =
+        from_item(msg.ok_or_else(|| AppError::not_found(format!("message {} does not exist", mref.id())))?)?;
     rules::check_holder(&msg, &p.worker_id, a.lease_id.as_deref(), now)?;
     // From here on the caller is the lease holder.
-    let conv = store
-        .get_conversation(&msg.conversation_id)
-        .await?
-        .ok_or_else(|| AppError::internal(format!("conversation '{}' is missing", msg.conversation_id)))?;
+    let conv: ConversationItem = from_item(
+        conv.ok_or_else(|| AppError::internal(format!("conversation '{}' is missing", msg.conversation_id)))?,
+    )?;
     let profile = store
         .get_agent(&msg.agent_key)
         .await?

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::hydration::HydrationArgs;
 use crate::queue::*;
-use crate::worker_auth::Principal;
+use crate::worker_auth::{Authenticator, Principal};
 use crate::{media, snapshots};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -155,11 +155,31 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
     if method != "POST" {
         return Err(AppError::validation(format!("/worker/{op} takes POST, not {method}")));
     }
-    // The hydration bundle hands out secrets: its token check never uses the cache.
-    let p = app.auth.authenticate(&app.store, authorization, op == "hydration").await?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(AppError::PayloadTooLarge(format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));
+    let check_size = || {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(AppError::PayloadTooLarge(format!(
+                "body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                body.len()
+            )));
+        }
+        Ok(())
+    };
+    if op == "hydration" {
+        // The bundle holds secrets: the token is checked against the worker row read together
+        // with the message (never from the cache), before anything else is read.
+        let claimed = Authenticator::claimed(authorization)?;
+        check_size()?;
+        let a: HydrationArgs = parse(op, body)?;
+        if let Some(w) = a.worker_id.as_deref().filter(|w| *w != claimed.worker_id()) {
+            return Err(AppError::Forbidden(format!(
+                "workerId '{}' in the body is not the worker of this token",
+                crate::ids::truncate(w, 60)
+            )));
+        }
+        return Ok(json!(crate::hydration::hydrate(app, claimed, &a).await?));
     }
+    let p = app.auth.authenticate(&app.store, authorization, false).await?;
+    check_size()?;
     let store = &app.store;
     let lease = |b: LeaseBody| -> AppResult<LeaseArgs> {
         same_worker(b.worker_id.as_deref(), &p)?;
@@ -202,11 +222,6 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
             let a: ConversationArgs = parse(op, body)?;
             json!({ "hasQueued": store.has_queued(&a.conversation_id).await? })
         }
-        "hydration" => {
-            let a: HydrationArgs = parse(op, body)?;
-            same_worker(a.worker_id.as_deref(), &p)?;
-            json!(crate::hydration::hydrate(app, &p, &a).await?)
-        }
         "control-state" => {
             let a: WorkerOnlyBody = parse(op, body)?;
             same_worker(a.worker_id.as_deref(), &p)?;
@@ -224,7 +239,7 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
         "media-upload-url" => json!(media::upload_url(app, &p, &parse(op, body)?).await?),
         "media-url" => json!(media::file_url(app, &p, &parse(op, body)?).await?),
         "message-metadata" => json!({ "metadata": media::attach_metadata(app, &p, &parse(op, body)?).await? }),
-        _ => unreachable!("checked against WORKER_OPS"),
+        _ => unreachable!("checked against WORKER_OPS; hydration is handled above"),
     };
     Ok(v)
 }

@@ -72,6 +72,22 @@ pub struct Principal {
     pub token_hash: String,
 }
 
+/// A principal taken from a token but not yet checked against its worker row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed(Principal);
+
+impl Claimed {
+    pub fn worker_id(&self) -> &str {
+        &self.0.worker_id
+    }
+
+    /// The principal, once `row` (the worker row, read by the caller) accepts the token.
+    pub fn verify(self, row: Option<&WorkerItem>) -> AppResult<Principal> {
+        check_row(row, &self.0.token_hash)?;
+        Ok(self.0)
+    }
+}
+
 /// Why a worker row refuses a token (pure; also used by the write paths).
 pub fn check_row(row: Option<&WorkerItem>, hash: &str) -> AppResult<()> {
     let Some(w) = row else {
@@ -110,12 +126,30 @@ impl Authenticator {
         Ok(t)
     }
 
-    /// Authenticate a call. `fresh` skips the cache (for calls that hand out secrets).
-    pub async fn authenticate(&self, store: &Store, header: Option<&str>, fresh: bool) -> AppResult<Principal> {
+    /// Who a call says it is (the token's worker), not yet checked against the worker row: only
+    /// for a caller that reads the row itself and passes it to [`check_row`] (hydration does, in
+    /// the same request as the message), then calls [`Authenticator::remember`].
+    pub fn claimed(header: Option<&str>) -> AppResult<Claimed> {
         let token = Self::bearer(header)?;
         let worker_id = token_worker_id(token)
             .ok_or_else(|| AppError::Unauthorized("malformed worker token (expected afw1.<id>.<secret>)".into()))?;
-        let hash = token_hash(token);
+        Ok(Claimed(Principal { worker_id, token_hash: token_hash(token) }))
+    }
+
+    /// Trust a principal verified by the caller (see [`Authenticator::claimed`]) for the cache time.
+    pub fn remember(&self, p: &Principal, now: Millis, ttl: Millis) {
+        if ttl > 0 {
+            let mut c = self.cache.lock().expect("auth cache");
+            if c.len() > 10_000 {
+                c.clear();
+            }
+            c.insert(p.token_hash.clone(), (now, p.worker_id.clone()));
+        }
+    }
+
+    /// Authenticate a call. `fresh` skips the cache.
+    pub async fn authenticate(&self, store: &Store, header: Option<&str>, fresh: bool) -> AppResult<Principal> {
+        let Claimed(Principal { worker_id, token_hash: hash }) = Self::claimed(header)?;
         let now = store.now();
         let ttl = store.policy.auth_cache_ms;
         if !fresh
@@ -131,14 +165,9 @@ impl Authenticator {
             self.cache.lock().expect("auth cache").remove(&hash);
             return Err(e);
         }
-        if ttl > 0 {
-            let mut c = self.cache.lock().expect("auth cache");
-            if c.len() > 10_000 {
-                c.clear();
-            }
-            c.insert(hash.clone(), (now, worker_id.clone()));
-        }
-        Ok(Principal { worker_id, token_hash: hash })
+        let p = Principal { worker_id, token_hash: hash };
+        self.remember(&p, now, ttl);
+        Ok(p)
     }
 
     /// Forget every cached verification (after a revoke through this process).

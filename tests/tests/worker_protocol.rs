@@ -92,6 +92,7 @@ async fn hydration_is_complete_and_only_for_the_lease_holder() {
     assert_eq!((st, err(&body).0), (403, "Forbidden"), "a body workerId is never trusted");
     assert_eq!(snapshot(&a.e).await, before);
 
+    a.e.counter.reset();
     let (st, b) = a
         .post(
             "hydration",
@@ -100,6 +101,11 @@ async fn hydration_is_complete_and_only_for_the_lease_holder() {
         )
         .await;
     assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        a.e.counter.by_operation(),
+        [("BatchGetItem".to_string(), 1), ("GetItem".to_string(), 1), ("Query".to_string(), 1)].into_iter().collect(),
+        "hydration: worker row + message + conversation in one batch, then the profile and the history"
+    );
     assert_eq!(b["conversationId"], "c1");
     assert_eq!(b["telegramBotToken"], "123:per-agent");
     assert_eq!(b["profile"], json!({"agentKey": "bot", "version": "7", "enabled": true, "botIdentity": "7001"}));

@@ -199,6 +199,55 @@ impl Store {
         }
     }
 
+    /// Strongly consistent reads of several items, in one BatchGetItem (more only when DynamoDB
+    /// leaves keys unprocessed). Results are in the order of `keys`.
+    pub async fn batch_get(&self, keys: &[(&str, Item)]) -> AppResult<Vec<Option<Item>>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found: Vec<Option<Item>> = vec![None; keys.len()];
+        let mut pending: HashMap<String, Vec<Item>> = HashMap::new();
+        for (t, k) in keys {
+            pending.entry((*t).to_string()).or_default().push(k.clone());
+        }
+        for _ in 0..5 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut req = HashMap::new();
+            for (t, ks) in pending.drain() {
+                let ka = KeysAndAttributes::builder()
+                    .set_keys(Some(ks))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| AppError::internal(format!("BatchGetItem request: {e}")))?;
+                req.insert(t, ka);
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(req))
+                .send()
+                .await
+                .map_err(|e| sdk_error("BatchGetItem", e))?;
+            for (t, items) in out.responses.unwrap_or_default() {
+                for item in items {
+                    let slot = keys
+                        .iter()
+                        .position(|(kt, k)| *kt == t.as_str() && k.iter().all(|(name, v)| item.get(name) == Some(v)));
+                    if let Some(i) = slot {
+                        found[i] = Some(item);
+                    }
+                }
+            }
+            for (t, ka) in out.unprocessed_keys.unwrap_or_default() {
+                pending.insert(t, ka.keys);
+            }
+        }
+        if !pending.is_empty() {
+            return Err(AppError::internal("BatchGetItem left keys unprocessed after 5 rounds; try again"));
+        }
+        Ok(found)
+    }
+
     pub async fn get(&self, table: &str, key: Item) -> AppResult<Option<Item>> {
         let out = self
             .client
