@@ -35,6 +35,8 @@ pub struct QueuePolicy {
     pub snapshot_retention_ms: i64,
     /// An upload not finalized within this time fails (its URL expires at the same moment).
     pub snapshot_upload_timeout_ms: i64,
+    /// Largest snapshot archive. Finalize reads the object once to verify it inside the claim
+    /// function's 30 s, so raise this together with that function's memory and timeout.
     pub snapshot_max_bytes: u64,
     /// Default retention of media (message config `telegramAttachmentRetentionMs` overrides it).
     pub media_retention_ms: i64,
@@ -69,7 +71,7 @@ impl Default for QueuePolicy {
             secrets_cache_ms: 60_000,
             snapshot_retention_ms: 7 * 86_400_000,
             snapshot_upload_timeout_ms: 3_600_000,
-            snapshot_max_bytes: 2 * 1024 * 1024 * 1024,
+            snapshot_max_bytes: 512 * 1024 * 1024,
             media_retention_ms: 7 * 86_400_000,
             media_max_bytes: 20 * 1024 * 1024,
             download_url_ttl_ms: 900_000,
