@@ -145,14 +145,12 @@ pub async fn dispatch_queue_op(store: &Store, env: Envelope) -> AppResult<Value>
             to_json(store.release_expired_leases(args::<ReleaseArgs>(op, env.args)?.limit).await?)
         }
         "redriveDeadLetters" => to_json(store.redrive(args::<RedriveArgs>(op, env.args)?).await?),
-        "upsertWorkerState" => to_json(store.upsert_worker_state(&args::<UpsertWorkerArgs>(op, env.args)?).await?),
+        "upsertWorkerState" => {
+            worker_json(Some(store.upsert_worker_state(&args::<UpsertWorkerArgs>(op, env.args)?).await?))
+        }
         "getWorker" => {
             let a: WorkerIdArgs = args(op, env.args)?;
-            let mut v = to_json(store.get_worker(&a.worker_id).await?)?;
-            if let Some(o) = v.as_object_mut() {
-                o.remove("tokenHash"); // not a secret, but nobody needs it
-            }
-            Ok(v)
+            worker_json(store.get_worker(&a.worker_id).await?)
         }
         "setMessageRuntimeConfig" => {
             #[derive(Deserialize)]
@@ -173,6 +171,15 @@ pub async fn dispatch_queue_op(store: &Store, env: Envelope) -> AppResult<Value>
             all_ops().join(", ")
         ))),
     }
+}
+
+/// A worker row as ops show it: without `tokenHash` (not a secret, but nobody needs it).
+fn worker_json(w: Option<crate::model::WorkerItem>) -> AppResult<Value> {
+    let mut v = to_json(w)?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("tokenHash");
+    }
+    Ok(v)
 }
 
 /// Ops that take no arguments still refuse unknown ones.

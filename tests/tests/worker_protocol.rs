@@ -269,6 +269,15 @@ async fn tokens_bind_the_worker_and_stop_working_when_revoked_replaced_or_stoppe
     assert!(!snapshot(&a.e).await.iter().any(|i| i.contains(tok)), "only a hash is stored");
     let shown = enqueue::handle(&a.app, json!({"op": "getWorker", "args": {"workerId": "w4"}})).await.unwrap();
     assert!(shown.get("tokenHash").is_none(), "{shown}");
+    let upserted = enqueue::handle(
+        &a.app,
+        json!({"op": "upsertWorkerState", "args": {"workerId": "w4", "provider": "fly", "status": "active", "load": 0}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(upserted["workerId"], "w4");
+    assert!(upserted.get("tokenHash").is_none(), "{upserted}");
+    assert!(a.e.store.get_worker("w4").await.unwrap().unwrap().token_hash.is_some(), "an upsert keeps the token");
 }
 
 #[tokio::test]
