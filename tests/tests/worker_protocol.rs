@@ -472,7 +472,17 @@ async fn media_expires_with_its_blob_and_the_payload_copy() {
     agent(&a, None).await;
     use shared::blob::BlobBackend;
     a.blobs.put("media/mPHOTO9", b"photo".to_vec(), "image/jpeg").await.unwrap();
-    let r = a.e.store.enqueue(with_attachment("c9", "mPHOTO9", T0 + 604_800_000)).await.unwrap();
+    let mut first = with_attachment("c9", "mPHOTO9", T0 + 604_800_000);
+    first.payload.external_message_id = Some("tg-901".into());
+    let r = a.e.store.enqueue(first.clone()).await.unwrap();
+    // A provider retry of the same message (same attachments) is deduplicated, not a conflict.
+    let again = a.e.store.enqueue(first).await.unwrap();
+    assert_eq!((again.message_id.as_str(), again.deduplicated), (r.message_id.as_str(), true));
+    // Another message reusing the storage id is refused.
+    let before_reuse = snapshot(&a.e).await;
+    let reuse = a.e.store.enqueue(with_attachment("c9", "mPHOTO9", T0 + 1)).await.unwrap_err();
+    assert_eq!(code(&reuse), "Conflict", "{reuse}");
+    assert_eq!(snapshot(&a.e).await, before_reuse);
     // Before retention ends the sweep leaves it alone.
     let swept = enqueue::handle(&a.app, json!({"op": "expireStorage"})).await.unwrap();
     assert_eq!(swept["mediaExpired"], 0);

@@ -219,11 +219,6 @@ impl Store {
                             args.agent_key
                         )));
                     }
-                    if r.iter().skip(first_attachment).any(Reason::failed_condition) {
-                        return Err(AppError::conflict(format!(
-                            "an attachment storageId of this message is already attached in conversation '{cid}'"
-                        )));
-                    }
                     if let Some(dup) = external.as_ref().and(r.get(3)).filter(|r| r.failed_condition()) {
                         let first = dup
                             .item
@@ -233,6 +228,12 @@ impl Store {
                             .cloned()
                             .ok_or_else(|| AppError::internal("dedupe key without messageId"))?;
                         return Ok(EnqueueResult { message_id: first, deduplicated: true });
+                    }
+                    // After the dedupe check: a retried enqueue carries the same attachments.
+                    if r.iter().skip(first_attachment).any(Reason::failed_condition) {
+                        return Err(AppError::conflict(format!(
+                            "an attachment storageId of this message is already attached in conversation '{cid}'"
+                        )));
                     }
                     if let Some(conv) = r.get(1).filter(|r| r.failed_condition()) {
                         let old: Option<ConversationItem> = conv.item.clone().map(from_item).transpose()?;
