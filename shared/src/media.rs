@@ -163,7 +163,7 @@ pub async fn upload_url(app: &App, p: &Principal, a: &UploadUrlArgs) -> AppResul
     }
     if a.size_bytes > pol.media_max_bytes {
         return Err(AppError::PayloadTooLarge(format!(
-            "sizeBytes {} is over {} bytes: Telegram bots can download and send at most 20 MB per file",
+            "sizeBytes {} is over {} bytes: media is capped at 20 MB, the most a Telegram bot can download",
             a.size_bytes, pol.media_max_bytes
         )));
     }
