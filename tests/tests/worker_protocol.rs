@@ -683,3 +683,61 @@ async fn the_deployed_wiring_runs_a_job_and_a_snapshot_on_moto() {
         let _ = app.store.client.delete_table().table_name(t).send().await;
     }
 }
+
+/// Finalize and fail racing on one snapshot, with real concurrency on DynamoDB Local: exactly one
+/// call wins, and the row agrees with the winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_finalize_and_fail_have_exactly_one_winner() {
+    let a = std::sync::Arc::new(app_env().await);
+    agent(&a, None).await;
+    a.e.store.enqueue(enq("c1", "bot", "one")).await.unwrap();
+    let t = a.mint("w1").await;
+    claim(&a, &t, json!({"conversationId": "c1"})).await;
+    for round in 0..3 {
+        let (st, p) = a
+            .post(
+                "snapshot-prepare",
+                &t,
+                json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "c1", "reason": "signal"}),
+            )
+            .await;
+        assert_eq!(st, 200, "{p}");
+        let archive = format!("archive of round {round}").into_bytes();
+        let ct = p["uploadHeaders"]["Content-Type"].as_str().unwrap_or("application/gzip").to_string();
+        assert_eq!(a.blob("PUT", p["uploadUrl"].as_str().unwrap(), Some(&ct), archive.clone()).await.0, 200);
+        let sha = hex::encode(Sha256::digest(&archive));
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (a, t, id, sha, len) = (a.clone(), t.clone(), p["snapshotId"].clone(), sha.clone(), archive.len());
+            tasks.push(tokio::spawn(async move {
+                let (op, body) = if i % 2 == 0 {
+                    ("snapshot-finalize", json!({"snapshotId": id, "sha256": sha, "sizeBytes": len}))
+                } else {
+                    ("snapshot-fail", json!({"snapshotId": id, "error": format!("racer {i}")}))
+                };
+                let (st, v) = a.post(op, &t, body).await;
+                (op, st, v)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (op, st, v) = task.await.unwrap();
+            match st {
+                200 => winners.push(op),
+                409 => assert_eq!(err(&v).0, "Conflict"),
+                // A fail that won already deleted the object this finalize went to read.
+                400 if op == "snapshot-finalize" && err(&v).1.contains("no object") => {}
+                other => panic!("{op}: unexpected {other}: {v}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one winner, got {winners:?}");
+        let list = enqueue::handle(
+            &a.app,
+            json!({"op": "listSnapshotsForConversation", "args": {"conversationId": "c1", "limit": 1}}),
+        )
+        .await
+        .unwrap();
+        let want = if winners[0] == "snapshot-finalize" { "ready" } else { "failed" };
+        assert_eq!(list[0]["status"], want, "round {round}: the row agrees with the winner");
+    }
+}
