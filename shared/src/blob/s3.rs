@@ -59,6 +59,18 @@ pub fn presign_window(now_ms: Millis, expires_at: Millis) -> (SystemTime, Durati
     (UNIX_EPOCH + Duration::from_secs(now_s as u64), Duration::from_secs(secs as u64), (now_s + secs) * 1000)
 }
 
+/// The presigning configuration for a URL signed at `now_ms` to last until `expires_at`, and the
+/// URL's effective expiry.
+fn presigning(now_ms: Millis, expires_at: Millis) -> AppResult<(PresigningConfig, Millis)> {
+    let (start, expires_in, effective) = presign_window(now_ms, expires_at);
+    let cfg = PresigningConfig::builder()
+        .start_time(start)
+        .expires_in(expires_in)
+        .build()
+        .map_err(|e| AppError::internal(format!("presigning config: {e}")))?;
+    Ok((cfg, effective))
+}
+
 fn wall_clock_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as Millis
 }
@@ -147,12 +159,7 @@ impl S3Blobs {
     ) -> AppResult<PresignedPut> {
         validate_key(key)?;
         validate_content_type(content_type)?;
-        let (start, expires_in, effective) = presign_window(now_ms, expires_at);
-        let cfg = PresigningConfig::builder()
-            .start_time(start)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|e| AppError::internal(format!("presigning config: {e}")))?;
+        let (cfg, effective) = presigning(now_ms, expires_at)?;
         let mut req = self.client.put_object().bucket(&self.bucket).key(key).content_type(content_type);
         if let Some(n) = size {
             let n = i64::try_from(n).map_err(|_| AppError::PayloadTooLarge(format!("object size {n} is too large")))?;
@@ -171,12 +178,7 @@ impl S3Blobs {
     /// the URL and its effective expiry.
     pub async fn presign_get_at(&self, key: &str, expires_at: Millis, now_ms: Millis) -> AppResult<(String, Millis)> {
         validate_key(key)?;
-        let (start, expires_in, effective) = presign_window(now_ms, expires_at);
-        let cfg = PresigningConfig::builder()
-            .start_time(start)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|e| AppError::internal(format!("presigning config: {e}")))?;
+        let (cfg, effective) = presigning(now_ms, expires_at)?;
         let p = self
             .client
             .get_object()
