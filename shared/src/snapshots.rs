@@ -349,6 +349,8 @@ pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<Pre
         _ => {}
     }
     let w = store.get_worker(&p.worker_id).await?;
+    // The row is read anyway: check the token on it too, not only on the cached verification.
+    crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?;
     check_worker_scope(w.as_ref(), &p.worker_id, &a.conversation_id)?;
     let conv = store
         .get_conversation(&a.conversation_id)
@@ -552,6 +554,8 @@ pub async fn restore(app: &App, p: &Principal, a: &RestoreArgs) -> AppResult<Opt
     rules::validate_conversation_id(&a.conversation_id)?;
     let store = &app.store;
     let w = store.get_worker(&p.worker_id).await?;
+    // The row is read anyway: check the token on it too, not only on the cached verification.
+    crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?;
     check_worker_scope(w.as_ref(), &p.worker_id, &a.conversation_id)?;
     let now = store.now();
     let items = query_conversation(store, &a.conversation_id, 100).await?;

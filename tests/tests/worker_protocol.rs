@@ -295,9 +295,15 @@ async fn cached_tokens_still_fail_writes_at_once_after_revocation() {
     let before = snapshot(&a.e).await;
     let (st, body) = a.post("complete", &t, json!({"messageId": job["messageId"], "leaseId": job["leaseId"]})).await;
     assert_eq!((st, err(&body).0), (401, "Unauthorized"), "{body}");
-    // ... and hydration (it hands out secrets) never uses the cache.
+    // ... and hydration (it hands out secrets) never uses the cache, nor do the snapshot calls
+    // that read the worker row anyway (a restore URL opens the workspace archive).
     let (st, _) = a.post("hydration", &t, json!({"messageId": job["messageId"]})).await;
     assert_eq!(st, 401);
+    let tuple = json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "c1"});
+    assert_eq!(a.post("snapshot-restore", &t, tuple.clone()).await.0, 401);
+    let mut prep = tuple;
+    prep["reason"] = json!("manual");
+    assert_eq!(a.post("snapshot-prepare", &t, prep).await.0, 401);
     assert_eq!(snapshot(&a.e).await, before);
     a.e.clock.advance(10_000);
     assert_eq!(a.post("has-queued", &t, json!({"conversationId": "c1"})).await.0, 401, "cache expired");

@@ -109,6 +109,8 @@ async fn a_message_goes_through_the_runner_end_to_end() {
     );
     let (st, bundle) = worker(&http, &r, "hydration", json!({"messageId": job["messageId"]})).await;
     assert_eq!((st, bundle["telegramBotToken"].as_str()), (200, Some("123:e2e-bot-token")), "{bundle}");
+    let (st, alive) = worker(&http, &r, "worker-heartbeat", json!({})).await;
+    assert_eq!((st, alive["action"].as_str(), alive["load"].as_i64()), (200, Some("continue"), Some(1)), "{alive}");
     // A snapshot through the runner's blob route, with real HTTP.
     let tuple = json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "tg:bot:1"});
     let mut prep = tuple.clone();
