@@ -28,12 +28,16 @@ impl App {
 
 impl App {
     /// The deployed wiring: DynamoDB, Secrets Manager (`SECRETS_PREFIX`) and S3 (`BLOB_BUCKET`).
-    /// One SDK config per process, created at init.
+    /// One SDK config per process (per distinct endpoint), created at init.
     pub async fn from_config(cfg: &crate::config::Config, clock: crate::clock::SharedClock) -> AppResult<Self> {
-        let store = Arc::new(Store::from_config(cfg, clock.clone(), None).await);
-        let backend = Arc::new(crate::secrets::manager::SecretsManagerBackend::from_config(cfg).await);
+        let mut sdk = crate::aws::SdkConfigs::default();
+        let dynamo = crate::store::dynamo_client_with(&sdk.get(cfg.dynamodb_endpoint.as_deref()).await, None);
+        let store = Arc::new(Store::new(dynamo, cfg.tables.clone(), cfg.policy.clone(), clock.clone()));
+        let sm = sdk.get(cfg.secrets_endpoint.as_deref()).await;
+        let backend = Arc::new(crate::secrets::manager::SecretsManagerBackend::from_config(cfg, &sm));
         let secrets = Secrets::new(backend, clock, cfg.policy.secrets_cache_ms);
-        let blobs = Arc::new(crate::blob::s3::S3Blobs::from_config(cfg).await?);
+        let s3 = sdk.get(cfg.s3_endpoint.as_deref()).await;
+        let blobs = Arc::new(crate::blob::s3::S3Blobs::from_config(cfg, &s3)?);
         Ok(Self::new(store, secrets, blobs))
     }
 }

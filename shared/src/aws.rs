@@ -13,3 +13,19 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     }
     loader.load().await
 }
+
+/// SDK configurations by endpoint, each loaded once: on Lambda every client shares one (one
+/// credentials chain, one region lookup at cold start).
+#[derive(Debug, Default)]
+pub struct SdkConfigs(Vec<(Option<String>, aws_config::SdkConfig)>);
+
+impl SdkConfigs {
+    pub async fn get(&mut self, endpoint: Option<&str>) -> aws_config::SdkConfig {
+        if let Some((_, c)) = self.0.iter().find(|(e, _)| e.as_deref() == endpoint) {
+            return c.clone();
+        }
+        let c = sdk_config(endpoint).await;
+        self.0.push((endpoint.map(str::to_string), c.clone()));
+        c
+    }
+}

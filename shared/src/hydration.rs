@@ -25,9 +25,6 @@ pub struct HydrationArgs {
     pub lease_id: Option<String>,
     #[serde(default)]
     pub workspace_id: Option<String>,
-    /// Accepted for compatibility; must equal the token's worker when given.
-    #[serde(default)]
-    pub worker_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -108,8 +108,6 @@ pub struct PrepareArgs {
     /// When given, the upload must be exactly this many bytes (the length is signed).
     #[serde(default)]
     pub size_bytes: Option<u64>,
-    #[serde(default)]
-    pub worker_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,8 +126,6 @@ pub struct FinalizeArgs {
     /// Lowercase hex SHA-256 of the uploaded bytes.
     pub sha256: String,
     pub size_bytes: u64,
-    #[serde(default)]
-    pub worker_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,8 +143,6 @@ pub struct FinalizeResult {
 pub struct FailSnapshotArgs {
     pub snapshot_id: String,
     pub error: String,
-    #[serde(default)]
-    pub worker_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,8 +151,6 @@ pub struct RestoreArgs {
     pub workspace_id: String,
     pub agent_key: String,
     pub conversation_id: String,
-    #[serde(default)]
-    pub worker_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,11 +213,10 @@ pub struct SweepResult {
 // ------------------------------------------------------------------------------ pure rules
 
 /// A worker may snapshot or restore the conversation it serves, or any when it serves none yet.
-pub fn check_worker_scope(w: Option<&WorkerItem>, worker_id: &str, cid: &str) -> AppResult<()> {
-    let w = w.ok_or_else(|| AppError::Unauthorized(format!("unknown worker '{worker_id}'")))?;
+pub fn check_worker_scope(w: &WorkerItem, cid: &str) -> AppResult<()> {
     match &w.assigned_conversation_id {
         Some(c) if c != cid => {
-            Err(AppError::Forbidden(format!("worker '{worker_id}' serves conversation '{c}', not '{cid}'")))
+            Err(AppError::Forbidden(format!("worker '{}' serves conversation '{c}', not '{cid}'", w.worker_id)))
         }
         _ => Ok(()),
     }
@@ -321,18 +312,8 @@ async fn get_snapshot(store: &Store, id: &str) -> AppResult<(MessageRef, Snapsho
     Ok((r, from_item(item)?))
 }
 
-fn same_worker(given: &Option<String>, p: &Principal) -> AppResult<()> {
-    match given {
-        Some(w) if *w != p.worker_id => {
-            Err(AppError::Forbidden(format!("workerId '{}' is not the token's worker", ids::truncate(w, 60))))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// `prepareDataSnapshotUpload`.
 pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<PrepareResult> {
-    same_worker(&a.worker_id, p)?;
     rules::validate_workspace_id(&a.workspace_id)?;
     rules::validate_agent_key(&a.agent_key)?;
     rules::validate_conversation_id(&a.conversation_id)?;
@@ -350,8 +331,7 @@ pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<Pre
     }
     let w = store.get_worker(&p.worker_id).await?;
     // The row is read anyway: check the token on it too, not only on the cached verification.
-    crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?;
-    check_worker_scope(w.as_ref(), &p.worker_id, &a.conversation_id)?;
+    check_worker_scope(crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?, &a.conversation_id)?;
     let conv = store
         .get_conversation(&a.conversation_id)
         .await?
@@ -406,7 +386,6 @@ pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<Pre
 /// `finalizeDataSnapshotUpload`: verify the object, then one TransactWriteItems (snapshot ready +
 /// worker row: lastSnapshotId, and draining -> stopping for its final snapshot).
 pub async fn finalize(app: &App, p: &Principal, a: &FinalizeArgs) -> AppResult<FinalizeResult> {
-    same_worker(&a.worker_id, p)?;
     validate_sha256(&a.sha256)?;
     let store = &app.store;
     let (_, snap) = get_snapshot(store, &a.snapshot_id).await?;
@@ -484,7 +463,6 @@ pub async fn finalize(app: &App, p: &Principal, a: &FinalizeArgs) -> AppResult<F
 
 /// `failDataSnapshotUpload`: only from uploading, only by its worker. The object (if any) is deleted.
 pub async fn fail(app: &App, p: &Principal, a: &FailSnapshotArgs) -> AppResult<SnapshotView> {
-    same_worker(&a.worker_id, p)?;
     if a.error.trim().is_empty() {
         return Err(AppError::validation("error must not be blank"));
     }
@@ -494,20 +472,19 @@ pub async fn fail(app: &App, p: &Principal, a: &FailSnapshotArgs) -> AppResult<S
         return Err(AppError::Forbidden(format!("snapshot {} was prepared by another worker", snap.snapshot_id)));
     }
     let now = store.now();
-    let updated = mark_failed(store, &snap, &rules::bounded_error(&a.error), now).await?;
-    if !updated {
+    let Some(after) = mark_failed(store, &snap, &rules::bounded_error(&a.error), now).await? else {
         return Err(AppError::conflict(format!(
             "snapshot {} is {}; only an uploading snapshot can be failed",
             snap.snapshot_id,
             snap.status.as_str()
         )));
-    }
+    };
     app.blobs.delete(&snap.object_key).await?;
-    let (_, after) = get_snapshot(store, &a.snapshot_id).await?;
     view(app, &after, now).await
 }
 
-async fn mark_failed(store: &Store, snap: &SnapshotItem, error: &str, now: Millis) -> AppResult<bool> {
+/// `uploading -> failed`; the row afterwards, or `None` when it was no longer uploading.
+async fn mark_failed(store: &Store, snap: &SnapshotItem, error: &str, now: Millis) -> AppResult<Option<SnapshotItem>> {
     let r = store
         .client
         .update_item()
@@ -523,9 +500,10 @@ async fn mark_failed(store: &Store, snap: &SnapshotItem, error: &str, now: Milli
         .expression_attribute_values(":e", s(error))
         .expression_attribute_values(":now", n(now))
         .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
         .send()
         .await;
-    Ok(crate::store::applied(r, "UpdateItem snapshot")?.is_some())
+    crate::store::applied(r, "UpdateItem snapshot")?.map(|o| from_item(o.attributes.unwrap_or_default())).transpose()
 }
 
 /// Snapshots of a conversation, newest first (`limit` rows read).
@@ -548,15 +526,13 @@ async fn query_conversation(store: &Store, cid: &str, limit: i32) -> AppResult<V
 /// `getLatestDataSnapshotForRestore`: the newest ready, unexpired snapshot of the tuple (not just
 /// the newest row: a failed or unfinished later one does not hide a good earlier one).
 pub async fn restore(app: &App, p: &Principal, a: &RestoreArgs) -> AppResult<Option<RestoreResult>> {
-    same_worker(&a.worker_id, p)?;
     rules::validate_workspace_id(&a.workspace_id)?;
     rules::validate_agent_key(&a.agent_key)?;
     rules::validate_conversation_id(&a.conversation_id)?;
     let store = &app.store;
     let w = store.get_worker(&p.worker_id).await?;
     // The row is read anyway: check the token on it too, not only on the cached verification.
-    crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?;
-    check_worker_scope(w.as_ref(), &p.worker_id, &a.conversation_id)?;
+    check_worker_scope(crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?, &a.conversation_id)?;
     let now = store.now();
     let items = query_conversation(store, &a.conversation_id, 100).await?;
     let Some(best) = pick_restore(&items, &a.workspace_id, &a.agent_key, now) else { return Ok(None) };
@@ -661,7 +637,7 @@ pub async fn sweep(app: &App, limit: Option<i64>) -> AppResult<SweepResult> {
                 }
                 "snapshot_upload" => {
                     let snap: SnapshotItem = from_item(item)?;
-                    if mark_failed(store, &snap, "upload timed out", now).await? {
+                    if mark_failed(store, &snap, "upload timed out", now).await?.is_some() {
                         app.blobs.delete(&snap.object_key).await?;
                         res.uploads_timed_out += 1;
                     }
@@ -778,7 +754,7 @@ mod tests {
         assert_eq!(status_after_finalize(&w, &manual), None, "manual snapshots do not stop it");
         w.status = WorkerStatus::Active;
         assert_eq!(status_after_finalize(&w, &s), None);
-        assert!(check_worker_scope(Some(&w), "w1", "c").is_ok());
-        assert_eq!(check_worker_scope(Some(&w), "w1", "d").unwrap_err().code().as_str(), "Forbidden");
+        assert!(check_worker_scope(&w, "c").is_ok());
+        assert_eq!(check_worker_scope(&w, "d").unwrap_err().code().as_str(), "Forbidden");
     }
 }

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::hydration::HydrationArgs;
 use crate::queue::*;
-use crate::worker_auth::{Authenticator, Principal};
+use crate::worker_auth::Authenticator;
 use crate::{media, snapshots};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -36,51 +36,14 @@ pub const WORKER_OPS: &[&str] = &[
 /// Routes that may be called with an empty body.
 const EMPTY_BODY_OK: &[&str] = &["control-state", "worker-heartbeat"];
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ClaimBody {
-    #[serde(default)]
-    worker_id: Option<String>,
-    #[serde(default)]
-    conversation_id: Option<String>,
-}
+/// Ops whose argument type carries the caller's `workerId` (the store's own types): the token's
+/// worker is put there. Every other op's body loses the key once checked.
+const TAKES_WORKER_ID: &[&str] = &["claim", "heartbeat", "complete", "fail"];
 
+/// For routes that take no arguments.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LeaseBody {
-    #[serde(default)]
-    worker_id: Option<String>,
-    message_id: String,
-    lease_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FailBody {
-    #[serde(default)]
-    worker_id: Option<String>,
-    message_id: String,
-    lease_id: String,
-    error_message: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct WorkerOnlyBody {
-    #[serde(default)]
-    worker_id: Option<String>,
-}
-
-/// A body's `workerId`, when present, must be the token's worker (it is never trusted).
-fn same_worker(given: Option<&str>, p: &Principal) -> AppResult<()> {
-    match given {
-        Some(w) if w != p.worker_id => Err(AppError::Forbidden(format!(
-            "workerId '{}' in the body is not the worker of this token",
-            crate::ids::truncate(w, 60)
-        ))),
-        _ => Ok(()),
-    }
-}
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
 
 /// A response: status and JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,16 +61,32 @@ impl WorkerResponse {
     }
 }
 
-fn parse<T: DeserializeOwned>(op: &str, body: &[u8]) -> AppResult<T> {
-    if body.is_empty() && EMPTY_BODY_OK.contains(&op) {
-        return parse(op, b"{}");
-    }
-    if body.is_empty() {
+/// The body of `/worker/<op>` as `T`. A `workerId` in the body (older workers send one) must be
+/// the token's worker, else 403; it is never trusted: ops of [`TAKES_WORKER_ID`] get the token's
+/// worker, the others never see the key.
+fn parse<T: DeserializeOwned>(op: &str, body: &[u8], worker_id: &str) -> AppResult<T> {
+    let mut v: Value = if body.is_empty() && EMPTY_BODY_OK.contains(&op) {
+        json!({})
+    } else if body.is_empty() {
         return Err(AppError::validation(format!("POST /worker/{op} needs a JSON object body")));
-    }
-    let v: Value = serde_json::from_slice(body).map_err(|e| AppError::validation(format!("malformed JSON: {e}")))?;
-    if !v.is_object() {
+    } else {
+        serde_json::from_slice(body).map_err(|e| AppError::validation(format!("malformed JSON: {e}")))?
+    };
+    let Some(obj) = v.as_object_mut() else {
         return Err(AppError::validation("the body must be a JSON object"));
+    };
+    match obj.remove("workerId") {
+        Some(Value::String(w)) if w != worker_id => {
+            return Err(AppError::Forbidden(format!(
+                "workerId '{}' in the body is not the worker of this token",
+                crate::ids::truncate(&w, 60)
+            )));
+        }
+        Some(w) if !w.is_string() => return Err(AppError::validation("workerId must be a string")),
+        _ => {}
+    }
+    if TAKES_WORKER_ID.contains(&op) {
+        obj.insert("workerId".into(), Value::String(worker_id.to_string()));
     }
     serde_json::from_value(v).map_err(|e| AppError::validation(format!("invalid body for /worker/{op}: {e}")))
 }
@@ -169,76 +148,51 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
         // with the message (never from the cache), before anything else is read.
         let claimed = Authenticator::claimed(authorization)?;
         check_size()?;
-        let a: HydrationArgs = parse(op, body)?;
-        if let Some(w) = a.worker_id.as_deref().filter(|w| *w != claimed.worker_id()) {
-            return Err(AppError::Forbidden(format!(
-                "workerId '{}' in the body is not the worker of this token",
-                crate::ids::truncate(w, 60)
-            )));
-        }
+        let a: HydrationArgs = parse(op, body, claimed.worker_id())?;
         return Ok(json!(crate::hydration::hydrate(app, claimed, &a).await?));
     }
     let p = app.auth.authenticate(&app.store, authorization, false).await?;
     check_size()?;
     let store = &app.store;
-    let lease = |b: LeaseBody| -> AppResult<LeaseArgs> {
-        same_worker(b.worker_id.as_deref(), &p)?;
-        Ok(LeaseArgs {
-            worker_id: p.worker_id.clone(),
-            message_id: b.message_id,
-            lease_id: b.lease_id,
-            token_hash: Some(p.token_hash.clone()),
-        })
-    };
+    let w = p.worker_id.as_str();
     let v = match op {
         "claim" => {
-            let a: ClaimBody = parse(op, body)?;
-            same_worker(a.worker_id.as_deref(), &p)?;
-            json!(store.claim_as(&p.worker_id, a.conversation_id.as_deref(), Some(&p.token_hash)).await?)
+            let a: ClaimArgs = parse(op, body, w)?;
+            json!(store.claim_as(w, a.conversation_id.as_deref(), Some(&p.token_hash)).await?)
         }
-        "heartbeat" => json!(store.heartbeat(&lease(parse(op, body)?)?).await?),
-        "complete" => {
-            store.complete(&lease(parse(op, body)?)?).await?;
-            json!({ "ok": true })
+        "heartbeat" | "complete" => {
+            let a = LeaseArgs { token_hash: Some(p.token_hash.clone()), ..parse(op, body, w)? };
+            if op == "heartbeat" {
+                json!(store.heartbeat(&a).await?)
+            } else {
+                store.complete(&a).await?;
+                json!({ "ok": true })
+            }
         }
-        "fail" => {
-            let b: FailBody = parse(op, body)?;
-            same_worker(b.worker_id.as_deref(), &p)?;
-            let a = FailArgs {
-                worker_id: p.worker_id.clone(),
-                message_id: b.message_id,
-                lease_id: b.lease_id,
-                error_message: b.error_message,
-                token_hash: Some(p.token_hash.clone()),
-            };
-            json!(store.fail(&a).await?)
-        }
+        "fail" => json!(store.fail(&FailArgs { token_hash: Some(p.token_hash.clone()), ..parse(op, body, w)? }).await?),
         "append-messages" => {
-            let mut a: AppendArgs = parse(op, body)?;
-            a.holder = Some(p.worker_id.clone());
+            let a = AppendArgs { holder: Some(p.worker_id.clone()), ..parse(op, body, w)? };
             json!(store.append_messages(a).await?)
         }
         "has-queued" => {
-            let a: ConversationArgs = parse(op, body)?;
+            let a: ConversationArgs = parse(op, body, w)?;
             json!({ "hasQueued": store.has_queued(&a.conversation_id).await? })
         }
         "control-state" => {
-            let a: WorkerOnlyBody = parse(op, body)?;
-            same_worker(a.worker_id.as_deref(), &p)?;
-            json!(store.worker_control_state(&p.worker_id).await?)
+            let NoArgs {} = parse(op, body, w)?;
+            json!(store.worker_control_state(w).await?)
         }
         "worker-heartbeat" => {
-            let a: WorkerOnlyBody = parse(op, body)?;
-            same_worker(a.worker_id.as_deref(), &p)?;
+            let NoArgs {} = parse(op, body, w)?;
             json!(store.worker_heartbeat(&p).await?)
         }
-        "snapshot-prepare" => json!(snapshots::prepare(app, &p, &parse(op, body)?).await?),
-        "snapshot-finalize" => json!(snapshots::finalize(app, &p, &parse(op, body)?).await?),
-        "snapshot-fail" => json!(snapshots::fail(app, &p, &parse(op, body)?).await?),
-        "snapshot-restore" => json!(snapshots::restore(app, &p, &parse(op, body)?).await?),
-        "media-upload-url" => json!(media::upload_url(app, &p, &parse(op, body)?).await?),
-        "media-url" => json!(media::file_url(app, &p, &parse(op, body)?).await?),
-        "message-metadata" => json!({ "metadata": media::attach_metadata(app, &p, &parse(op, body)?).await? }),
+        "snapshot-prepare" => json!(snapshots::prepare(app, &p, &parse(op, body, w)?).await?),
+        "snapshot-finalize" => json!(snapshots::finalize(app, &p, &parse(op, body, w)?).await?),
+        "snapshot-fail" => json!(snapshots::fail(app, &p, &parse(op, body, w)?).await?),
+        "snapshot-restore" => json!(snapshots::restore(app, &p, &parse(op, body, w)?).await?),
+        "media-upload-url" => json!(media::upload_url(app, &p, &parse(op, body, w)?).await?),
+        "media-url" => json!(media::file_url(app, &p, &parse(op, body, w)?).await?),
+        "message-metadata" => json!({ "metadata": media::attach_metadata(app, &p, &parse(op, body, w)?).await? }),
         _ => unreachable!("checked against WORKER_OPS; hydration is handled above"),
     };
     Ok(v)
@@ -249,17 +203,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn body_worker_id_must_match_the_token() {
-        let p = Principal { worker_id: "w1".into(), token_hash: "h".into() };
-        assert!(same_worker(None, &p).is_ok());
-        assert!(same_worker(Some("w1"), &p).is_ok());
-        assert_eq!(same_worker(Some("w2"), &p).unwrap_err().code().as_str(), "Forbidden");
+    fn a_body_worker_id_is_checked_then_replaced_or_dropped() {
+        let a: ClaimArgs = parse("claim", br#"{"workerId":"w1"}"#, "w1").unwrap();
+        assert_eq!(a.worker_id, "w1");
+        let a: ClaimArgs = parse("claim", b"{}", "w1").unwrap();
+        assert_eq!(a.worker_id, "w1", "the token's worker, whatever the body says");
+        let e = parse::<ClaimArgs>("claim", br#"{"workerId":"w2"}"#, "w1").unwrap_err();
+        assert_eq!(e.code().as_str(), "Forbidden");
+        assert_eq!(
+            parse::<ClaimArgs>("claim", br#"{"workerId":5}"#, "w1").unwrap_err().code().as_str(),
+            "ValidationError"
+        );
+        let c: ConversationArgs = parse("has-queued", br#"{"workerId":"w1","conversationId":"c"}"#, "w1").unwrap();
+        assert_eq!(c.conversation_id, "c", "ops without a workerId field never see the key");
     }
 
     #[test]
     fn empty_bodies_only_where_allowed() {
-        assert!(parse::<WorkerOnlyBody>("control-state", b"").is_ok());
-        assert!(parse::<ClaimBody>("claim", b"").is_err());
-        assert!(parse::<WorkerOnlyBody>("control-state", b"[1]").is_err());
+        assert!(parse::<NoArgs>("control-state", b"", "w").is_ok());
+        assert!(parse::<ClaimArgs>("claim", b"", "w").is_err());
+        assert!(parse::<NoArgs>("control-state", b"[1]", "w").is_err());
+        assert!(parse::<NoArgs>("control-state", br#"{"verbose":true}"#, "w").is_err());
     }
 }

@@ -88,8 +88,8 @@ impl Claimed {
     }
 }
 
-/// Why a worker row refuses a token (pure; also used by the write paths).
-pub fn check_row(row: Option<&WorkerItem>, hash: &str) -> AppResult<()> {
+/// The worker row when it accepts the token, else why not (pure; also used by the write paths).
+pub fn check_row<'a>(row: Option<&'a WorkerItem>, hash: &str) -> AppResult<&'a WorkerItem> {
     let Some(w) = row else {
         return Err(AppError::Unauthorized("unknown worker: mint a token with mintWorkerToken".into()));
     };
@@ -100,7 +100,7 @@ pub fn check_row(row: Option<&WorkerItem>, hash: &str) -> AppResult<()> {
     if w.status == WorkerStatus::Stopped {
         return Err(AppError::Unauthorized(format!("worker '{}' is stopped; its token no longer works", w.worker_id)));
     }
-    Ok(())
+    Ok(w)
 }
 
 /// Verifies bearer tokens against worker rows, trusting a verified token for `cache_ms`.

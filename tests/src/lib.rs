@@ -296,3 +296,19 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// Capture every log event of this thread (TRACE and up) until the guard drops.
+pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let buf = Captured::default();
+    let writer = buf.clone();
+    let sub =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
+    (buf, tracing::subscriber::set_default(sub))
+}
+
+/// A Secrets Manager backend on moto_server with a name prefix of its own, so tests never share
+/// secrets.
+pub async fn moto_secrets() -> shared::secrets::manager::SecretsManagerBackend {
+    let prefix = format!("t{:x}/", shared::ids::random_u128() as u64);
+    shared::secrets::manager::SecretsManagerBackend::from_env_or(Some(&moto_endpoint()), &prefix).await
+}

@@ -211,7 +211,7 @@ async fn worker_route_refusals_are_precise_and_change_nothing() {
         (raw("/worker/claim", Some(TOKEN), r#"{"conversationId":5}"#).await, 400, "ValidationError", "invalid type"),
         (raw("/worker/heartbeat", Some(TOKEN), "{}").await, 400, "ValidationError", "missing field `messageId`"),
         (
-            raw("/worker/claim", Some(TOKEN), r#"{"workerId":"w2","nowMs":1}"#).await,
+            raw("/worker/claim", Some(TOKEN), r#"{"workerId":"w1","nowMs":1}"#).await,
             400,
             "ValidationError",
             "unknown field `nowMs`",
@@ -275,47 +275,4 @@ async fn worker_route_refusals_are_precise_and_change_nothing() {
     let (st, late) = call(&a, "POST", "/worker/heartbeat", Some(TOKEN), lease).await;
     assert_eq!((st, late["error"]["reason"].as_str()), (409, Some("lease_expired")));
     assert_eq!(snapshot(e).await, before, "the late heartbeat changed nothing");
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn neither_worker_tokens_nor_secrets_reach_the_logs() {
-    const BOT_TOKEN: &str = "7001:AAE-known-secret-value-for-the-leak-test";
-    let a = app_env().await;
-    let e = &a.e;
-    let token = a.mint("w1").await;
-    #[allow(non_snake_case)]
-    let TOKEN = token.as_str();
-    seed_agent(&e.store, "bot", true).await;
-    let buf = Captured::default();
-    let writer = buf.clone();
-    let sub =
-        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(sub);
-    let imported = enqueue::handle(
-        &a.app,
-        json!({"op": "importSecret", "args": {"secretRef": "telegram.botToken.bot", "plaintextValue": BOT_TOKEN}}),
-    )
-    .await
-    .unwrap();
-    assert!(!imported.to_string().contains(BOT_TOKEN));
-    e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
-    let (_, job) = call(&a, "POST", "/worker/claim", Some(TOKEN), json!({"workerId": "w1"})).await;
-    call(&a, "POST", "/worker/claim", Some(&format!("{TOKEN}x")), json!({"workerId": "w1"})).await;
-    call(&a, "POST", "/worker/teleport", Some(TOKEN), json!({})).await;
-    let other = a.mint("w2").await;
-    let (st, _) = call(&a, "POST", "/worker/hydration", Some(&other), json!({"messageId": job["messageId"]})).await;
-    assert_eq!(st, 403);
-    let (st, bundle) = call(&a, "POST", "/worker/hydration", Some(TOKEN), json!({"messageId": job["messageId"]})).await;
-    assert_eq!((st, bundle["telegramBotToken"].as_str()), (200, Some(BOT_TOKEN)), "the holder gets the token");
-    let status = enqueue::handle(&a.app, json!({"op": "getSecretsStatus", "args": {"agentKey": "bot"}})).await.unwrap();
-    assert!(!status.to_string().contains(BOT_TOKEN));
-    enqueue::handle(&a.app, json!({"op": "deleteSecret", "args": {"secretRef": "telegram.botToken.bot"}}))
-        .await
-        .unwrap();
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("malformed worker token"), "the refusal is logged: {logs}");
-    assert!(logs.contains("is not leased to worker"), "the hydration refusal is logged: {logs}");
-    assert!(!logs.contains(TOKEN) && !logs.contains(&other), "a worker token leaked into the logs");
-    assert!(!logs.contains(BOT_TOKEN), "the bot token leaked into the logs");
-    assert!(!format!("{:?}", a.app).contains(BOT_TOKEN), "nor into Debug output");
 }

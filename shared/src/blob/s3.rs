@@ -31,12 +31,12 @@ pub struct S3Blobs {
 /// An S3 client. With an endpoint (moto_server) it uses dummy credentials, the region from
 /// `AWS_REGION` (default `us-east-1`) and path-style addressing (`<endpoint>/<bucket>/<key>`).
 pub async fn s3_client(endpoint: Option<&str>) -> Client {
-    let sdk = crate::aws::sdk_config(endpoint).await;
-    let mut b = aws_sdk_s3::config::Builder::from(&sdk);
-    if endpoint.is_some() {
-        b = b.force_path_style(true);
-    }
-    Client::from_conf(b.build())
+    s3_client_with(&crate::aws::sdk_config(endpoint).await, endpoint.is_some())
+}
+
+/// An S3 client on a loaded SDK configuration; `path_style` for emulators.
+pub fn s3_client_with(sdk: &aws_config::SdkConfig, path_style: bool) -> Client {
+    Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style).build())
 }
 
 /// An S3 call failed: an internal error naming the call and the object, with the SDK's full
@@ -103,13 +103,14 @@ impl S3Blobs {
         Self::new(s3_client(endpoint).await, bucket)
     }
 
-    /// From configuration: `BLOB_BUCKET` (required) and `S3_ENDPOINT` (optional).
-    pub async fn from_config(cfg: &Config) -> AppResult<Self> {
+    /// From configuration: `BLOB_BUCKET` (required) and `S3_ENDPOINT` (optional), on `sdk` (the
+    /// SDK configuration for that endpoint).
+    pub fn from_config(cfg: &Config, sdk: &aws_config::SdkConfig) -> AppResult<Self> {
         let bucket = cfg
             .blob_bucket
             .clone()
             .ok_or_else(|| AppError::validation("BLOB_BUCKET is not set: the blob store needs a bucket"))?;
-        Ok(Self::connect(bucket, cfg.s3_endpoint.as_deref()).await)
+        Ok(Self::new(s3_client_with(sdk, cfg.s3_endpoint.is_some()), bucket))
     }
 
     fn target(&self, key: &str) -> String {

@@ -73,15 +73,10 @@ impl SecretsManagerBackend {
         Self::new(secrets_client(endpoint).await, prefix)
     }
 
-    /// From configuration: `SECRETSMANAGER_ENDPOINT` and `SECRETS_PREFIX`.
-    pub async fn from_config(cfg: &crate::config::Config) -> Self {
-        Self::from_env_or(cfg.secrets_endpoint.as_deref(), &cfg.secrets_prefix).await
-    }
-
-    /// Set the recovery window of `delete` (clamped to Secrets Manager's 7..=30 days).
-    pub fn with_recovery_window_days(mut self, days: i64) -> Self {
-        self.recovery_window_days = days.clamp(7, 30);
-        self
+    /// From configuration (`SECRETS_PREFIX`), on `sdk` (the SDK configuration for
+    /// `SECRETSMANAGER_ENDPOINT`).
+    pub fn from_config(cfg: &crate::config::Config, sdk: &aws_config::SdkConfig) -> Self {
+        Self::new(Client::new(sdk), &cfg.secrets_prefix)
     }
 
     /// The Secrets Manager name of a ref.

@@ -69,8 +69,12 @@ impl Store {
 
 /// A DynamoDB client. With an endpoint (DynamoDB Local, dynoxide) it uses dummy credentials.
 pub async fn dynamo_client(endpoint: Option<&str>, counter: Option<counter::RequestCounter>) -> Client {
-    let sdk = crate::aws::sdk_config(endpoint).await;
-    let mut b = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    dynamo_client_with(&crate::aws::sdk_config(endpoint).await, counter)
+}
+
+/// A DynamoDB client on a loaded SDK configuration.
+pub fn dynamo_client_with(sdk: &aws_config::SdkConfig, counter: Option<counter::RequestCounter>) -> Client {
+    let mut b = aws_sdk_dynamodb::config::Builder::from(sdk);
     if let Some(c) = counter {
         b = b.interceptor(c);
     }

@@ -1,0 +1,116 @@
+//! Secrets and worker tokens never reach the logs, results, errors or `Debug` output. TRACE logs
+//! are captured with a thread-local subscriber; these tests live in a binary of their own, where
+//! every test installs one, so no thread without a subscriber races them for tracing's callsite
+//! cache.
+
+use integration_tests::*;
+use serde_json::json;
+use shared::secrets::file::FileSecretBackend;
+use shared::secrets::ops::dispatch;
+use shared::secrets::{MAX_VALUE_BYTES, SecretBackend, Secrets};
+use std::sync::Arc;
+
+#[tokio::test(flavor = "current_thread")]
+async fn neither_worker_tokens_nor_secrets_reach_the_logs() {
+    const BOT_TOKEN: &str = "7001:AAE-known-secret-value-for-the-leak-test";
+    let a = app_env().await;
+    let e = &a.e;
+    let token = a.mint("w1").await;
+    #[allow(non_snake_case)]
+    let TOKEN = token.as_str();
+    seed_agent(&e.store, "bot", true).await;
+    let (buf, _guard) = capture_logs();
+    let imported = enqueue::handle(
+        &a.app,
+        json!({"op": "importSecret", "args": {"secretRef": "telegram.botToken.bot", "plaintextValue": BOT_TOKEN}}),
+    )
+    .await
+    .unwrap();
+    assert!(!imported.to_string().contains(BOT_TOKEN));
+    e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
+    let (_, job) = a.call("POST", "/worker/claim", Some(TOKEN), json!({"workerId": "w1"})).await;
+    a.call("POST", "/worker/claim", Some(&format!("{TOKEN}x")), json!({"workerId": "w1"})).await;
+    a.call("POST", "/worker/teleport", Some(TOKEN), json!({})).await;
+    let other = a.mint("w2").await;
+    let (st, _) = a.call("POST", "/worker/hydration", Some(&other), json!({"messageId": job["messageId"]})).await;
+    assert_eq!(st, 403);
+    let (st, bundle) = a.call("POST", "/worker/hydration", Some(TOKEN), json!({"messageId": job["messageId"]})).await;
+    assert_eq!((st, bundle["telegramBotToken"].as_str()), (200, Some(BOT_TOKEN)), "the holder gets the token");
+    let status = enqueue::handle(&a.app, json!({"op": "getSecretsStatus", "args": {"agentKey": "bot"}})).await.unwrap();
+    assert!(!status.to_string().contains(BOT_TOKEN));
+    enqueue::handle(&a.app, json!({"op": "deleteSecret", "args": {"secretRef": "telegram.botToken.bot"}}))
+        .await
+        .unwrap();
+    let logs = buf.text();
+    assert!(logs.contains("malformed worker token"), "the refusal is logged: {logs}");
+    assert!(logs.contains("is not leased to worker"), "the hydration refusal is logged: {logs}");
+    assert!(!logs.contains(TOKEN) && !logs.contains(&other), "a worker token leaked into the logs");
+    assert!(!logs.contains(BOT_TOKEN), "the bot token leaked into the logs");
+    assert!(!format!("{:?}", a.app).contains(BOT_TOKEN), "nor into Debug output");
+}
+
+async fn op(e: &TestEnv, s: &Secrets, name: &str, args: serde_json::Value) -> shared::AppResult<serde_json::Value> {
+    dispatch(&e.store, s, name, Some(args)).await
+}
+
+const SECRET: &str = "sk-live-NEVER-LOG-ME-0123456789";
+
+/// Import, read, rotate, refuse, delete — all with TRACE logs captured; the value appears in
+/// no log line, no result, no error and no `Debug` output.
+async fn never_leaks(backend: Arc<dyn SecretBackend>, sdk: bool) {
+    let e = env().await;
+    let (buf, _guard) = capture_logs();
+    let s = Secrets::new(backend, Arc::new(e.clock.clone()), 60_000);
+    let mut seen = String::new();
+
+    let r = op(&e, &s, "importSecret", json!({"secretRef": "leak.test", "plaintextValue": SECRET})).await.unwrap();
+    seen.push_str(&r.to_string());
+    let got = s.get("leak.test").await.unwrap().unwrap();
+    assert_eq!(got.expose(), SECRET);
+    seen.push_str(&format!("{got:?} {s:?} {:?}", s.backend()));
+    seen.push_str(&format!("{:?}", s.first_active(&["leak.test".to_string()]).await.unwrap()));
+    seen.push_str(&format!("{:?}", s.backend().info("leak.test").await.unwrap()));
+    let r = op(&e, &s, "secretStatus", json!({"secretRefs": ["leak.test"]})).await.unwrap();
+    seen.push_str(&r.to_string());
+    // Refusals that carry the value somewhere in their input.
+    for bad in [
+        json!({"secretRef": "bad ref", "plaintextValue": SECRET}),
+        json!({"secretRef": "leak.test", "plaintextValue": SECRET, "unknown": 1}),
+        json!({"secretRef": "leak.test", "plaintextValue": format!("{SECRET}{}", "x".repeat(MAX_VALUE_BYTES))}),
+        json!({"secretRef": "leak.test", "plaintextValue": [SECRET]}),
+        json!({"secretRef": "leak.test", "plaintextValue": {"v": SECRET}}),
+    ] {
+        let err = op(&e, &s, "importSecret", bad).await.unwrap_err();
+        seen.push_str(&format!("{err} {err:?} {}", err.to_body()));
+    }
+    let r = op(&e, &s, "importSecret", json!({"secretRef": "leak.test", "plaintextValue": format!("{SECRET}-2")}))
+        .await
+        .unwrap();
+    seen.push_str(&r.to_string());
+    let r = op(&e, &s, "deleteSecret", json!({"secretRef": "leak.test"})).await.unwrap();
+    seen.push_str(&r.to_string());
+    assert_eq!(s.get("leak.test").await.unwrap(), None);
+
+    let logs = buf.text();
+    assert!(logs.contains("secret imported") && logs.contains("secret deactivated"), "logs were captured: {logs}");
+    if sdk {
+        // The SDK's own TRACE logs were captured too (calls without a value are not silenced),
+        // so the absence below means something.
+        assert!(logs.contains("DescribeSecret") || logs.contains("transmitting request"), "SDK logs captured");
+    }
+    assert!(!logs.contains(SECRET), "the value leaked into the logs");
+    assert!(!seen.contains(SECRET), "the value leaked into results, errors or Debug output: {seen}");
+    assert!(seen.contains("SecretValue(<redacted>)"), "{seen}");
+    drop(_guard);
+    e.drop_tables().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn values_never_leak_from_the_file_backend() {
+    never_leaks(Arc::new(FileSecretBackend::memory()), false).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn values_never_leak_from_secrets_manager() {
+    never_leaks(Arc::new(moto_secrets().await), true).await;
+}
