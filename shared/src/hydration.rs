@@ -187,8 +187,9 @@ pub async fn hydrate(app: &App, claimed: Claimed, a: &HydrationArgs) -> AppResul
     if truncated {
         history.remove(0);
     }
-    let mut payload = msg.payload.clone();
+    let mut payload = msg.payload;
     let lease_until = msg.lease_expires_at.unwrap_or(now);
+    // Media URLs last the download TTL, or to the lease's end when that is later (at most 1 h).
     let url_until = (now + pol.download_url_ttl_ms).max(lease_until.min(now + 3_600_000));
     if let Some(atts) = payload.attachments.as_mut() {
         for att in atts.iter_mut() {

@@ -313,7 +313,7 @@ async fn get_snapshot(store: &Store, id: &str) -> AppResult<(MessageRef, Snapsho
 }
 
 /// `prepareDataSnapshotUpload`.
-pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<PrepareResult> {
+pub async fn prepare(app: &App, p: &Principal, w: &WorkerItem, a: &PrepareArgs) -> AppResult<PrepareResult> {
     rules::validate_workspace_id(&a.workspace_id)?;
     rules::validate_agent_key(&a.agent_key)?;
     rules::validate_conversation_id(&a.conversation_id)?;
@@ -329,9 +329,7 @@ pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<Pre
         }
         _ => {}
     }
-    let w = store.get_worker(&p.worker_id).await?;
-    // The row is read anyway: check the token on it too, not only on the cached verification.
-    check_worker_scope(crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?, &a.conversation_id)?;
+    check_worker_scope(w, &a.conversation_id)?;
     let conv = store
         .get_conversation(&a.conversation_id)
         .await?
@@ -385,20 +383,21 @@ pub async fn prepare(app: &App, p: &Principal, a: &PrepareArgs) -> AppResult<Pre
 
 /// `finalizeDataSnapshotUpload`: verify the object, then one TransactWriteItems (snapshot ready +
 /// worker row: lastSnapshotId, and draining -> stopping for its final snapshot).
-pub async fn finalize(app: &App, p: &Principal, a: &FinalizeArgs) -> AppResult<FinalizeResult> {
+/// `w` is the caller's worker row as authenticated; a lost race on it is read again.
+pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs) -> AppResult<FinalizeResult> {
     validate_sha256(&a.sha256)?;
     let store = &app.store;
     let (_, snap) = get_snapshot(store, &a.snapshot_id).await?;
     check_finalize(&snap, &p.worker_id, store.now())?;
     let actual = app.blobs.digest(&snap.object_key).await?;
     check_object(&a.sha256, a.size_bytes, snap.declared_size_bytes, actual.as_ref())?;
-    for _ in 0..5 {
+    let mut w = w;
+    for attempt in 0..5 {
         let now = store.now();
-        let w = store
-            .get_worker(&p.worker_id)
-            .await?
-            .ok_or_else(|| AppError::Unauthorized(format!("unknown worker '{}'", p.worker_id)))?;
-        crate::worker_auth::check_row(Some(&w), &p.token_hash)?;
+        if attempt > 0 {
+            let row = store.get_worker(&p.worker_id).await?;
+            w = crate::worker_auth::check_row(row.as_ref(), &p.token_hash)?.clone();
+        }
         let next = status_after_finalize(&w, &snap);
         let expires_at = now + store.policy.snapshot_retention_ms;
         let ex = Ex::new()
@@ -525,14 +524,12 @@ async fn query_conversation(store: &Store, cid: &str, limit: i32) -> AppResult<V
 
 /// `getLatestDataSnapshotForRestore`: the newest ready, unexpired snapshot of the tuple (not just
 /// the newest row: a failed or unfinished later one does not hide a good earlier one).
-pub async fn restore(app: &App, p: &Principal, a: &RestoreArgs) -> AppResult<Option<RestoreResult>> {
+pub async fn restore(app: &App, w: &WorkerItem, a: &RestoreArgs) -> AppResult<Option<RestoreResult>> {
     rules::validate_workspace_id(&a.workspace_id)?;
     rules::validate_agent_key(&a.agent_key)?;
     rules::validate_conversation_id(&a.conversation_id)?;
     let store = &app.store;
-    let w = store.get_worker(&p.worker_id).await?;
-    // The row is read anyway: check the token on it too, not only on the cached verification.
-    check_worker_scope(crate::worker_auth::check_row(w.as_ref(), &p.token_hash)?, &a.conversation_id)?;
+    check_worker_scope(w, &a.conversation_id)?;
     let now = store.now();
     let items = query_conversation(store, &a.conversation_id, 100).await?;
     let Some(best) = pick_restore(&items, &a.workspace_id, &a.agent_key, now) else { return Ok(None) };

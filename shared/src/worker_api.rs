@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::hydration::HydrationArgs;
 use crate::queue::*;
+use crate::store::workers::control_state;
 use crate::worker_auth::Authenticator;
 use crate::{media, snapshots};
 use serde::Deserialize;
@@ -39,6 +40,10 @@ const EMPTY_BODY_OK: &[&str] = &["control-state", "worker-heartbeat"];
 /// Ops whose argument type carries the caller's `workerId` (the store's own types): the token's
 /// worker is put there. Every other op's body loses the key once checked.
 const TAKES_WORKER_ID: &[&str] = &["claim", "heartbeat", "complete", "fail"];
+
+/// Routes that need the caller's worker row: it is read by the authentication (never from the
+/// cache) and handed to them, so it is read once.
+const ROW_OPS: &[&str] = &["control-state", "snapshot-prepare", "snapshot-finalize", "snapshot-restore"];
 
 /// For routes that take no arguments.
 #[derive(Debug, Deserialize)]
@@ -151,7 +156,21 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
         let a: HydrationArgs = parse(op, body, claimed.worker_id())?;
         return Ok(json!(crate::hydration::hydrate(app, claimed, &a).await?));
     }
-    let p = app.auth.authenticate(&app.store, authorization, false).await?;
+    if ROW_OPS.contains(&op) {
+        let (p, row) = app.auth.authenticate_row(&app.store, authorization).await?;
+        check_size()?;
+        let w = p.worker_id.as_str();
+        return Ok(match op {
+            "control-state" => {
+                let NoArgs {} = parse(op, body, w)?;
+                json!(control_state(Some(&row), app.now(), &app.store.policy))
+            }
+            "snapshot-prepare" => json!(snapshots::prepare(app, &p, &row, &parse(op, body, w)?).await?),
+            "snapshot-finalize" => json!(snapshots::finalize(app, &p, row, &parse(op, body, w)?).await?),
+            _ => json!(snapshots::restore(app, &row, &parse(op, body, w)?).await?),
+        });
+    }
+    let p = app.auth.authenticate(&app.store, authorization).await?;
     check_size()?;
     let store = &app.store;
     let w = p.worker_id.as_str();
@@ -178,18 +197,11 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
             let a: ConversationArgs = parse(op, body, w)?;
             json!({ "hasQueued": store.has_queued(&a.conversation_id).await? })
         }
-        "control-state" => {
-            let NoArgs {} = parse(op, body, w)?;
-            json!(store.worker_control_state(w).await?)
-        }
         "worker-heartbeat" => {
             let NoArgs {} = parse(op, body, w)?;
             json!(store.worker_heartbeat(&p).await?)
         }
-        "snapshot-prepare" => json!(snapshots::prepare(app, &p, &parse(op, body, w)?).await?),
-        "snapshot-finalize" => json!(snapshots::finalize(app, &p, &parse(op, body, w)?).await?),
         "snapshot-fail" => json!(snapshots::fail(app, &p, &parse(op, body, w)?).await?),
-        "snapshot-restore" => json!(snapshots::restore(app, &p, &parse(op, body, w)?).await?),
         "media-upload-url" => json!(media::upload_url(app, &p, &parse(op, body, w)?).await?),
         "media-url" => json!(media::file_url(app, &p, &parse(op, body, w)?).await?),
         "message-metadata" => json!({ "metadata": media::attach_metadata(app, &p, &parse(op, body, w)?).await? }),

@@ -147,27 +147,35 @@ impl Authenticator {
         }
     }
 
-    /// Authenticate a call. `fresh` skips the cache.
-    pub async fn authenticate(&self, store: &Store, header: Option<&str>, fresh: bool) -> AppResult<Principal> {
-        let Claimed(Principal { worker_id, token_hash: hash }) = Self::claimed(header)?;
-        let now = store.now();
+    /// Authenticate a call, trusting a token verified less than `WORKER_AUTH_CACHE_MS` ago.
+    pub async fn authenticate(&self, store: &Store, header: Option<&str>) -> AppResult<Principal> {
+        let Claimed(p) = Self::claimed(header)?;
         let ttl = store.policy.auth_cache_ms;
-        if !fresh
-            && ttl > 0
-            && let Some((at, id)) = self.cache.lock().expect("auth cache").get(&hash)
-            && now - *at < ttl
-            && *id == worker_id
+        if ttl > 0
+            && let Some((at, id)) = self.cache.lock().expect("auth cache").get(&p.token_hash)
+            && store.now() - *at < ttl
+            && *id == p.worker_id
         {
-            return Ok(Principal { worker_id, token_hash: hash });
+            return Ok(p);
         }
-        let row = store.get_worker(&worker_id).await?;
-        if let Err(e) = check_row(row.as_ref(), &hash) {
-            self.cache.lock().expect("auth cache").remove(&hash);
-            return Err(e);
+        Ok(self.authenticate_row(store, header).await?.0)
+    }
+
+    /// Authenticate by reading the worker row (never the cache), and hand the row back: for the
+    /// routes that need it anyway, so it is read once. A verified token is then remembered.
+    pub async fn authenticate_row(&self, store: &Store, header: Option<&str>) -> AppResult<(Principal, WorkerItem)> {
+        let Claimed(p) = Self::claimed(header)?;
+        let row = store.get_worker(&p.worker_id).await?;
+        match check_row(row.as_ref(), &p.token_hash) {
+            Ok(_) => {
+                self.remember(&p, store.now(), store.policy.auth_cache_ms);
+                Ok((p, row.expect("check_row accepts only an existing row")))
+            }
+            Err(e) => {
+                self.cache.lock().expect("auth cache").remove(&p.token_hash);
+                Err(e)
+            }
         }
-        let p = Principal { worker_id, token_hash: hash };
-        self.remember(&p, now, ttl);
-        Ok(p)
     }
 
     /// Forget every cached verification (after a revoke through this process).
