@@ -1,11 +1,11 @@
 //! Everything a handler needs, built once per process: the DynamoDB store, the secret store,
 //! the blob store and the worker authenticator.
 
+use crate::adapters::dynamo::Store;
 use crate::blob::BlobBackend;
 use crate::error::AppResult;
 use crate::secrets::Secrets;
-use crate::store::Store;
-use crate::worker_auth::Authenticator;
+use crate::workers::auth::Authenticator;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -30,14 +30,15 @@ impl App {
     /// The deployed wiring: DynamoDB, Secrets Manager (`SECRETS_PREFIX`) and S3 (`BLOB_BUCKET`).
     /// One SDK config per process (per distinct endpoint), created at init.
     pub async fn from_config(cfg: &crate::config::Config, clock: crate::clock::SharedClock) -> AppResult<Self> {
-        let mut sdk = crate::aws::SdkConfigs::default();
-        let dynamo = crate::store::dynamo_client_with(&sdk.get(cfg.dynamodb_endpoint.as_deref()).await, None);
+        let mut sdk = crate::adapters::aws::SdkConfigs::default();
+        let dynamo =
+            crate::adapters::dynamo::dynamo_client_with(&sdk.get(cfg.dynamodb_endpoint.as_deref()).await, None);
         let store = Arc::new(Store::new(dynamo, cfg.tables.clone(), cfg.policy.clone(), clock.clone()));
         let sm = sdk.get(cfg.secrets_endpoint.as_deref()).await;
-        let backend = Arc::new(crate::secrets::manager::SecretsManagerBackend::from_config(cfg, &sm));
+        let backend = Arc::new(crate::adapters::secrets_manager::SecretsManagerBackend::from_config(cfg, &sm));
         let secrets = Secrets::new(backend, clock, cfg.policy.secrets_cache_ms);
         let s3 = sdk.get(cfg.s3_endpoint.as_deref()).await;
-        let blobs = Arc::new(crate::blob::s3::S3Blobs::from_config(cfg, &s3)?);
+        let blobs = Arc::new(crate::adapters::s3::S3Blobs::from_config(cfg, &s3)?);
         Ok(Self::new(store, secrets, blobs))
     }
 }

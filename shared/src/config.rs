@@ -1,7 +1,7 @@
 //! Configuration read once per process from the environment.
 
+use crate::adapters::dynamo::schema;
 use crate::error::AppError;
-use crate::store::schema;
 
 /// Queue, lease and retry policy. Defaults are the original's constants (spec §2).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,10 @@
-//! agent-factory's common crate: the queue and lease rules, the DynamoDB store, the op envelope
-//! and the worker protocol shared by every Lambda function and the local runner.
+//! agent-factory's common crate: the domains (queue, conversations, workers, agents, secrets,
+//! snapshots, media, hydration), the adapters that reach DynamoDB, Secrets Manager, S3 and
+//! outside HTTP APIs, the op envelope and the worker protocol, shared by every Lambda function,
+//! the local runner, the reference worker and the CLI.
 
+pub mod adapters;
 pub mod app;
-pub mod aws;
 pub mod blob;
 pub mod clock;
 pub mod config;
@@ -15,12 +17,14 @@ pub mod ops;
 pub mod queue;
 pub mod secrets;
 pub mod snapshots;
-pub mod store;
 pub mod telemetry;
 pub mod worker_api;
-pub mod worker_auth;
+pub mod workers;
 
+pub use adapters::dynamo::Store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
 pub use error::{AppError, AppResult, ErrorCode};
-pub use store::Store;
+
+/// A boxed future: what the port traits return, so they can be used as `dyn`.
+pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

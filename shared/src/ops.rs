@@ -1,15 +1,15 @@
 //! The consumer invocation envelope `{"op": "<name>", "args": {...}}` (architecture §3) and
 //! the queue operations served through it.
 
+use crate::adapters::dynamo::Store;
+use crate::adapters::dynamo::agents::ConfigureAgentArgs;
+use crate::adapters::dynamo::workers::MintTokenArgs;
+use crate::adapters::dynamo::workers::UpsertWorkerArgs;
 use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::model::MessageConfig;
 use crate::queue::*;
-use crate::snapshots;
-use crate::store::Store;
-use crate::store::control::ConfigureAgentArgs;
-use crate::store::workers::MintTokenArgs;
-use crate::store::workers::UpsertWorkerArgs;
+use crate::snapshots::ops as snapshots;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};

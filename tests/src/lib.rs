@@ -1,12 +1,12 @@
 //! Test harness: a store on fresh tables in the DynamoDB named by `DYNAMODB_ENDPOINT`
 //! (DynamoDB Local, started by `infra/scripts/test.sh`), with a manual clock.
 
+use shared::adapters::dynamo::agents::ConfigureAgentArgs;
+use shared::adapters::dynamo::counter::RequestCounter;
 use shared::clock::ManualClock;
 use shared::config::{QueuePolicy, TableNames};
 use shared::model::Payload;
 use shared::queue::EnqueueArgs;
-use shared::store::control::ConfigureAgentArgs;
-use shared::store::counter::RequestCounter;
 use shared::{AppError, Store};
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ pub async fn env_system(policy: QueuePolicy) -> TestEnv {
 
 async fn env_clocked(policy: QueuePolicy, clock_override: Option<shared::clock::SharedClock>) -> TestEnv {
     let counter = RequestCounter::new();
-    let client = shared::store::dynamo_client(Some(&endpoint()), Some(counter.clone())).await;
+    let client = shared::adapters::dynamo::dynamo_client(Some(&endpoint()), Some(counter.clone())).await;
     // 64 random bits: test binaries share one DynamoDB Local, so prefixes must never repeat.
     let prefix = format!("t{:016x}-", shared::ids::random_u128() as u64);
     let tables = TableNames::with_prefix(&prefix);
@@ -158,8 +158,8 @@ pub fn moto_endpoint() -> String {
 pub struct AppEnv {
     pub e: TestEnv,
     pub app: shared::app::App,
-    pub blobs: Arc<shared::blob::local::LocalBlobs>,
-    pub secrets_backend: Arc<shared::secrets::file::FileSecretBackend>,
+    pub blobs: Arc<shared::adapters::blob_local::LocalBlobs>,
+    pub secrets_backend: Arc<shared::adapters::secrets_file::FileSecretBackend>,
     pub blob_dir: std::path::PathBuf,
 }
 
@@ -173,9 +173,10 @@ pub async fn app_env_with(policy: QueuePolicy) -> AppEnv {
     let e = env_with(policy).await;
     let blob_dir = std::env::temp_dir().join(format!("af-blobs-{:016x}", shared::ids::random_u128() as u64));
     std::fs::create_dir_all(&blob_dir).expect("blob dir");
-    let blobs =
-        Arc::new(shared::blob::local::LocalBlobs::open(&blob_dir, "http://127.0.0.1:1").expect("local blob store"));
-    let secrets_backend = Arc::new(shared::secrets::file::FileSecretBackend::memory());
+    let blobs = Arc::new(
+        shared::adapters::blob_local::LocalBlobs::open(&blob_dir, "http://127.0.0.1:1").expect("local blob store"),
+    );
+    let secrets_backend = Arc::new(shared::adapters::secrets_file::FileSecretBackend::memory());
     let clock: shared::clock::SharedClock = Arc::new(e.clock.clone());
     let secrets = shared::secrets::Secrets::new(secrets_backend.clone(), clock, e.store.policy.secrets_cache_ms);
     let app = shared::app::App::new(e.store.clone(), secrets, blobs.clone());
@@ -188,7 +189,7 @@ impl AppEnv {
         let m = self
             .e
             .store
-            .mint_worker_token(&shared::store::workers::MintTokenArgs {
+            .mint_worker_token(&shared::adapters::dynamo::workers::MintTokenArgs {
                 worker_id: worker_id.into(),
                 provider: Some("fly".into()),
             })
@@ -308,7 +309,7 @@ pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
 
 /// A Secrets Manager backend on moto_server with a name prefix of its own, so tests never share
 /// secrets.
-pub async fn moto_secrets() -> shared::secrets::manager::SecretsManagerBackend {
+pub async fn moto_secrets() -> shared::adapters::secrets_manager::SecretsManagerBackend {
     let prefix = format!("t{:x}/", shared::ids::random_u128() as u64);
-    shared::secrets::manager::SecretsManagerBackend::from_env_or(Some(&moto_endpoint()), &prefix).await
+    shared::adapters::secrets_manager::SecretsManagerBackend::from_env_or(Some(&moto_endpoint()), &prefix).await
 }

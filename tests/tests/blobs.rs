@@ -4,8 +4,8 @@
 use integration_tests::{code, moto_endpoint};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use shared::blob::local::{BlobHttpResponse, LocalBlobs, MAX_BODY_BYTES};
-use shared::blob::s3::S3Blobs;
+use shared::adapters::blob_local::{BlobHttpResponse, LocalBlobs, MAX_BODY_BYTES};
+use shared::adapters::s3::S3Blobs;
 use shared::blob::{BlobBackend, ObjectInfo};
 use std::path::PathBuf;
 

@@ -2,10 +2,10 @@
 //! raced for from 8 tasks, and claimers that vanish mid-lease.
 
 use integration_tests::*;
+use shared::adapters::dynamo::Store;
 use shared::config::QueuePolicy;
 use shared::model::{ClaimedJob, MessageStatus};
 use shared::queue::{LeaseArgs, ListConversationArgs};
-use shared::store::Store;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 
 use integration_tests::*;
 use serde_json::json;
-use shared::secrets::file::FileSecretBackend;
+use shared::adapters::secrets_file::FileSecretBackend;
 use shared::secrets::ops::dispatch;
 use shared::secrets::{MAX_VALUE_BYTES, SecretBackend, Secrets};
 use std::sync::Arc;

@@ -4,11 +4,11 @@
 
 use integration_tests::*;
 use serde_json::{Value, json};
-use shared::secrets::file::FileSecretBackend;
-use shared::secrets::manager::SecretsManagerBackend;
+use shared::adapters::dynamo::agents::ConfigureAgentArgs;
+use shared::adapters::secrets_file::FileSecretBackend;
+use shared::adapters::secrets_manager::SecretsManagerBackend;
 use shared::secrets::ops::{SECRET_OPS, dispatch};
 use shared::secrets::{MAX_VALUE_BYTES, SecretBackend, SecretInfo, SecretValue, Secrets};
-use shared::store::control::ConfigureAgentArgs;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! configuration the functions read.
 
 use serde_json::{Value, json};
-use shared::store::schema::{AttrType, IndexDef, TABLES, TableDef};
+use shared::adapters::dynamo::schema::{AttrType, IndexDef, TABLES, TableDef};
 
 fn template() -> Value {
     let path = format!("{}/../infra/template.yaml", env!("CARGO_MANIFEST_DIR"));

@@ -6,10 +6,10 @@
 use integration_tests::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use shared::adapters::dynamo::agents::ConfigureAgentArgs;
+use shared::adapters::dynamo::workers::UpsertWorkerArgs;
 use shared::model::{Attachment, AttachmentKind, AttachmentStatus, WorkerStatus};
 use shared::queue::EnqueueArgs;
-use shared::store::control::ConfigureAgentArgs;
-use shared::store::workers::UpsertWorkerArgs;
 
 fn err(v: &Value) -> (&str, &str) {
     (v["error"]["code"].as_str().unwrap_or("-"), v["error"]["message"].as_str().unwrap_or("-"))
@@ -225,7 +225,7 @@ async fn tokens_bind_the_worker_and_stop_working_when_revoked_replaced_or_stoppe
         .client
         .delete_item()
         .table_name(&a.e.tables.workers)
-        .key("workerId", shared::store::s("ghost"))
+        .key("workerId", shared::adapters::dynamo::s("ghost"))
         .send()
         .await
         .unwrap();
@@ -624,7 +624,7 @@ async fn the_deployed_wiring_runs_a_job_and_a_snapshot_on_moto() {
     let cfg = shared::Config::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
     let app = shared::app::App::from_config(&cfg, std::sync::Arc::new(shared::SystemClock)).await.unwrap();
     app.store.create_tables().await.unwrap();
-    shared::blob::s3::S3Blobs::connect(&bucket, Some(&moto)).await.ensure_bucket().await.unwrap();
+    shared::adapters::s3::S3Blobs::connect(&bucket, Some(&moto)).await.ensure_bucket().await.unwrap();
     let run = |v: Value| {
         let app = app.clone();
         async move { enqueue::handle(&app, v).await }

@@ -18,10 +18,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use shared::adapters::blob_local::LocalBlobs;
+use shared::adapters::secrets_file::FileSecretBackend;
 use shared::app::App;
-use shared::blob::local::LocalBlobs;
 use shared::secrets::Secrets;
-use shared::secrets::file::FileSecretBackend;
 use shared::{Config, Store, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,7 +148,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut tokens = String::new();
     for w in &args.workers {
         let m = store
-            .mint_worker_token(&shared::store::workers::MintTokenArgs {
+            .mint_worker_token(&shared::adapters::dynamo::workers::MintTokenArgs {
                 worker_id: w.clone(),
                 provider: Some("local".into()),
             })
@@ -171,8 +171,8 @@ async fn run(args: Args) -> Result<(), String> {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
                 }
-                match shared::snapshots::sweep(&app, Some(100)).await {
-                    Ok(r) if r != shared::snapshots::SweepResult::default() => tracing::info!(?r, "storage sweep"),
+                match shared::snapshots::ops::sweep(&app, Some(100)).await {
+                    Ok(r) if r != shared::snapshots::ops::SweepResult::default() => tracing::info!(?r, "storage sweep"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "storage sweep failed"),
                 }

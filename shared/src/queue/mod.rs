@@ -1,5 +1,5 @@
 //! The queue's public operations: argument and result types (the wire shapes) and the rules.
-//! The DynamoDB store (`crate::store::queue`) carries them out.
+//! The DynamoDB store (`crate::adapters::dynamo::queue`) carries them out.
 
 pub mod rules;
 

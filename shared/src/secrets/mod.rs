@@ -1,25 +1,20 @@
 //! The secret store: every secret ref (`fly.apiToken`, `telegram.botToken.<agentKey>`,
 //! `agent-bridge.*`, ...) lives in AWS Secrets Manager under one name prefix per deployment
-//! (`manager.rs`), or, for the local runner, in a file under its data directory (`file.rs`).
+//! (`adapters/secrets_manager.rs`), or, for the local runner, in a file under its data directory (`adapters/secrets_file.rs`).
 //! [`Secrets`] wraps a backend with a short-lived per-process cache and the ref rules.
 //!
 //! Values are [`SecretValue`]s: their `Debug` is redacted and they have no `Display`, so a
 //! value cannot end up in a log line or an error message by accident.
 
-pub mod file;
-pub mod manager;
 pub mod ops;
 
 use crate::clock::{Millis, SharedClock};
 use crate::error::{AppError, AppResult};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-/// A boxed future: what the backend traits return, so they can be used as `dyn`.
-pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFut;
 
 /// A secret's plaintext. Redacted in `Debug`; read it with [`SecretValue::expose`].
 #[derive(Clone, PartialEq, Eq)]

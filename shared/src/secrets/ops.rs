@@ -5,9 +5,9 @@
 //! `plaintextValue` is described by its size or type only.
 
 use super::{MAX_VALUE_BYTES, SecretInfo, SecretValue, Secrets, validate_ref};
+use crate::adapters::dynamo::Store;
 use crate::error::{AppError, AppResult};
 use crate::model::AgentProfile;
-use crate::store::Store;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -225,7 +225,7 @@ pub fn hydration_refs(p: &AgentProfile) -> Vec<String> {
     }
     if let Some(b) = p.bridge_config.as_ref().filter(|b| b.enabled) {
         let k = &p.agent_key;
-        let chain = |preferred: Option<&str>, prefix: &str| crate::hydration::candidates(preferred, prefix, k);
+        let chain = |preferred: Option<&str>, prefix: &str| crate::hydration::ops::candidates(preferred, prefix, k);
         let mut all = chain(b.service_key_secret_ref.as_deref(), "agent-bridge.serviceKey");
         if b.base_url.is_none() {
             all.extend(chain(None, "agent-bridge.baseUrl"));

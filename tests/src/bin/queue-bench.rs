@@ -8,9 +8,9 @@
 //!    complete): DynamoDB requests and latency per call.
 
 use integration_tests::*;
+use shared::adapters::dynamo::Store;
 use shared::config::QueuePolicy;
 use shared::queue::LeaseArgs;
-use shared::store::Store;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

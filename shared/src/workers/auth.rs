@@ -6,10 +6,10 @@
 //! Token format: `afw1.<hex of the workerId>.<64 hex random>` (256 random bits). The workerId
 //! is inside so that verifying is one GetItem by key.
 
+use crate::adapters::dynamo::Store;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::model::{WorkerItem, WorkerStatus};
-use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -208,9 +208,9 @@ mod tests {
     fn rows_refuse_unknown_revoked_replaced_and_stopped() {
         let t = new_token("w");
         let h = token_hash(t.expose());
-        let mut row = crate::store::workers::apply_upsert(
+        let mut row = crate::adapters::dynamo::workers::apply_upsert(
             None,
-            &crate::store::workers::UpsertWorkerArgs::status("w", "fly", WorkerStatus::Active),
+            &crate::adapters::dynamo::workers::UpsertWorkerArgs::status("w", "fly", WorkerStatus::Active),
             1,
         )
         .unwrap();

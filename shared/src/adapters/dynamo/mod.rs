@@ -1,7 +1,7 @@
 //! The DynamoDB adapter: client setup, the request counter, transaction plumbing, and the
 //! queue, worker and control operations (one file each).
 
-pub mod control;
+pub mod agents;
 pub mod counter;
 pub mod queue;
 pub mod schema;
@@ -69,7 +69,7 @@ impl Store {
 
 /// A DynamoDB client. With an endpoint (DynamoDB Local, dynoxide) it uses dummy credentials.
 pub async fn dynamo_client(endpoint: Option<&str>, counter: Option<counter::RequestCounter>) -> Client {
-    dynamo_client_with(&crate::aws::sdk_config(endpoint).await, counter)
+    dynamo_client_with(&crate::adapters::aws::sdk_config(endpoint).await, counter)
 }
 
 /// A DynamoDB client on a loaded SDK configuration.

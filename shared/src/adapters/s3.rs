@@ -5,8 +5,9 @@
 //! own clock), so the trait methods sign at `SystemTime::now()`; [`S3Blobs::presign_put_at`] and
 //! [`S3Blobs::presign_get_at`] take "now" explicitly.
 
-use super::local::validate_content_type;
-use super::{BlobBackend, BoxFut, ObjectInfo, PresignedPut, validate_key};
+use crate::BoxFut;
+use crate::adapters::blob_local::validate_content_type;
+use crate::blob::{BlobBackend, ObjectInfo, PresignedPut, validate_key};
 use crate::clock::Millis;
 use crate::config::Config;
 use crate::error::{AppError, AppResult};
@@ -31,7 +32,7 @@ pub struct S3Blobs {
 /// An S3 client. With an endpoint (moto_server) it uses dummy credentials, the region from
 /// `AWS_REGION` (default `us-east-1`) and path-style addressing (`<endpoint>/<bucket>/<key>`).
 pub async fn s3_client(endpoint: Option<&str>) -> Client {
-    s3_client_with(&crate::aws::sdk_config(endpoint).await, endpoint.is_some())
+    s3_client_with(&crate::adapters::aws::sdk_config(endpoint).await, endpoint.is_some())
 }
 
 /// An S3 client on a loaded SDK configuration; `path_style` for emulators.

@@ -1,12 +1,9 @@
-//! Object storage for snapshot archives and media: S3 with presigned URLs (`s3.rs`), or, for the
+//! Object storage for snapshot archives and media: S3 with presigned URLs (`adapters/s3.rs`), or, for the
 //! local runner, a directory whose objects are served by the runner at presigned-style URLs
-//! signed with HMAC (`local.rs`). Workers never get storage credentials, only short-lived URLs.
+//! signed with HMAC (`adapters/blob_local.rs`). Workers never get storage credentials, only short-lived URLs.
 
-pub mod local;
-pub mod s3;
-
+pub use crate::BoxFut;
 use crate::error::AppResult;
-pub use crate::secrets::BoxFut;
 
 /// What a stored object is.
 #[derive(Debug, Clone, PartialEq, Eq)]

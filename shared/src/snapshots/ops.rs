@@ -9,6 +9,7 @@
 //! snapshot id is `<ULID>:<conversationId>`, a direct key. Deadlines are in the sparse `expiry`
 //! index (`snapshot_upload` while uploading, `snapshot` while ready).
 
+use crate::adapters::dynamo::{Ex, Item, Store, from_item, key, n, s, schema, to_item};
 use crate::app::App;
 use crate::blob::{UploadTarget, snapshot_key};
 use crate::clock::Millis;
@@ -16,8 +17,7 @@ use crate::error::{AppError, AppResult, sdk_error};
 use crate::ids::{self, MessageRef};
 use crate::model::{WorkerItem, WorkerStatus};
 use crate::queue::rules;
-use crate::store::{Ex, Item, Store, from_item, key, n, s, schema, to_item};
-use crate::worker_auth::Principal;
+use crate::workers::auth::Principal;
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -396,7 +396,7 @@ pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs)
         let now = store.now();
         if attempt > 0 {
             let row = store.get_worker(&p.worker_id).await?;
-            w = crate::worker_auth::check_row(row.as_ref(), &p.token_hash)?.clone();
+            w = crate::workers::auth::check_row(row.as_ref(), &p.token_hash)?.clone();
         }
         let next = status_after_finalize(&w, &snap);
         let expires_at = now + store.policy.snapshot_retention_ms;
@@ -415,7 +415,7 @@ pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs)
             .val(":seen", s(w.status.as_str()))
             .val(":th", s(&p.token_hash))
             .val(":stopping", s("stopping"));
-        let snap_update = crate::store::queue::tx_update(
+        let snap_update = crate::adapters::dynamo::queue::tx_update(
             &store.tables.queue,
             key(&snap.pk, &snap.sk),
             "SET #ss = :ready, sha256 = :sha, sizeBytes = :size, completedAt = :now, expiresAt = :exp, \
@@ -429,7 +429,7 @@ pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs)
             }
             None => "SET lastSnapshotId = :sid",
         };
-        let worker_item = crate::store::queue::tx_update(
+        let worker_item = crate::adapters::dynamo::queue::tx_update(
             &store.tables.workers,
             Item::from([("workerId".to_string(), s(&p.worker_id))]),
             worker_update,
@@ -445,8 +445,8 @@ pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs)
                     worker_status: Some(next.unwrap_or(w.status)),
                 });
             }
-            Err(crate::store::TxError::Cancelled(r)) => {
-                if r.first().is_some_and(crate::store::Reason::failed_condition) {
+            Err(crate::adapters::dynamo::TxError::Cancelled(r)) => {
+                if r.first().is_some_and(crate::adapters::dynamo::Reason::failed_condition) {
                     return Err(AppError::conflict(format!(
                         "snapshot {} changed during finalize (already finalized or failed)",
                         snap.snapshot_id
@@ -502,7 +502,9 @@ async fn mark_failed(store: &Store, snap: &SnapshotItem, error: &str, now: Milli
         .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
         .send()
         .await;
-    crate::store::applied(r, "UpdateItem snapshot")?.map(|o| from_item(o.attributes.unwrap_or_default())).transpose()
+    crate::adapters::dynamo::applied(r, "UpdateItem snapshot")?
+        .map(|o| from_item(o.attributes.unwrap_or_default()))
+        .transpose()
 }
 
 /// Snapshots of a conversation, newest first (`limit` rows read).
@@ -640,7 +642,7 @@ pub async fn sweep(app: &App, limit: Option<i64>) -> AppResult<SweepResult> {
                     }
                 }
                 _ => {
-                    if crate::media::expire_attachment(app, item, now).await? {
+                    if crate::media::ops::expire_attachment(app, item, now).await? {
                         res.media_expired += 1;
                     }
                 }
@@ -666,7 +668,7 @@ async fn expire_snapshot(store: &Store, snap: &SnapshotItem, now: Millis) -> App
         .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
         .send()
         .await;
-    Ok(crate::store::applied(r, "UpdateItem snapshot")?.is_some())
+    Ok(crate::adapters::dynamo::applied(r, "UpdateItem snapshot")?.is_some())
 }
 
 #[cfg(test)]
@@ -739,7 +741,7 @@ mod tests {
 
     #[test]
     fn only_a_final_snapshot_of_its_own_conversation_stops_a_draining_worker() {
-        use crate::store::workers::{UpsertWorkerArgs, apply_upsert};
+        use crate::adapters::dynamo::workers::{UpsertWorkerArgs, apply_upsert};
         let mut w = apply_upsert(None, &UpsertWorkerArgs::status("w1", "fly", WorkerStatus::Draining), 1).unwrap();
         let s = snap(SnapshotStatus::Uploading, "default", 10);
         assert_eq!(status_after_finalize(&w, &s), Some(WorkerStatus::Stopping), "no assignment: its own");

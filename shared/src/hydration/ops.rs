@@ -2,6 +2,7 @@
 //! holds. Served only to the worker holding the message's live lease; anyone else gets 403 and
 //! no profile, history or secret is read.
 
+use crate::adapters::dynamo::{Item, from_item, key, s};
 use crate::app::App;
 use crate::blob::media_key;
 use crate::error::{AppError, AppResult};
@@ -11,8 +12,7 @@ use crate::model::{
 };
 use crate::queue::rules;
 use crate::secrets::Secrets;
-use crate::store::{Item, from_item, key, s};
-use crate::worker_auth::Claimed;
+use crate::workers::auth::Claimed;
 use serde::{Deserialize, Serialize};
 
 /// `POST /worker/hydration` body.

@@ -3,6 +3,7 @@
 //! retention deadline in the `expiry` index. Workers get short-lived presigned URLs, and only for
 //! the job they hold (W-7); Telegram's 20 MB download ceiling is enforced up front.
 
+use crate::adapters::dynamo::{Item, from_item, key, n, s, to_item};
 use crate::app::App;
 use crate::blob::{UploadTarget, media_key};
 use crate::clock::Millis;
@@ -10,8 +11,7 @@ use crate::error::{AppError, AppResult, sdk_error};
 use crate::ids::{self, MessageRef};
 use crate::model::{AttachmentKind, AttachmentStatus, MessageItem};
 use crate::queue::rules;
-use crate::store::{Item, from_item, key, n, s, to_item};
-use crate::worker_auth::Principal;
+use crate::workers::auth::Principal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -287,14 +287,14 @@ pub async fn attach_metadata(app: &App, p: &Principal, a: &MetadataArgs) -> AppR
         .update_expression("SET payload.metadata = :m")
         .condition_expression("#st = :processing AND claimedBy = :w AND leaseId = :l AND leaseExpiresAt > :now")
         .expression_attribute_names("#st", "status")
-        .expression_attribute_values(":m", crate::store::to_av(&merged)?)
+        .expression_attribute_values(":m", crate::adapters::dynamo::to_av(&merged)?)
         .expression_attribute_values(":processing", s("processing"))
         .expression_attribute_values(":w", s(&p.worker_id))
         .expression_attribute_values(":l", s(m.lease_id.clone().unwrap_or_default()))
         .expression_attribute_values(":now", n(now))
         .send()
         .await;
-    match crate::store::applied(r, "UpdateItem metadata")? {
+    match crate::adapters::dynamo::applied(r, "UpdateItem metadata")? {
         Some(_) => Ok(merged),
         None => Err(AppError::lease(crate::error::LeaseRefusal::LeaseMismatch, "the lease changed during the call")),
     }
@@ -320,7 +320,7 @@ pub(crate) async fn expire_attachment(app: &App, item: Item, now: Millis) -> App
         .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + 30 * 86_400_000)))
         .send()
         .await;
-    if crate::store::applied(r, "UpdateItem attachment")?.is_none() {
+    if crate::adapters::dynamo::applied(r, "UpdateItem attachment")?.is_none() {
         return Ok(false);
     }
     // The payload copy (spec: both copies are kept in sync on expiry).

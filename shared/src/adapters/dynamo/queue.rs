@@ -3,13 +3,13 @@
 //! Request counts per operation are documented in `docs/data-model.md`.
 
 use super::{Ex, Item, Reason, Store, TxError, conflict_pause, from_item, key, n, s, to_av, to_item};
+use crate::adapters::dynamo::schema;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult, LeaseRefusal, sdk_error};
 use crate::ids::{self, LeaseHint, MessageRef};
 use crate::model::{ClaimedJob, ConversationItem, MessageItem, MessageStatus, WorkerItem};
 use crate::queue::rules::{self, ClaimPlan, FailOutcome};
 use crate::queue::*;
-use crate::store::schema;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update,
 };
@@ -173,7 +173,7 @@ impl Store {
         let message_id = msg.message_id.clone();
         let external = msg.payload.external_message_id.clone();
         let msg_item = to_item(&msg)?;
-        let attachment_rows = crate::media::inbound_rows(&msg, now)?;
+        let attachment_rows = crate::media::ops::inbound_rows(&msg, now)?;
         let ex = base_ex()
             .val(":a", s(&args.agent_key))
             .val(":t", AttributeValue::Bool(true))
@@ -524,7 +524,7 @@ impl Store {
                     if let Some(w) = r.get(2).filter(|r| r.failed_condition()) {
                         let row = w.item.clone().map(from_item::<WorkerItem>).transpose()?;
                         if let Some(th) = token_hash {
-                            crate::worker_auth::check_row(row.as_ref(), th)?;
+                            crate::workers::auth::check_row(row.as_ref(), th)?;
                         }
                         return Ok(ConvOutcome::WorkerRefused(row));
                     }
@@ -910,7 +910,7 @@ impl Store {
                 if let Some(w) = r.get(2).filter(|r| r.failed_condition()) {
                     if let Some(th) = &a.token_hash {
                         let row = w.item.clone().map(from_item::<WorkerItem>).transpose()?;
-                        crate::worker_auth::check_row(row.as_ref(), th)?;
+                        crate::workers::auth::check_row(row.as_ref(), th)?;
                     }
                     return Err(AppError::not_found(format!("worker '{}' is not registered", a.worker_id)));
                 }

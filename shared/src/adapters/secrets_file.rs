@@ -11,9 +11,10 @@
 //! it lives in); this backend is for a developer's machine, Secrets Manager is for AWS. One
 //! process owns the file: it is read once at open and kept in memory.
 
-use super::{BoxFut, SecretBackend, SecretInfo, SecretValue};
+use crate::BoxFut;
 use crate::clock::{Millis, SharedClock, SystemClock};
 use crate::error::{AppError, AppResult};
+use crate::secrets::{SecretBackend, SecretInfo, SecretValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -18,7 +18,8 @@
 //! [`canonical_request`]). [`LocalBlobs::serve`] answers those requests without depending on an
 //! HTTP framework.
 
-use super::{BlobBackend, BoxFut, ObjectInfo, PresignedPut, validate_key};
+use crate::BoxFut;
+use crate::blob::{BlobBackend, ObjectInfo, PresignedPut, validate_key};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use hmac::{Hmac, KeyInit, Mac};

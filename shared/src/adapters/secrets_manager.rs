@@ -25,9 +25,10 @@
 //! - Names ending in `-` + 6 characters can be mistaken for partial ARNs by Secrets Manager;
 //!   refs like `...-abcdef` should be avoided (AWS's own advice).
 
-use super::{BoxFut, SecretBackend, SecretInfo, SecretValue};
+use crate::BoxFut;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
+use crate::secrets::{SecretBackend, SecretInfo, SecretValue};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
@@ -56,9 +57,9 @@ pub struct SecretsManagerBackend {
 }
 
 /// A Secrets Manager client. With an endpoint (moto_server) it uses dummy static credentials and
-/// `AWS_REGION` (default `us-east-1`), like [`crate::store::dynamo_client`].
+/// `AWS_REGION` (default `us-east-1`), like [`crate::adapters::dynamo::dynamo_client`].
 pub async fn secrets_client(endpoint: Option<&str>) -> Client {
-    let sdk = crate::aws::sdk_config(endpoint).await;
+    let sdk = crate::adapters::aws::sdk_config(endpoint).await;
     Client::new(&sdk)
 }
 

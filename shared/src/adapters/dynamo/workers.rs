@@ -308,7 +308,7 @@ impl Store {
         if provider.is_empty() || provider.len() > 64 {
             return Err(AppError::validation("provider must be 1 to 64 characters"));
         }
-        let token = crate::worker_auth::new_token(&a.worker_id);
+        let token = crate::workers::auth::new_token(&a.worker_id);
         let now = self.now();
         let out = self
             .client
@@ -323,7 +323,7 @@ impl Store {
             .condition_expression("attribute_not_exists(workerId) OR #st IN (:active, :draining)")
             .expression_attribute_names("#st", "status")
             .expression_attribute_names("#ld", "load")
-            .expression_attribute_values(":h", s(crate::worker_auth::token_hash(token.expose())))
+            .expression_attribute_values(":h", s(crate::workers::auth::token_hash(token.expose())))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":p", s(provider))
             .expression_attribute_values(":active", s("active"))
@@ -376,7 +376,7 @@ impl Store {
 
     /// The worker-level heartbeat (the original has none, W8): an idle worker proves it is alive.
     /// One UpdateItem that also re-checks the token; returns the control state.
-    pub async fn worker_heartbeat(&self, p: &crate::worker_auth::Principal) -> AppResult<ControlState> {
+    pub async fn worker_heartbeat(&self, p: &crate::workers::auth::Principal) -> AppResult<ControlState> {
         let now = self.now();
         let out = self
             .client
@@ -396,7 +396,7 @@ impl Store {
             .await;
         let Some(o) = super::applied(out, "UpdateItem worker heartbeat")? else {
             let row = self.get_worker(&p.worker_id).await?;
-            crate::worker_auth::check_row(row.as_ref(), &p.token_hash)?;
+            crate::workers::auth::check_row(row.as_ref(), &p.token_hash)?;
             return Err(AppError::internal("worker heartbeat refused for an unknown reason"));
         };
         let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;

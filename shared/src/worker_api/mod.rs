@@ -1,13 +1,14 @@
 //! The worker protocol: `POST /worker/<op>` with JSON bodies (architecture §3), independent of
 //! the HTTP framework so the `claim` Lambda and the local runner share it.
 
+use crate::adapters::dynamo::workers::control_state;
 use crate::app::App;
 use crate::error::{AppError, AppResult};
-use crate::hydration::HydrationArgs;
+use crate::hydration::ops::HydrationArgs;
+use crate::media::ops as media;
 use crate::queue::*;
-use crate::store::workers::control_state;
-use crate::worker_auth::Authenticator;
-use crate::{media, snapshots};
+use crate::snapshots::ops as snapshots;
+use crate::workers::auth::Authenticator;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -154,7 +155,7 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
         let claimed = Authenticator::claimed(authorization)?;
         check_size()?;
         let a: HydrationArgs = parse(op, body, claimed.worker_id())?;
-        return Ok(json!(crate::hydration::hydrate(app, claimed, &a).await?));
+        return Ok(json!(crate::hydration::ops::hydrate(app, claimed, &a).await?));
     }
     if ROW_OPS.contains(&op) {
         let (p, row) = app.auth.authenticate_row(&app.store, authorization).await?;

@@ -1,0 +1,3 @@
+//! Workspace snapshots (spec §10): prepare, finalize, fail, restore, list, and the expiry sweep.
+
+pub mod ops;

@@ -1,0 +1,3 @@
+//! Worker rows, their status transitions, control state and bearer tokens.
+
+pub mod auth;
