@@ -1,6 +1,5 @@
 //! Configuration read once per process from the environment.
 
-use crate::adapters::dynamo::schema;
 use crate::error::AppError;
 
 /// Queue, lease and retry policy. Defaults are the original's constants (spec §2).
@@ -90,19 +89,24 @@ pub struct TableNames {
 }
 
 impl TableNames {
+    /// Logical table names (the tables' definitions are in `adapters/dynamo/schema.rs`).
+    pub const QUEUE: &str = "queue";
+    pub const WORKERS: &str = "workers";
+    pub const CONTROL: &str = "control";
+
     /// `<prefix>queue`, `<prefix>workers`, `<prefix>control`.
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
-            queue: format!("{prefix}{}", schema::QUEUE),
-            workers: format!("{prefix}{}", schema::WORKERS),
-            control: format!("{prefix}{}", schema::CONTROL),
+            queue: format!("{prefix}{}", Self::QUEUE),
+            workers: format!("{prefix}{}", Self::WORKERS),
+            control: format!("{prefix}{}", Self::CONTROL),
         }
     }
 
     pub fn name_of(&self, logical: &str) -> &str {
         match logical {
-            schema::QUEUE => &self.queue,
-            schema::WORKERS => &self.workers,
+            Self::QUEUE => &self.queue,
+            Self::WORKERS => &self.workers,
             _ => &self.control,
         }
     }

@@ -1,6 +1,6 @@
 //! One error type for every operation, with stable codes (architecture §3).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Stable error codes. Consumers and workers match on these, never on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,7 +44,7 @@ impl ErrorCode {
 }
 
 /// Why a lease operation was refused (the `reason` of a `Conflict`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseRefusal {
     /// The lease ran out before the call arrived.
@@ -71,8 +71,14 @@ pub enum AppError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Provider(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Something failed on our side. `message` says what, in words safe to show a caller;
+    /// `source` keeps the cause (an SDK error with its context), which only the log shows.
+    #[error("internal error: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl AppError {
@@ -89,7 +95,7 @@ impl AppError {
         AppError::Conflict { message: m.into(), reason: Some(reason) }
     }
     pub fn internal(m: impl Into<String>) -> Self {
-        AppError::Internal(m.into())
+        AppError::Internal { message: m.into(), source: None }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -101,7 +107,7 @@ impl AppError {
             AppError::Forbidden(_) => ErrorCode::Forbidden,
             AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             AppError::Provider(_) => ErrorCode::ProviderError,
-            AppError::Internal(_) => ErrorCode::Internal,
+            AppError::Internal { .. } => ErrorCode::Internal,
         }
     }
 
@@ -122,16 +128,41 @@ impl AppError {
     }
 }
 
-/// Turn an SDK error into an internal error with its full context (the SDK's `Display` alone
-/// says only "service error").
-pub fn sdk_error<E, R>(what: &str, e: aws_sdk_dynamodb::error::SdkError<E, R>) -> AppError
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    let ctx = aws_smithy_types::error::display::DisplayErrorContext(&e);
-    tracing::error!(operation = what, error = %ctx, "DynamoDB call failed");
-    AppError::Internal(format!("{what} failed: {ctx}"))
+impl AppError {
+    /// An internal error that keeps its cause for the log.
+    pub fn internal_from(m: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AppError::Internal { message: m.into(), source: Some(Box::new(source)) }
+    }
+
+    /// The message and every cause below it, for the log (never for a caller).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(c) = cur {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cur = c.source();
+        }
+        out
+    }
+
+    /// Log a refusal once, at the edge that answers the caller: client errors at info with their
+    /// code, internal errors at error with their cause chain.
+    pub fn log(&self, what: &str) {
+        if matches!(self, AppError::Internal { .. }) {
+            tracing::error!(code = self.code().as_str(), error = %self.chain(), what, "call failed");
+        } else {
+            tracing::info!(code = self.code().as_str(), error = %self, what, "call refused");
+        }
+    }
+}
+
+/// The Lambda runtime's view of an error: `errorType` is the stable code.
+#[cfg(feature = "aws")]
+impl From<AppError> for lambda_runtime::Diagnostic {
+    fn from(e: AppError) -> Self {
+        lambda_runtime::Diagnostic { error_type: e.code().as_str().to_string(), error_message: e.to_string() }
+    }
 }
 
 pub type AppResult<T> = Result<T, AppError>;
@@ -150,5 +181,14 @@ mod tests {
         assert_eq!(e.code().http_status(), 409);
         let v = AppError::validation("bad").to_body();
         assert!(v["error"].get("reason").is_none());
+    }
+
+    #[test]
+    fn internal_errors_keep_their_cause_out_of_the_message() {
+        let cause = std::io::Error::other("endpoint said: secret detail");
+        let e = AppError::internal_from("GetItem failed", cause);
+        assert_eq!(e.to_string(), "internal error: GetItem failed");
+        assert!(!e.to_body().to_string().contains("secret detail"));
+        assert!(e.chain().contains("secret detail"), "the log keeps the cause");
     }
 }

@@ -3,24 +3,38 @@
 //! outside HTTP APIs, the op envelope and the worker protocol, shared by every Lambda function,
 //! the local runner, the reference worker and the CLI.
 
+#[cfg(feature = "aws")]
 pub mod adapters;
+pub mod agents;
+#[cfg(feature = "aws")]
 pub mod app;
+#[cfg(feature = "aws")]
 pub mod blob;
 pub mod clock;
 pub mod config;
+pub mod conversations;
+#[cfg(feature = "aws")]
+pub mod envelope;
 pub mod error;
+#[cfg(feature = "aws")]
 pub mod hydration;
 pub mod ids;
+#[cfg(feature = "aws")]
 pub mod media;
 pub mod model;
-pub mod ops;
+pub mod protocol;
 pub mod queue;
+#[cfg(feature = "aws")]
 pub mod secrets;
+#[cfg(feature = "aws")]
 pub mod snapshots;
+#[cfg(feature = "aws")]
 pub mod telemetry;
+#[cfg(feature = "aws")]
 pub mod worker_api;
 pub mod workers;
 
+#[cfg(feature = "aws")]
 pub use adapters::dynamo::Store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;

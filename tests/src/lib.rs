@@ -189,7 +189,7 @@ impl AppEnv {
         let m = self
             .e
             .store
-            .mint_worker_token(&shared::adapters::dynamo::workers::MintTokenArgs {
+            .mint_worker_token(&shared::workers::model::MintTokenArgs {
                 worker_id: worker_id.into(),
                 provider: Some("fly".into()),
             })
@@ -312,4 +312,19 @@ pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
 pub async fn moto_secrets() -> shared::adapters::secrets_manager::SecretsManagerBackend {
     let prefix = format!("t{:x}/", shared::ids::random_u128() as u64);
     shared::adapters::secrets_manager::SecretsManagerBackend::from_env_or(Some(&moto_endpoint()), &prefix).await
+}
+
+/// Run one secret op through the envelope's op table, on `store` with the secret store `s`
+/// (blob storage unused by these ops: a throwaway directory).
+pub async fn secret_op(
+    store: &Arc<Store>,
+    s: &shared::secrets::Secrets,
+    name: &str,
+    args: serde_json::Value,
+) -> shared::AppResult<serde_json::Value> {
+    assert!(shared::envelope::op_names(&[&shared::secrets::ops::TABLE]).contains(&name), "{name} is a secret op");
+    let dir = std::env::temp_dir().join("af-blobs-unused");
+    let blobs = Arc::new(shared::adapters::blob_local::LocalBlobs::open(&dir, "http://127.0.0.1:1").expect("blobs"));
+    let app = shared::app::App::new(store.clone(), s.clone(), blobs);
+    shared::envelope::dispatch(&app, &[&shared::secrets::ops::TABLE], shared::envelope::Envelope::new(name, args)).await
 }

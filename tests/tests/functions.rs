@@ -123,7 +123,7 @@ async fn enqueue_function_errors_are_precise_and_change_nothing() {
     ];
     for (payload, code, text) in cases {
         let err = enqueue::handle(&a.app, payload.clone()).await.unwrap_err();
-        let d = enqueue::diagnostic(err);
+        let d = lambda_runtime::Diagnostic::from(err);
         assert_eq!(d.error_type, code, "{payload}");
         assert!(d.error_message.contains(text), "{payload}: '{}' should say '{text}'", d.error_message);
     }

@@ -6,7 +6,7 @@
 use integration_tests::*;
 use serde_json::json;
 use shared::adapters::secrets_file::FileSecretBackend;
-use shared::secrets::ops::dispatch;
+
 use shared::secrets::{MAX_VALUE_BYTES, SecretBackend, Secrets};
 use std::sync::Arc;
 
@@ -50,7 +50,7 @@ async fn neither_worker_tokens_nor_secrets_reach_the_logs() {
 }
 
 async fn op(e: &TestEnv, s: &Secrets, name: &str, args: serde_json::Value) -> shared::AppResult<serde_json::Value> {
-    dispatch(&e.store, s, name, Some(args)).await
+    integration_tests::secret_op(&e.store, s, name, args).await
 }
 
 const SECRET: &str = "sk-live-NEVER-LOG-ME-0123456789";

@@ -2,10 +2,10 @@
 //! with the clock moved by hand.
 
 use integration_tests::*;
-use shared::adapters::dynamo::workers::UpsertWorkerArgs;
 use shared::error::LeaseRefusal;
 use shared::model::{HistoryRole, MessageStatus, WorkerStatus};
 use shared::queue::*;
+use shared::workers::model::UpsertWorkerArgs;
 
 fn lease(job: &shared::model::ClaimedJob, worker: &str) -> LeaseArgs {
     LeaseArgs {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use shared::adapters::dynamo::agents::ConfigureAgentArgs;
 use shared::adapters::secrets_file::FileSecretBackend;
 use shared::adapters::secrets_manager::SecretsManagerBackend;
-use shared::secrets::ops::{SECRET_OPS, dispatch};
+
 use shared::secrets::{MAX_VALUE_BYTES, SecretBackend, SecretInfo, SecretValue, Secrets};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -168,8 +168,7 @@ fn secrets_on(backend: Arc<dyn SecretBackend>, e: &TestEnv) -> Secrets {
 }
 
 async fn op(e: &TestEnv, s: &Secrets, name: &str, args: Value) -> Result<Value, shared::AppError> {
-    assert!(SECRET_OPS.contains(&name));
-    dispatch(&e.store, s, name, Some(args)).await
+    integration_tests::secret_op(&e.store, s, name, args).await
 }
 
 /// The ops against one backend.

@@ -7,9 +7,9 @@ use integration_tests::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use shared::adapters::dynamo::agents::ConfigureAgentArgs;
-use shared::adapters::dynamo::workers::UpsertWorkerArgs;
 use shared::model::{Attachment, AttachmentKind, AttachmentStatus, WorkerStatus};
 use shared::queue::EnqueueArgs;
+use shared::workers::model::UpsertWorkerArgs;
 
 fn err(v: &Value) -> (&str, &str) {
     (v["error"]["code"].as_str().unwrap_or("-"), v["error"]["message"].as_str().unwrap_or("-"))

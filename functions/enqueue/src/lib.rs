@@ -1,24 +1,30 @@
 //! The `enqueue` function: producer and queue-administration ops through the op envelope
 //! `{"op": ..., "args": {...}}`. Errors become Lambda function errors whose `errorType` is a
-//! stable code (`ValidationError`, `NotFound`, `Conflict`, ...).
+//! stable code (`ValidationError`, `NotFound`, `Conflict`, ...), through
+//! `From<AppError> for Diagnostic` in `shared`.
 
-use lambda_runtime::Diagnostic;
 use serde_json::Value;
 use shared::AppError;
 use shared::app::App;
+use shared::envelope::OpTable;
+
+/// The op tables this function serves, in lookup order.
+pub const TABLES: &[&OpTable<App>] = &[
+    &shared::queue::ops::TABLE,
+    &shared::conversations::ops::TABLE,
+    &shared::agents::ops::TABLE,
+    &shared::workers::ops::TABLE,
+    &shared::secrets::ops::TABLE,
+    &shared::snapshots::ops::TABLE,
+];
+
+/// Every op this function serves.
+pub fn op_names() -> Vec<&'static str> {
+    shared::envelope::op_names(TABLES)
+}
 
 /// Handle one invocation payload.
 #[tracing::instrument(skip_all, fields(op = payload.get("op").and_then(|v| v.as_str()).unwrap_or("?")))]
 pub async fn handle(app: &App, payload: Value) -> Result<Value, AppError> {
-    let env = shared::ops::parse_envelope(payload)?;
-    let r = Box::pin(shared::ops::dispatch(app, env)).await;
-    if let Err(e) = &r {
-        tracing::info!(code = e.code().as_str(), error = %e, "op refused");
-    }
-    r
-}
-
-/// The Lambda runtime's view of an error.
-pub fn diagnostic(e: AppError) -> Diagnostic {
-    Diagnostic { error_type: e.code().as_str().to_string(), error_message: e.to_string() }
+    Box::pin(shared::envelope::handle(app, TABLES, payload)).await
 }

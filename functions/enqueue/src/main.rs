@@ -9,7 +9,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let app = Arc::new(shared::app::App::from_config(&cfg, Arc::new(shared::SystemClock)).await?);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let app = app.clone();
-        async move { enqueue::handle(&app, ev.payload).await.map_err(enqueue::diagnostic) }
+        async move { enqueue::handle(&app, ev.payload).await.map_err(lambda_runtime::Diagnostic::from) }
     }))
     .await
 }

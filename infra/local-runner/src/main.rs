@@ -148,7 +148,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut tokens = String::new();
     for w in &args.workers {
         let m = store
-            .mint_worker_token(&shared::adapters::dynamo::workers::MintTokenArgs {
+            .mint_worker_token(&shared::workers::model::MintTokenArgs {
                 worker_id: w.clone(),
                 provider: Some("local".into()),
             })
@@ -269,7 +269,7 @@ async fn invoke(State(st): State<AppState>, Path(name): Path<String>, body: Byte
     match enqueue::handle(&st.app, payload).await {
         Ok(v) => builder.body(Body::from(v.to_string())).unwrap_or_default(),
         Err(e) => {
-            let d = enqueue::diagnostic(e);
+            let d = lambda_runtime::Diagnostic::from(e);
             builder
                 .header("x-amz-function-error", "Unhandled")
                 .body(Body::from(

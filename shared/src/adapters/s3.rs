@@ -47,9 +47,7 @@ where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let ctx = aws_smithy_types::error::display::DisplayErrorContext(&e);
-    tracing::error!(operation = what, target, error = %ctx, "S3 call failed");
-    AppError::internal(format!("S3 {what} of {target} failed: {ctx}"))
+    crate::adapters::sdk_error(&format!("S3 {what} of {target}"), e)
 }
 
 /// When a URL signed at `now_ms` for "until `expires_at`" really expires: SigV4 dates have whole

@@ -320,8 +320,7 @@ where
     if let Some(v) = value.map(SecretValue::expose).filter(|v| !v.is_empty()) {
         msg = msg.replace(v, "<redacted>");
     }
-    tracing::error!(operation = op, secret_ref, error = %msg, "Secrets Manager call failed");
-    AppError::internal(format!("Secrets Manager {op} for '{secret_ref}' failed: {msg}"))
+    AppError::internal_from(format!("Secrets Manager {op} for '{secret_ref}' failed"), std::io::Error::other(msg))
 }
 
 #[cfg(test)]

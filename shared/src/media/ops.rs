@@ -4,10 +4,11 @@
 //! the job they hold (W-7); Telegram's 20 MB download ceiling is enforced up front.
 
 use crate::adapters::dynamo::{Item, from_item, key, n, s, to_item};
+use crate::adapters::sdk_error;
 use crate::app::App;
 use crate::blob::{UploadTarget, media_key};
 use crate::clock::Millis;
-use crate::error::{AppError, AppResult, sdk_error};
+use crate::error::{AppError, AppResult};
 use crate::ids::{self, MessageRef};
 use crate::model::{AttachmentKind, AttachmentStatus, MessageItem};
 use crate::queue::rules;

@@ -1,6 +1,8 @@
 //! The queue's public operations: argument and result types (the wire shapes) and the rules.
 //! The DynamoDB store (`crate::adapters::dynamo::queue`) carries them out.
 
+#[cfg(feature = "aws")]
+pub mod ops;
 pub mod rules;
 
 use crate::clock::Millis;

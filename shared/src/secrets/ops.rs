@@ -13,9 +13,6 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// The ops this module serves.
-pub const SECRET_OPS: &[&str] = &["importSecret", "secretStatus", "getSecretsStatus", "deleteSecret"];
-
 /// Most refs one `secretStatus` call may ask about.
 pub const MAX_STATUS_REFS: usize = 100;
 /// Metadata bounds: keys, key length, value length, and the whole map as JSON (it must fit
@@ -27,7 +24,7 @@ pub const MAX_METADATA_JSON_CHARS: usize = 2000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ImportArgs {
+pub struct ImportArgs {
     secret_ref: String,
     #[serde(deserialize_with = "plaintext")]
     plaintext_value: SecretValue,
@@ -37,19 +34,19 @@ struct ImportArgs {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StatusArgs {
+pub struct StatusArgs {
     secret_refs: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AgentArgs {
+pub struct AgentArgs {
     agent_key: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RefArgs {
+pub struct RefArgs {
     secret_ref: String,
 }
 
@@ -73,42 +70,40 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-use crate::ops::{args, to_json};
+/// The secret ops served through the op envelope.
+pub const TABLE: crate::envelope::OpTable<crate::app::App> = crate::envelope::OpTable {
+    domain: "secrets",
+    ops: &[
+        crate::op!(crate::app::App, "importSecret", |app, a: ImportArgs| import_secret(
+            &app.secrets,
+            &a.secret_ref,
+            &a.plaintext_value,
+            &a.metadata.unwrap_or_default()
+        )
+        .await?),
+        crate::op!(crate::app::App, "secretStatus", |app, a: StatusArgs| secret_status(&app.secrets, &a.secret_refs)
+            .await?),
+        crate::op!(crate::app::App, "getSecretsStatus", |app, a: AgentArgs| {
+            agent_secrets_status(&app.store, &app.secrets, &a.agent_key).await?
+        }),
+        crate::op!(crate::app::App, "deleteSecret", |app, a: RefArgs| {
+            let deleted = delete_secret(&app.secrets, &a.secret_ref).await?;
+            json!({ "secretRef": a.secret_ref, "deleted": deleted })
+        }),
+    ],
+};
 
-/// Run one of [`SECRET_OPS`].
-pub async fn dispatch(store: &Store, secrets: &Secrets, op: &str, args_v: Option<Value>) -> AppResult<Value> {
-    match op {
-        "importSecret" => {
-            let a: ImportArgs = args(op, args_v)?;
-            to_json(import_secret(secrets, &a.secret_ref, &a.plaintext_value, &a.metadata.unwrap_or_default()).await?)
-        }
-        "secretStatus" => {
-            let a: StatusArgs = args(op, args_v)?;
-            to_json(secret_status(secrets, &a.secret_refs).await?)
-        }
-        "getSecretsStatus" => {
-            let a: AgentArgs = args(op, args_v)?;
-            crate::queue::rules::validate_agent_key(&a.agent_key)?;
-            let Some(profile) = store.get_agent(&a.agent_key).await? else {
-                return Err(AppError::not_found(format!("no agent profile '{}'", a.agent_key)));
-            };
-            let mut refs = Vec::new();
-            for r in hydration_refs(&profile) {
-                refs.push(status_of(secrets, &r).await?);
-            }
-            Ok(json!({ "agentKey": a.agent_key, "refs": to_json(refs)? }))
-        }
-        "deleteSecret" => {
-            let a: RefArgs = args(op, args_v)?;
-            let deleted = delete_secret(secrets, &a.secret_ref).await?;
-            Ok(json!({ "secretRef": a.secret_ref, "deleted": deleted }))
-        }
-        other => Err(AppError::validation(format!(
-            "unknown op '{}'; secret ops are: {}",
-            crate::ids::truncate(other, 60),
-            SECRET_OPS.join(", ")
-        ))),
+/// `getSecretsStatus`: the status of every ref the agent's hydration may read.
+pub async fn agent_secrets_status(store: &Store, secrets: &Secrets, agent_key: &str) -> AppResult<Value> {
+    crate::queue::rules::validate_agent_key(agent_key)?;
+    let Some(profile) = store.get_agent(agent_key).await? else {
+        return Err(AppError::not_found(format!("no agent profile '{agent_key}'")));
+    };
+    let mut refs = Vec::new();
+    for r in hydration_refs(&profile) {
+        refs.push(status_of(secrets, &r).await?);
     }
+    Ok(json!({ "agentKey": agent_key, "refs": crate::envelope::to_json(refs)? }))
 }
 
 /// Check an import without touching the backend.
@@ -328,7 +323,7 @@ mod tests {
     #[test]
     fn a_non_string_value_is_refused_without_being_quoted() {
         let r: AppResult<ImportArgs> =
-            args("importSecret", Some(json!({"secretRef": "a", "plaintextValue": 987654321})));
+            crate::envelope::args("importSecret", Some(json!({"secretRef": "a", "plaintextValue": 987654321})));
         let msg = r.err().unwrap().to_string();
         assert!(msg.contains("plaintextValue must be a string, got a number"), "{msg}");
         assert!(!msg.contains("987654321"), "{msg}");

@@ -10,10 +10,11 @@
 //! index (`snapshot_upload` while uploading, `snapshot` while ready).
 
 use crate::adapters::dynamo::{Ex, Item, Store, from_item, key, n, s, schema, to_item};
+use crate::adapters::sdk_error;
 use crate::app::App;
 use crate::blob::{UploadTarget, snapshot_key};
 use crate::clock::Millis;
-use crate::error::{AppError, AppResult, sdk_error};
+use crate::error::{AppError, AppResult};
 use crate::ids::{self, MessageRef};
 use crate::model::{WorkerItem, WorkerStatus};
 use crate::queue::rules;
@@ -671,6 +672,23 @@ async fn expire_snapshot(store: &Store, snap: &SnapshotItem, now: Millis) -> App
     Ok(crate::adapters::dynamo::applied(r, "UpdateItem snapshot")?.is_some())
 }
 
+/// The snapshot and storage ops served through the op envelope.
+pub const TABLE: crate::envelope::OpTable<App> = crate::envelope::OpTable {
+    domain: "snapshots",
+    ops: &[
+        crate::op!(App, "listSnapshotsForConversation", |app, a: ListSnapshotsArgs| list_for_conversation(app, &a)
+            .await?),
+        crate::op!(App, "listSnapshotsForUserAgent", |app, a: UserAgentSnapshotsArgs| list_for_user_agent(app, &a)
+            .await?),
+        crate::op!(App, "getLatestSnapshotForUserAgent", |app, a: UserAgentSnapshotsArgs| {
+            let a = UserAgentSnapshotsArgs { limit: Some(1), ..a };
+            list_for_user_agent(app, &a).await?.into_iter().next()
+        }),
+        crate::op!(App, "expireStorage", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
+        crate::op!(App, "expireOldDataSnapshots", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
+    ],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,7 +759,7 @@ mod tests {
 
     #[test]
     fn only_a_final_snapshot_of_its_own_conversation_stops_a_draining_worker() {
-        use crate::adapters::dynamo::workers::{UpsertWorkerArgs, apply_upsert};
+        use crate::workers::{model::UpsertWorkerArgs, rules::apply_upsert};
         let mut w = apply_upsert(None, &UpsertWorkerArgs::status("w1", "fly", WorkerStatus::Draining), 1).unwrap();
         let s = snap(SnapshotStatus::Uploading, "default", 10);
         assert_eq!(status_after_finalize(&w, &s), Some(WorkerStatus::Stopping), "no assignment: its own");

@@ -1,55 +1,118 @@
 //! The worker protocol: `POST /worker/<op>` with JSON bodies (architecture §3), independent of
 //! the HTTP framework so the `claim` Lambda and the local runner share it.
+//!
+//! Every route is one entry of [`ROUTES`]: how it authenticates ([`Auth`]), whether an empty
+//! body is allowed, whether its argument type takes the caller's `workerId`, and its body.
 
-use crate::adapters::dynamo::workers::control_state;
+mod routes;
+
 use crate::app::App;
 use crate::error::{AppError, AppResult};
-use crate::hydration::ops::HydrationArgs;
-use crate::media::ops as media;
-use crate::queue::*;
-use crate::snapshots::ops as snapshots;
-use crate::workers::auth::Authenticator;
-use serde::Deserialize;
+use crate::workers::auth::{Authenticator, Claimed, Principal};
+use crate::{BoxFut, model::WorkerItem};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+pub use routes::ROUTES;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub const WORKER_OPS: &[&str] = &[
-    "claim",
-    "heartbeat",
-    "complete",
-    "fail",
-    "append-messages",
-    "has-queued",
-    "hydration",
-    "control-state",
-    "worker-heartbeat",
-    "snapshot-prepare",
-    "snapshot-finalize",
-    "snapshot-fail",
-    "snapshot-restore",
-    "media-upload-url",
-    "media-url",
-    "message-metadata",
-];
+/// How a route authenticates its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// The token, trusted for `WORKER_AUTH_CACHE_MS` once verified (writes re-check it in
+    /// their own conditional writes).
+    Token,
+    /// The token checked against a fresh read of the worker row, which the route gets.
+    Row,
+    /// The token's worker only; the route checks the token on the worker row it reads together
+    /// with its data (hydration: one BatchGetItem), never from the cache.
+    Deferred,
+}
 
-/// Routes that may be called with an empty body.
-const EMPTY_BODY_OK: &[&str] = &["control-state", "worker-heartbeat"];
+/// Who called, as far as the route's [`Auth`] mode established it.
+#[derive(Debug)]
+pub enum Caller {
+    Verified(Principal),
+    WithRow(Principal, Box<WorkerItem>),
+    Unverified(Claimed),
+}
 
-/// Ops whose argument type carries the caller's `workerId` (the store's own types): the token's
-/// worker is put there. Every other op's body loses the key once checked.
-const TAKES_WORKER_ID: &[&str] = &["claim", "heartbeat", "complete", "fail"];
+impl Caller {
+    /// The verified caller.
+    pub fn principal(&self) -> AppResult<&Principal> {
+        match self {
+            Caller::Verified(p) | Caller::WithRow(p, _) => Ok(p),
+            Caller::Unverified(_) => Err(AppError::internal("route needs a verified caller")),
+        }
+    }
 
-/// Routes that need the caller's worker row: it is read by the authentication (never from the
-/// cache) and handed to them, so it is read once.
-const ROW_OPS: &[&str] = &["control-state", "snapshot-prepare", "snapshot-finalize", "snapshot-restore"];
+    /// The verified caller and its freshly read worker row.
+    pub fn with_row(self) -> AppResult<(Principal, WorkerItem)> {
+        match self {
+            Caller::WithRow(p, w) => Ok((p, *w)),
+            _ => Err(AppError::internal("route needs the worker row")),
+        }
+    }
 
-/// For routes that take no arguments.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoArgs {}
+    /// The caller as the token names it, to be verified by the route.
+    pub fn unverified(self) -> AppResult<Claimed> {
+        match self {
+            Caller::Unverified(c) => Ok(c),
+            _ => Err(AppError::internal("route verifies its caller itself")),
+        }
+    }
+
+    fn worker_id(&self) -> &str {
+        match self {
+            Caller::Verified(p) | Caller::WithRow(p, _) => &p.worker_id,
+            Caller::Unverified(c) => c.worker_id(),
+        }
+    }
+}
+
+/// The body of one route: its typed arguments are parsed from the checked JSON body.
+pub type RouteFn = for<'a> fn(&'a App, Caller, Value) -> BoxFut<'a, AppResult<Value>>;
+
+/// One `/worker/<op>` route.
+#[derive(Debug)]
+pub struct Route {
+    pub op: &'static str,
+    pub auth: Auth,
+    /// Whether the route may be called with an empty body (it then gets `{}`).
+    pub empty_body_ok: bool,
+    /// Whether the route's argument type carries the caller's `workerId` (the token's worker
+    /// is put there); every other route's body loses the key once checked.
+    pub takes_worker_id: bool,
+    pub run: RouteFn,
+}
+
+/// Declare one route: `route!("op", Auth::Token, empty_ok, takes_worker_id, |app, who, a: Args| expr)`.
+macro_rules! route {
+    ($op:literal, $auth:expr, $empty:expr, $wid:expr, |$app:ident, $who:ident, $a:ident : $T:ty| $body:expr) => {
+        $crate::worker_api::Route {
+            op: $op,
+            auth: $auth,
+            empty_body_ok: $empty,
+            takes_worker_id: $wid,
+            run: {
+                fn run<'a>(
+                    $app: &'a $crate::app::App,
+                    $who: $crate::worker_api::Caller,
+                    body: ::serde_json::Value,
+                ) -> $crate::BoxFut<'a, $crate::AppResult<::serde_json::Value>> {
+                    ::std::boxed::Box::pin(async move {
+                        let $a: $T = $crate::worker_api::typed($op, body)?;
+                        $crate::envelope::to_json($body)
+                    })
+                }
+                run
+            },
+        }
+    };
+}
+pub(crate) use route;
 
 /// A response: status and JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,11 +130,13 @@ impl WorkerResponse {
     }
 }
 
-/// The body of `/worker/<op>` as `T`. A `workerId` in the body (older workers send one) must be
-/// the token's worker, else 403; it is never trusted: ops of [`TAKES_WORKER_ID`] get the token's
-/// worker, the others never see the key.
-fn parse<T: DeserializeOwned>(op: &str, body: &[u8], worker_id: &str) -> AppResult<T> {
-    let mut v: Value = if body.is_empty() && EMPTY_BODY_OK.contains(&op) {
+/// The JSON body of `/worker/<op>`, checked: an object (or `{}` for an empty body where the route
+/// allows it). A `workerId` in the body (older workers send one) must be the token's worker,
+/// else 403; it is never trusted: routes that take one get the token's worker, the others never
+/// see the key.
+fn checked_body(r: &Route, body: &[u8], worker_id: &str) -> AppResult<Value> {
+    let op = r.op;
+    let mut v: Value = if body.is_empty() && r.empty_body_ok {
         json!({})
     } else if body.is_empty() {
         return Err(AppError::validation(format!("POST /worker/{op} needs a JSON object body")));
@@ -91,9 +156,14 @@ fn parse<T: DeserializeOwned>(op: &str, body: &[u8], worker_id: &str) -> AppResu
         Some(w) if !w.is_string() => return Err(AppError::validation("workerId must be a string")),
         _ => {}
     }
-    if TAKES_WORKER_ID.contains(&op) {
+    if r.takes_worker_id {
         obj.insert("workerId".into(), Value::String(worker_id.to_string()));
     }
+    Ok(v)
+}
+
+/// A checked body as the route's argument type, with a precise error.
+pub fn typed<T: DeserializeOwned>(op: &str, v: Value) -> AppResult<T> {
     serde_json::from_value(v).map_err(|e| AppError::validation(format!("invalid body for /worker/{op}: {e}")))
 }
 
@@ -108,112 +178,67 @@ pub struct WorkerRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Handle one request.
+/// Handle one request; every outcome is logged once, here.
 pub async fn handle(app: &App, req: WorkerRequest<'_>) -> WorkerResponse {
     let path = req.path;
-    match route(app, req).await {
+    match dispatch(app, req).await {
         Ok(v) => WorkerResponse::ok(v),
         Err(e) => {
-            if matches!(e, AppError::Internal(_)) {
-                tracing::error!(error = %e, path, "worker call failed");
-            } else {
-                tracing::info!(code = e.code().as_str(), error = %e, path, "worker call refused");
-            }
+            e.log(path);
             WorkerResponse::error(&e)
         }
     }
 }
 
-async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
-    let WorkerRequest { method, path, authorization, body } = req;
+/// The route a path names.
+pub fn find_route(path: &str) -> AppResult<&'static Route> {
     let op = path
         .strip_prefix("/worker/")
         .filter(|o| !o.is_empty() && !o.contains('/'))
         .ok_or_else(|| AppError::not_found(format!("no route for {}", crate::ids::truncate(path, 80))))?;
-    if !WORKER_OPS.contains(&op) {
-        return Err(AppError::not_found(format!(
+    ROUTES.iter().find(|r| r.op == op).ok_or_else(|| {
+        AppError::not_found(format!(
             "unknown worker op '{}'; known: {}",
             crate::ids::truncate(op, 40),
-            WORKER_OPS.join(", ")
-        )));
-    }
+            ROUTES.iter().map(|r| r.op).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+async fn dispatch(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
+    let WorkerRequest { method, path, authorization, body } = req;
+    let r = find_route(path)?;
     if method != "POST" {
-        return Err(AppError::validation(format!("/worker/{op} takes POST, not {method}")));
+        return Err(AppError::validation(format!("/worker/{} takes POST, not {method}", r.op)));
     }
-    let check_size = || {
-        if body.len() > MAX_BODY_BYTES {
-            return Err(AppError::PayloadTooLarge(format!(
-                "body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                body.len()
-            )));
+    let who = match r.auth {
+        Auth::Token => Caller::Verified(app.auth.authenticate(&app.store, authorization).await?),
+        Auth::Row => {
+            let (p, row) = app.auth.authenticate_row(&app.store, authorization).await?;
+            Caller::WithRow(p, Box::new(row))
         }
-        Ok(())
+        Auth::Deferred => Caller::Unverified(Authenticator::claimed(authorization)?),
     };
-    if op == "hydration" {
-        // The bundle holds secrets: the token is checked against the worker row read together
-        // with the message (never from the cache), before anything else is read.
-        let claimed = Authenticator::claimed(authorization)?;
-        check_size()?;
-        let a: HydrationArgs = parse(op, body, claimed.worker_id())?;
-        return Ok(json!(crate::hydration::ops::hydrate(app, claimed, &a).await?));
+    if body.len() > MAX_BODY_BYTES {
+        return Err(AppError::PayloadTooLarge(format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));
     }
-    if ROW_OPS.contains(&op) {
-        let (p, row) = app.auth.authenticate_row(&app.store, authorization).await?;
-        check_size()?;
-        let w = p.worker_id.as_str();
-        return Ok(match op {
-            "control-state" => {
-                let NoArgs {} = parse(op, body, w)?;
-                json!(control_state(Some(&row), app.now(), &app.store.policy))
-            }
-            "snapshot-prepare" => json!(snapshots::prepare(app, &p, &row, &parse(op, body, w)?).await?),
-            "snapshot-finalize" => json!(snapshots::finalize(app, &p, row, &parse(op, body, w)?).await?),
-            _ => json!(snapshots::restore(app, &row, &parse(op, body, w)?).await?),
-        });
-    }
-    let p = app.auth.authenticate(&app.store, authorization).await?;
-    check_size()?;
-    let store = &app.store;
-    let w = p.worker_id.as_str();
-    let v = match op {
-        "claim" => {
-            let a: ClaimArgs = parse(op, body, w)?;
-            json!(store.claim_as(w, a.conversation_id.as_deref(), Some(&p.token_hash)).await?)
-        }
-        "heartbeat" | "complete" => {
-            let a = LeaseArgs { token_hash: Some(p.token_hash.clone()), ..parse(op, body, w)? };
-            if op == "heartbeat" {
-                json!(store.heartbeat(&a).await?)
-            } else {
-                store.complete(&a).await?;
-                json!({ "ok": true })
-            }
-        }
-        "fail" => json!(store.fail(&FailArgs { token_hash: Some(p.token_hash.clone()), ..parse(op, body, w)? }).await?),
-        "append-messages" => {
-            let a = AppendArgs { holder: Some(p.worker_id.clone()), ..parse(op, body, w)? };
-            json!(store.append_messages(a).await?)
-        }
-        "has-queued" => {
-            let a: ConversationArgs = parse(op, body, w)?;
-            json!({ "hasQueued": store.has_queued(&a.conversation_id).await? })
-        }
-        "worker-heartbeat" => {
-            let NoArgs {} = parse(op, body, w)?;
-            json!(store.worker_heartbeat(&p).await?)
-        }
-        "snapshot-fail" => json!(snapshots::fail(app, &p, &parse(op, body, w)?).await?),
-        "media-upload-url" => json!(media::upload_url(app, &p, &parse(op, body, w)?).await?),
-        "media-url" => json!(media::file_url(app, &p, &parse(op, body, w)?).await?),
-        "message-metadata" => json!({ "metadata": media::attach_metadata(app, &p, &parse(op, body, w)?).await? }),
-        _ => unreachable!("checked against WORKER_OPS; hydration is handled above"),
-    };
-    Ok(v)
+    let v = checked_body(r, body, who.worker_id())?;
+    (r.run)(app, who, v).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{ClaimArgs, ConversationArgs};
+
+    fn parse<T: DeserializeOwned>(op: &str, body: &[u8], worker_id: &str) -> AppResult<T> {
+        let r = find_route(&format!("/worker/{op}"))?;
+        typed(op, checked_body(r, body, worker_id)?)
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoArgs {}
 
     #[test]
     fn a_body_worker_id_is_checked_then_replaced_or_dropped() {
@@ -237,5 +262,15 @@ mod tests {
         assert!(parse::<ClaimArgs>("claim", b"", "w").is_err());
         assert!(parse::<NoArgs>("control-state", b"[1]", "w").is_err());
         assert!(parse::<NoArgs>("control-state", br#"{"verbose":true}"#, "w").is_err());
+    }
+
+    #[test]
+    fn every_route_is_unique_and_found() {
+        for r in ROUTES {
+            assert_eq!(find_route(&format!("/worker/{}", r.op)).unwrap().op, r.op);
+            assert_eq!(ROUTES.iter().filter(|x| x.op == r.op).count(), 1, "{} twice", r.op);
+        }
+        assert_eq!(find_route("/worker/nope").unwrap_err().code().as_str(), "NotFound");
+        assert_eq!(find_route("/other").unwrap_err().code().as_str(), "NotFound");
     }
 }

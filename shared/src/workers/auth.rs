@@ -208,9 +208,9 @@ mod tests {
     fn rows_refuse_unknown_revoked_replaced_and_stopped() {
         let t = new_token("w");
         let h = token_hash(t.expose());
-        let mut row = crate::adapters::dynamo::workers::apply_upsert(
+        let mut row = crate::workers::rules::apply_upsert(
             None,
-            &crate::adapters::dynamo::workers::UpsertWorkerArgs::status("w", "fly", WorkerStatus::Active),
+            &crate::workers::model::UpsertWorkerArgs::status("w", "fly", WorkerStatus::Active),
             1,
         )
         .unwrap();

@@ -1,7 +1,8 @@
 //! Agent profiles and runtime configuration (control table).
 
 use super::{Store, from_item, key, to_item};
-use crate::error::{AppError, AppResult, sdk_error};
+use crate::adapters::sdk_error;
+use crate::error::{AppError, AppResult};
 use crate::model::{AgentProfile, BridgeConfig, MessageConfig};
 use crate::queue::rules;
 use serde::Deserialize;

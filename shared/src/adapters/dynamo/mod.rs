@@ -7,9 +7,10 @@ pub mod queue;
 pub mod schema;
 pub mod workers;
 
+use crate::adapters::sdk_error;
 use crate::clock::{Millis, SharedClock};
 use crate::config::{Config, QueuePolicy, TableNames};
-use crate::error::{AppError, AppResult, sdk_error};
+use crate::error::{AppError, AppResult};
 use crate::model::MessageConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -195,10 +196,10 @@ impl Store {
                         .map(|r| Reason { code: r.code().unwrap_or("None").to_string(), item: r.item().cloned() })
                         .collect(),
                 )),
-                other => Err(TxError::Other(AppError::internal(format!(
-                    "TransactWriteItems failed: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&other)
-                )))),
+                other => Err(TxError::Other(AppError::internal_from(
+                    "TransactWriteItems failed",
+                    std::io::Error::other(aws_smithy_types::error::display::DisplayErrorContext(&other).to_string()),
+                ))),
             },
         }
     }

@@ -4,8 +4,9 @@
 
 use super::{Ex, Item, Reason, Store, TxError, conflict_pause, from_item, key, n, s, to_av, to_item};
 use crate::adapters::dynamo::schema;
+use crate::adapters::sdk_error;
 use crate::clock::Millis;
-use crate::error::{AppError, AppResult, LeaseRefusal, sdk_error};
+use crate::error::{AppError, AppResult, LeaseRefusal};
 use crate::ids::{self, LeaseHint, MessageRef};
 use crate::model::{ClaimedJob, ConversationItem, MessageItem, MessageStatus, WorkerItem};
 use crate::queue::rules::{self, ClaimPlan, FailOutcome};

@@ -10,11 +10,11 @@ use aws_sdk_dynamodb::types::{
 };
 
 /// Logical table: the queue (conversations, messages, idempotency keys, history entries).
-pub const QUEUE: &str = "queue";
+pub const QUEUE: &str = crate::config::TableNames::QUEUE;
 /// Logical table: worker rows.
-pub const WORKERS: &str = "workers";
+pub const WORKERS: &str = crate::config::TableNames::WORKERS;
 /// Logical table: agent profiles and runtime configuration.
-pub const CONTROL: &str = "control";
+pub const CONTROL: &str = crate::config::TableNames::CONTROL;
 
 /// Local secondary index of the queue table: open messages of a conversation in claim order.
 pub const IDX_OPEN: &str = "open";

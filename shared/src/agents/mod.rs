@@ -1,0 +1,4 @@
+//! Agent profiles and the message runtime configuration.
+
+#[cfg(feature = "aws")]
+pub mod ops;

@@ -1,0 +1,111 @@
+//! Worker rows' argument and result types.
+
+use crate::clock::Millis;
+use crate::model::WorkerStatus;
+use serde::{Deserialize, Serialize};
+
+/// `upsertWorkerState` arguments (spec §14; `nowMs` refused).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpsertWorkerArgs {
+    pub worker_id: String,
+    pub provider: String,
+    pub status: WorkerStatus,
+    pub load: i64,
+    #[serde(default)]
+    pub scheduled_shutdown_at: Option<Millis>,
+    #[serde(default)]
+    pub stopped_at: Option<Millis>,
+    #[serde(default)]
+    pub machine_id: Option<String>,
+    #[serde(default)]
+    pub app_name: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub volume_id: Option<String>,
+    /// Omitted: keep; `null`: clear; object: replace.
+    #[serde(default, deserialize_with = "double_option")]
+    pub assignment: Option<Option<Assignment>>,
+    #[serde(default)]
+    pub clear_last_snapshot_id: bool,
+    #[serde(default)]
+    pub clear_machine_ref: bool,
+    #[serde(default)]
+    pub clear_volume_id: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Assignment {
+    pub conversation_id: String,
+    pub agent_key: String,
+    pub lease_id: String,
+    #[serde(default)]
+    pub assigned_at: Option<Millis>,
+}
+
+impl UpsertWorkerArgs {
+    /// A status change that sets nothing else (load 0; every optional field omitted).
+    pub fn status(worker_id: &str, provider: &str, status: WorkerStatus) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            provider: provider.into(),
+            status,
+            load: 0,
+            scheduled_shutdown_at: None,
+            stopped_at: None,
+            machine_id: None,
+            app_name: None,
+            region: None,
+            volume_id: None,
+            assignment: None,
+            clear_last_snapshot_id: false,
+            clear_machine_ref: false,
+            clear_volume_id: false,
+        }
+    }
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `mintWorkerToken` arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MintTokenArgs {
+    pub worker_id: String,
+    /// Provider of a worker registered by this call (default `self-hosted`).
+    #[serde(default)]
+    pub provider: Option<String>,
+}
+
+/// A minted token: shown once, never stored.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MintedToken {
+    pub worker_id: String,
+    pub token: String,
+    pub issued_at: Millis,
+    pub status: WorkerStatus,
+}
+
+/// What a worker should do now (spec §6.9, returning the reasons the original only logs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlState {
+    pub should_stop: bool,
+    /// `continue`; `drain` = stop claiming, snapshot, exit; `exit` = exit now (nothing to save).
+    pub action: &'static str,
+    /// `missing_worker`, `status_<status>`, `stale_heartbeat`, `scheduled_shutdown_due`, `idle_timeout`.
+    pub reasons: Vec<String>,
+    pub status: Option<WorkerStatus>,
+    pub load: i64,
+    pub heartbeat_at: Option<Millis>,
+    /// The heartbeat goes stale at this instant unless the worker calls heartbeat again.
+    pub stale_at: Option<Millis>,
+    /// When an idle worker (load 0) is told to stop.
+    pub idle_deadline: Option<Millis>,
+    pub now: Millis,
+}
