@@ -1,0 +1,11 @@
+//! The integration tests, one binary (one link of the AWS SDKs) with a module per area. They run
+//! against DynamoDB Local and moto_server (`bash infra/scripts/test.sh` starts both); the tests
+//! that capture logs have a binary of their own (`logs.rs`), since a log subscriber is global.
+
+mod blobs;
+mod concurrency;
+mod functions;
+mod queue_store;
+mod secrets;
+mod template;
+mod worker_protocol;
