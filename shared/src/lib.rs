@@ -21,7 +21,6 @@ pub mod hydration;
 pub mod ids;
 #[cfg(feature = "aws")]
 pub mod media;
-pub mod model;
 pub mod protocol;
 pub mod queue;
 #[cfg(feature = "aws")]

@@ -1,12 +1,12 @@
 //! Test harness: a store on fresh tables in the DynamoDB named by `DYNAMODB_ENDPOINT`
 //! (DynamoDB Local, started by `infra/scripts/test.sh`), with a manual clock.
 
-use shared::adapters::dynamo::agents::ConfigureAgentArgs;
 use shared::adapters::dynamo::counter::RequestCounter;
+use shared::agents::model::ConfigureAgentArgs;
 use shared::clock::ManualClock;
 use shared::config::{QueuePolicy, TableNames};
-use shared::model::Payload;
 use shared::queue::EnqueueArgs;
+use shared::queue::model::Payload;
 use shared::{AppError, Store};
 use std::sync::Arc;
 

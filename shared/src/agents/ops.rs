@@ -1,9 +1,9 @@
 //! Agent profile and runtime configuration ops served through the op envelope.
 
-use crate::adapters::dynamo::agents::ConfigureAgentArgs;
+use crate::agents::model::ConfigureAgentArgs;
+use crate::agents::model::MessageConfig;
 use crate::app::App;
 use crate::envelope::{NoArgs, OpTable};
-use crate::model::MessageConfig;
 use crate::op;
 use serde::Deserialize;
 

@@ -1,4 +1,5 @@
 //! Conversations: their history entries (appended by the lock holder or an operator).
 
+pub mod model;
 #[cfg(feature = "aws")]
 pub mod ops;

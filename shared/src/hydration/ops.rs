@@ -3,16 +3,17 @@
 //! no profile, history or secret is read.
 
 use crate::adapters::dynamo::{Item, from_item, key, s};
+use crate::agents::model::{AgentProfile, BridgeConfig};
 use crate::app::App;
 use crate::blob::media_key;
+use crate::conversations::model::{ConversationItem, HistoryEntry};
 use crate::error::{AppError, AppResult};
 use crate::ids::MessageRef;
-use crate::model::{
-    AgentProfile, AttachmentStatus, BridgeConfig, ConversationItem, HistoryEntry, MessageItem, Payload, WorkerItem,
-};
+use crate::queue::model::{AttachmentStatus, MessageItem, Payload};
 use crate::queue::rules;
 use crate::secrets::Secrets;
 use crate::workers::auth::Claimed;
+use crate::workers::model::WorkerItem;
 use serde::{Deserialize, Serialize};
 
 /// `POST /worker/hydration` body.

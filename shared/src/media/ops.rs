@@ -10,7 +10,7 @@ use crate::blob::{UploadTarget, media_key};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::ids::{self, MessageRef};
-use crate::model::{AttachmentKind, AttachmentStatus, MessageItem};
+use crate::queue::model::{AttachmentKind, AttachmentStatus, MessageItem};
 use crate::queue::rules;
 use crate::workers::auth::Principal;
 use serde::{Deserialize, Serialize};

@@ -2,8 +2,9 @@
 //! and out (README, "Worker protocol"). Request and response bodies of the job loop, and the
 //! error body every non-2xx response carries.
 
+pub use crate::conversations::model::HistoryRole;
 pub use crate::error::{ErrorCode, LeaseRefusal};
-pub use crate::model::{Attachment, AttachmentKind, AttachmentStatus, ClaimedJob, HistoryRole, Payload};
+pub use crate::queue::model::{Attachment, AttachmentKind, AttachmentStatus, ClaimedJob, Payload};
 pub use crate::queue::{
     AppendArgs, AppendResult, ClaimArgs, ConversationArgs, FailArgs, FailResult, HeartbeatResult, LeaseArgs,
     NewHistoryEntry,

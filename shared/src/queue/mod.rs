@@ -1,12 +1,14 @@
 //! The queue's public operations: argument and result types (the wire shapes) and the rules.
 //! The DynamoDB store (`crate::adapters::dynamo::queue`) carries them out.
 
+pub mod model;
 #[cfg(feature = "aws")]
 pub mod ops;
 pub mod rules;
 
 use crate::clock::Millis;
-use crate::model::{HistoryRole, MessageStatus, Payload};
+use crate::conversations::model::HistoryRole;
+use crate::queue::model::{MessageStatus, Payload};
 use serde::{Deserialize, Serialize};
 
 /// `enqueue` (spec §7.1). `nowMs` and `providerConfig` are refused (W16, W17).

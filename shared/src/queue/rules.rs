@@ -1,11 +1,13 @@
 //! The queue's rules as pure functions of plain values and "now": validation, priorities,
 //! backoff, keys, and the claim and fail decisions. The DynamoDB store carries them out.
 
+use crate::agents::model::MessageConfig;
 use crate::clock::Millis;
 use crate::config::QueuePolicy;
+use crate::conversations::model::ConversationItem;
 use crate::error::{AppError, AppResult, LeaseRefusal};
 use crate::ids::{LeaseHint, truncate};
-use crate::model::{ConversationItem, MessageConfig, MessageItem, MessageStatus, Payload};
+use crate::queue::model::{MessageItem, MessageStatus, Payload};
 
 pub const CONV_SK: &str = "CONV";
 /// Sorts before every `Q#…` key, so the `open` index returns the conversation first.
@@ -396,7 +398,7 @@ pub fn bounded_error(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Payload;
+    use crate::queue::model::Payload;
 
     fn pol() -> QueuePolicy {
         QueuePolicy::default()
@@ -467,9 +469,9 @@ mod tests {
     #[test]
     fn attachments_are_bounded_and_never_keep_a_url() {
         let pol = QueuePolicy::default();
-        let att = |id: &str, size: Option<u64>| crate::model::Attachment {
-            kind: crate::model::AttachmentKind::Photo,
-            status: crate::model::AttachmentStatus::Ready,
+        let att = |id: &str, size: Option<u64>| crate::queue::model::Attachment {
+            kind: crate::queue::model::AttachmentKind::Photo,
+            status: crate::queue::model::AttachmentStatus::Ready,
             storage_id: id.into(),
             telegram_file_id: String::new(),
             file_name: None,
@@ -478,7 +480,7 @@ mod tests {
             expires_at: 1,
             download_url: Some("https://x".into()),
         };
-        let with = |atts: Vec<crate::model::Attachment>| Payload { attachments: Some(atts), ..payload("u") };
+        let with = |atts: Vec<crate::queue::model::Attachment>| Payload { attachments: Some(atts), ..payload("u") };
         let ok = build_payload(with(vec![att("m1", Some(pol.media_max_bytes))]), None, &pol).unwrap();
         assert_eq!(ok.attachments.unwrap()[0].download_url, None);
         let too_big = build_payload(with(vec![att("m1", Some(pol.media_max_bytes + 1))]), None, &pol).unwrap_err();

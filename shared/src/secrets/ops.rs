@@ -6,8 +6,8 @@
 
 use super::{MAX_VALUE_BYTES, SecretInfo, SecretValue, Secrets, validate_ref};
 use crate::adapters::dynamo::Store;
+use crate::agents::model::AgentProfile;
 use crate::error::{AppError, AppResult};
-use crate::model::AgentProfile;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -240,7 +240,7 @@ pub fn hydration_refs(p: &AgentProfile) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::BridgeConfig;
+    use crate::agents::model::BridgeConfig;
 
     fn profile(refs: &[&str], bridge: Option<BridgeConfig>) -> AgentProfile {
         AgentProfile {

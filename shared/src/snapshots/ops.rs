@@ -16,9 +16,9 @@ use crate::blob::{UploadTarget, snapshot_key};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::ids::{self, MessageRef};
-use crate::model::{WorkerItem, WorkerStatus};
 use crate::queue::rules;
 use crate::workers::auth::Principal;
+use crate::workers::model::{WorkerItem, WorkerStatus};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_VERSION: u32 = 1;

@@ -6,10 +6,11 @@
 
 mod routes;
 
+use crate::BoxFut;
 use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::workers::auth::{Authenticator, Claimed, Principal};
-use crate::{BoxFut, model::WorkerItem};
+use crate::workers::model::WorkerItem;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 

@@ -9,7 +9,7 @@
 use crate::adapters::dynamo::Store;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
-use crate::model::{WorkerItem, WorkerStatus};
+use crate::workers::model::{WorkerItem, WorkerStatus};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;

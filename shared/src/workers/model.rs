@@ -1,7 +1,6 @@
 //! Worker rows' argument and result types.
 
 use crate::clock::Millis;
-use crate::model::WorkerStatus;
 use serde::{Deserialize, Serialize};
 
 /// `upsertWorkerState` arguments (spec §14; `nowMs` refused).
@@ -108,4 +107,88 @@ pub struct ControlState {
     /// When an idle worker (load 0) is told to stop.
     pub idle_deadline: Option<Millis>,
     pub now: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStatus {
+    Active,
+    Draining,
+    Stopping,
+    Stopped,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Active => "active",
+            WorkerStatus::Draining => "draining",
+            WorkerStatus::Stopping => "stopping",
+            WorkerStatus::Stopped => "stopped",
+        }
+    }
+
+    /// The statuses a worker may be in before moving to `self` (spec §5.2).
+    pub fn allowed_from(self) -> &'static [WorkerStatus] {
+        match self {
+            WorkerStatus::Active => &[WorkerStatus::Active],
+            WorkerStatus::Draining => &[WorkerStatus::Active, WorkerStatus::Draining],
+            WorkerStatus::Stopping => &[WorkerStatus::Draining, WorkerStatus::Stopping],
+            WorkerStatus::Stopped => &[WorkerStatus::Stopping, WorkerStatus::Stopped],
+        }
+    }
+}
+
+/// A worker row (workers table, key `workerId`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerItem {
+    pub worker_id: String,
+    pub provider: String,
+    pub status: WorkerStatus,
+    /// In-flight jobs. Stored as a running sum (it may dip below zero when a lease is recovered
+    /// by someone else); always read through [`WorkerItem::load`].
+    #[serde(default)]
+    pub load: i64,
+    pub heartbeat_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_claim_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_complete_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_shutdown_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_conversation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_agent_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_lease_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<Millis>,
+    /// When the row was first written (mint, spawn or upsert); base of the idle deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<Millis>,
+    /// Lowercase hex SHA-256 of the worker's bearer token; the token itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_issued_at: Option<Millis>,
+}
+
+impl WorkerItem {
+    pub fn load(&self) -> i64 {
+        self.load.max(0)
+    }
 }

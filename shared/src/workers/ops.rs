@@ -3,8 +3,8 @@
 use crate::AppResult;
 use crate::app::App;
 use crate::envelope::{OpTable, to_json};
-use crate::model::WorkerItem;
 use crate::op;
+use crate::workers::model::WorkerItem;
 use crate::workers::model::{MintTokenArgs, UpsertWorkerArgs};
 use serde::Deserialize;
 use serde_json::{Value, json};

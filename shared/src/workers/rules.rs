@@ -3,7 +3,7 @@
 use super::model::{Assignment, ControlState, UpsertWorkerArgs};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
-use crate::model::{WorkerItem, WorkerStatus};
+use crate::workers::model::{WorkerItem, WorkerStatus};
 
 /// The row after an upsert (pure; spec §14), or the refused transition.
 pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis) -> AppResult<WorkerItem> {

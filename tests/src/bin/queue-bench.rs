@@ -47,7 +47,7 @@ fn opts() -> Opts {
     o
 }
 
-fn lease(j: &shared::model::ClaimedJob, w: &str) -> LeaseArgs {
+fn lease(j: &shared::queue::model::ClaimedJob, w: &str) -> LeaseArgs {
     LeaseArgs { worker_id: w.into(), message_id: j.message_id.clone(), lease_id: j.lease_id.clone(), token_hash: None }
 }
 

@@ -4,7 +4,7 @@
 use integration_tests::*;
 use shared::adapters::dynamo::Store;
 use shared::config::QueuePolicy;
-use shared::model::{ClaimedJob, MessageStatus};
+use shared::queue::model::{ClaimedJob, MessageStatus};
 use shared::queue::{LeaseArgs, ListConversationArgs};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,12 +2,14 @@
 //! with the clock moved by hand.
 
 use integration_tests::*;
+use shared::conversations::model::HistoryRole;
 use shared::error::LeaseRefusal;
-use shared::model::{HistoryRole, MessageStatus, WorkerStatus};
+use shared::queue::model::MessageStatus;
 use shared::queue::*;
 use shared::workers::model::UpsertWorkerArgs;
+use shared::workers::model::WorkerStatus;
 
-fn lease(job: &shared::model::ClaimedJob, worker: &str) -> LeaseArgs {
+fn lease(job: &shared::queue::model::ClaimedJob, worker: &str) -> LeaseArgs {
     LeaseArgs {
         worker_id: worker.into(),
         message_id: job.message_id.clone(),
@@ -16,7 +18,7 @@ fn lease(job: &shared::model::ClaimedJob, worker: &str) -> LeaseArgs {
     }
 }
 
-fn fail_args(job: &shared::model::ClaimedJob, worker: &str, err: &str) -> FailArgs {
+fn fail_args(job: &shared::queue::model::ClaimedJob, worker: &str, err: &str) -> FailArgs {
     FailArgs {
         worker_id: worker.into(),
         message_id: job.message_id.clone(),
@@ -458,7 +460,7 @@ async fn system_prompt_from_runtime_config_is_appended() {
     let e = env().await;
     seed_agent(&e.store, "bot", true).await;
     e.store
-        .set_message_config(shared::model::MessageConfig {
+        .set_message_config(shared::agents::model::MessageConfig {
             system_prompt: Some("  Answer in French. ".into()),
             telegram_attachment_retention_ms: Some(-5),
         })

@@ -4,9 +4,9 @@
 
 use integration_tests::*;
 use serde_json::{Value, json};
-use shared::adapters::dynamo::agents::ConfigureAgentArgs;
 use shared::adapters::secrets_file::FileSecretBackend;
 use shared::adapters::secrets_manager::SecretsManagerBackend;
+use shared::agents::model::ConfigureAgentArgs;
 
 use shared::secrets::{MAX_VALUE_BYTES, SecretBackend, SecretInfo, SecretValue, Secrets};
 use std::collections::BTreeMap;
@@ -212,7 +212,7 @@ async fn ops_scenario(backend: Arc<dyn SecretBackend>) {
             secrets_ref: vec!["telegram.botToken.bot".into()],
             enabled: true,
             bot_identity: None,
-            bridge_config: Some(Some(shared::model::BridgeConfig {
+            bridge_config: Some(Some(shared::agents::model::BridgeConfig {
                 enabled: true,
                 base_url: Some("https://bridge.example".into()),
                 ..Default::default()

@@ -6,10 +6,11 @@
 use integration_tests::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use shared::adapters::dynamo::agents::ConfigureAgentArgs;
-use shared::model::{Attachment, AttachmentKind, AttachmentStatus, WorkerStatus};
+use shared::agents::model::ConfigureAgentArgs;
 use shared::queue::EnqueueArgs;
+use shared::queue::model::{Attachment, AttachmentKind, AttachmentStatus};
 use shared::workers::model::UpsertWorkerArgs;
+use shared::workers::model::WorkerStatus;
 
 fn err(v: &Value) -> (&str, &str) {
     (v["error"]["code"].as_str().unwrap_or("-"), v["error"]["message"].as_str().unwrap_or("-"))

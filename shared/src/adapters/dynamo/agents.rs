@@ -2,51 +2,10 @@
 
 use super::{Store, from_item, key, to_item};
 use crate::adapters::sdk_error;
+use crate::agents::model::{AgentProfile, ConfigureAgentArgs, MessageConfig};
+use crate::agents::rules::profile_secret_refs;
 use crate::error::{AppError, AppResult};
-use crate::model::{AgentProfile, BridgeConfig, MessageConfig};
 use crate::queue::rules;
-use serde::Deserialize;
-
-/// `configureAgent` (`upsertAgentProfile`). Unlike the original (W22), optional fields can be
-/// cleared with `null`, and no platform secret refs are injected into the profile.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConfigureAgentArgs {
-    pub agent_key: String,
-    pub version: String,
-    pub secrets_ref: Vec<String>,
-    pub enabled: bool,
-    #[serde(default, deserialize_with = "double_option")]
-    pub bot_identity: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    pub bridge_config: Option<Option<BridgeConfig>>,
-}
-
-fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// The stored secret refs: the given ones, then the bridge refs when the bridge is enabled,
-/// without duplicates (spec §7.2 less the platform refs).
-pub fn profile_secret_refs(agent_key: &str, given: &[String], bridge: Option<&BridgeConfig>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut push = |r: String| {
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    };
-    for r in given {
-        push(r.trim().to_string());
-    }
-    if let Some(b) = bridge.filter(|b| b.enabled) {
-        let pick = |v: &Option<String>, d: String| {
-            v.as_deref().map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).unwrap_or(d)
-        };
-        push(pick(&b.service_key_secret_ref, format!("agent-bridge.serviceKey.{agent_key}")));
-        push(pick(&b.app_base_url_map_json_secret_ref, format!("agent-bridge.baseUrlMapJson.{agent_key}")));
-    }
-    out
-}
 
 impl Store {
     async fn put_control(&self, item: super::Item, what: &str) -> AppResult<()> {
@@ -149,26 +108,5 @@ impl Store {
         self.put_control(item, "PutItem config").await?;
         self.cache_message_config(now, Some(norm.clone()));
         Ok(Some(norm))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bridge_refs_are_added_once_and_platform_refs_never() {
-        let b = BridgeConfig { enabled: true, ..Default::default() };
-        let refs =
-            profile_secret_refs("bot", &["telegram.botToken.bot".into(), "telegram.botToken.bot".into()], Some(&b));
-        assert_eq!(
-            refs,
-            vec!["telegram.botToken.bot", "agent-bridge.serviceKey.bot", "agent-bridge.baseUrlMapJson.bot"]
-        );
-        let off = BridgeConfig { enabled: false, ..Default::default() };
-        assert_eq!(profile_secret_refs("bot", &[], Some(&off)), Vec::<String>::new());
-        let custom =
-            BridgeConfig { enabled: true, service_key_secret_ref: Some(" my.key ".into()), ..Default::default() };
-        assert_eq!(profile_secret_refs("bot", &[], Some(&custom))[0], "my.key");
     }
 }

@@ -8,10 +8,10 @@ pub mod schema;
 pub mod workers;
 
 use crate::adapters::sdk_error;
+use crate::agents::model::MessageConfig;
 use crate::clock::{Millis, SharedClock};
 use crate::config::{Config, QueuePolicy, TableNames};
 use crate::error::{AppError, AppResult};
-use crate::model::MessageConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};

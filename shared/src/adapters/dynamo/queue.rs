@@ -6,11 +6,13 @@ use super::{Ex, Item, Reason, Store, TxError, conflict_pause, from_item, key, n,
 use crate::adapters::dynamo::schema;
 use crate::adapters::sdk_error;
 use crate::clock::Millis;
+use crate::conversations::model::ConversationItem;
 use crate::error::{AppError, AppResult, LeaseRefusal};
 use crate::ids::{self, LeaseHint, MessageRef};
-use crate::model::{ClaimedJob, ConversationItem, MessageItem, MessageStatus, WorkerItem};
+use crate::queue::model::{ClaimedJob, MessageItem, MessageStatus};
 use crate::queue::rules::{self, ClaimPlan, FailOutcome};
 use crate::queue::*;
+use crate::workers::model::WorkerItem;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update,
 };
@@ -346,7 +348,7 @@ impl Store {
                         ConvOutcome::Nothing => {}
                         ConvOutcome::WorkerRefused(w) => {
                             let Some(w) = w else { return Ok(None) };
-                            if w.status != crate::model::WorkerStatus::Active {
+                            if w.status != crate::workers::model::WorkerStatus::Active {
                                 return Ok(None);
                             }
                             match w.assigned_conversation_id {
@@ -370,7 +372,7 @@ impl Store {
         // The ready index hides a conversation from everyone but its live owner; an owner that
         // polls without a filter still gets its own work (one GetItem, on empty polls only).
         if let Some(w) = self.get_worker(worker_id).await?
-            && w.status == crate::model::WorkerStatus::Active
+            && w.status == crate::workers::model::WorkerStatus::Active
             && let Some(a) = w.assigned_conversation_id
         {
             return Ok(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
@@ -1017,7 +1019,11 @@ impl Store {
     }
 
     /// History entries of a conversation, oldest first (newest `limit`).
-    pub async fn list_history(&self, cid: &str, limit: i32) -> AppResult<Vec<crate::model::HistoryEntry>> {
+    pub async fn list_history(
+        &self,
+        cid: &str,
+        limit: i32,
+    ) -> AppResult<Vec<crate::conversations::model::HistoryEntry>> {
         let out = self
             .client
             .query()

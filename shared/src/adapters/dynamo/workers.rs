@@ -3,8 +3,8 @@
 use super::{Store, from_item, s, to_item};
 use crate::adapters::sdk_error;
 use crate::error::{AppError, AppResult};
-use crate::model::WorkerItem;
 use crate::queue::rules;
+use crate::workers::model::WorkerItem;
 use crate::workers::model::{ControlState, MintTokenArgs, MintedToken, UpsertWorkerArgs};
 use crate::workers::rules::{apply_upsert, control_state};
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -1,0 +1,66 @@
+//! The conversation item (lock, sticky owner, ready-index attributes) and history entries.
+
+use crate::clock::Millis;
+use serde::{Deserialize, Serialize};
+
+/// A conversation as stored in the queue table (`pk = C#<conversationId>`, `sk = CONV`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationItem {
+    pub pk: String,
+    pub sk: String,
+    /// Always `!CONV`, so the conversation sorts first in the `open` index.
+    pub open_key: String,
+    pub conversation_id: String,
+    pub agent_key: String,
+    pub created_at: Millis,
+    /// Open (queued + processing) messages.
+    pub open_count: i64,
+    pub ready_shard: String,
+    /// Earliest time a claim can succeed (never later than the truth); absent when nothing is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Millis>,
+    /// Priority of the message that opened the current busy period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_lease_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_worker_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_msg_sk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_until: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_heartbeat_at: Option<Millis>,
+    /// The sticky worker and until when its claim on the conversation holds without news from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_until: Option<Millis>,
+    #[serde(default)]
+    pub rev: i64,
+    /// Workspace of the last history append; with `agentKey` the hydration cache key (spec §3.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_workspace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryRole {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One conversation history entry (`sk = H#<ULID>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub role: HistoryRole,
+    pub content: String,
+    pub at: Millis,
+}
