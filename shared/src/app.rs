@@ -36,7 +36,7 @@ impl App {
         let store = Arc::new(Store::new(dynamo, cfg.tables.clone(), cfg.policy.clone(), clock.clone()));
         let sm = sdk.get(cfg.secrets_endpoint.as_deref()).await;
         let backend = Arc::new(crate::adapters::secrets_manager::SecretsManagerBackend::from_config(cfg, &sm));
-        let secrets = Secrets::new(backend, clock, cfg.policy.secrets_cache_ms);
+        let secrets = Secrets::new(backend, clock, cfg.policy.secrets.cache_ms);
         let s3 = sdk.get(cfg.s3_endpoint.as_deref()).await;
         let blobs = Arc::new(crate::adapters::s3::S3Blobs::from_config(cfg, &s3)?);
         Ok(Self::new(store, secrets, blobs))

@@ -11,6 +11,7 @@ pub mod app;
 #[cfg(feature = "aws")]
 pub mod blob;
 pub mod clock;
+#[cfg(feature = "aws")]
 pub mod config;
 pub mod conversations;
 #[cfg(feature = "aws")]
@@ -19,13 +20,11 @@ pub mod error;
 #[cfg(feature = "aws")]
 pub mod hydration;
 pub mod ids;
-#[cfg(feature = "aws")]
 pub mod media;
 pub mod protocol;
 pub mod queue;
 #[cfg(feature = "aws")]
 pub mod secrets;
-#[cfg(feature = "aws")]
 pub mod snapshots;
 #[cfg(feature = "aws")]
 pub mod telemetry;
@@ -36,6 +35,7 @@ pub mod workers;
 #[cfg(feature = "aws")]
 pub use adapters::dynamo::Store;
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "aws")]
 pub use config::Config;
 pub use error::{AppError, AppResult, ErrorCode};
 

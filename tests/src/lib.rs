@@ -4,9 +4,10 @@
 use shared::adapters::dynamo::counter::RequestCounter;
 use shared::agents::model::ConfigureAgentArgs;
 use shared::clock::ManualClock;
-use shared::config::{QueuePolicy, TableNames};
+use shared::config::{Policies, TableNames};
 use shared::queue::EnqueueArgs;
 use shared::queue::model::Payload;
+use shared::workers::model::WorkerPolicy;
 use shared::{AppError, Store};
 use std::sync::Arc;
 
@@ -31,19 +32,19 @@ pub fn endpoint() -> String {
 
 /// Fresh tables (unique prefix) and a store whose clock starts at [`T0`].
 pub async fn env() -> TestEnv {
-    env_with(QueuePolicy::default()).await
+    env_with(Policies::default()).await
 }
 
-pub async fn env_with(policy: QueuePolicy) -> TestEnv {
+pub async fn env_with(policy: Policies) -> TestEnv {
     env_clocked(policy, None).await
 }
 
 /// Like [`env_with`], but on the system clock (for tests where real time passes).
-pub async fn env_system(policy: QueuePolicy) -> TestEnv {
+pub async fn env_system(policy: Policies) -> TestEnv {
     env_clocked(policy, Some(Arc::new(shared::SystemClock))).await
 }
 
-async fn env_clocked(policy: QueuePolicy, clock_override: Option<shared::clock::SharedClock>) -> TestEnv {
+async fn env_clocked(policy: Policies, clock_override: Option<shared::clock::SharedClock>) -> TestEnv {
     let counter = RequestCounter::new();
     let client = shared::adapters::dynamo::dynamo_client(Some(&endpoint()), Some(counter.clone())).await;
     // 64 random bits: test binaries share one DynamoDB Local, so prefixes must never repeat.
@@ -166,10 +167,14 @@ pub struct AppEnv {
 /// [`AppEnv`] with the default policy, except that verified tokens are never cached (so a
 /// revocation shows at once; the cache has its own test).
 pub async fn app_env() -> AppEnv {
-    app_env_with(QueuePolicy { auth_cache_ms: 0, ..QueuePolicy::default() }).await
+    app_env_with(Policies {
+        workers: WorkerPolicy { auth_cache_ms: 0, ..WorkerPolicy::default() },
+        ..Policies::default()
+    })
+    .await
 }
 
-pub async fn app_env_with(policy: QueuePolicy) -> AppEnv {
+pub async fn app_env_with(policy: Policies) -> AppEnv {
     let e = env_with(policy).await;
     let blob_dir = std::env::temp_dir().join(format!("af-blobs-{:016x}", shared::ids::random_u128() as u64));
     std::fs::create_dir_all(&blob_dir).expect("blob dir");
@@ -178,7 +183,7 @@ pub async fn app_env_with(policy: QueuePolicy) -> AppEnv {
     );
     let secrets_backend = Arc::new(shared::adapters::secrets_file::FileSecretBackend::memory());
     let clock: shared::clock::SharedClock = Arc::new(e.clock.clone());
-    let secrets = shared::secrets::Secrets::new(secrets_backend.clone(), clock, e.store.policy.secrets_cache_ms);
+    let secrets = shared::secrets::Secrets::new(secrets_backend.clone(), clock, e.store.policy.secrets.cache_ms);
     let app = shared::app::App::new(e.store.clone(), secrets, blobs.clone());
     AppEnv { e, app, blobs, secrets_backend, blob_dir }
 }

@@ -143,7 +143,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     std::fs::create_dir_all(&blob_root).map_err(|e| format!("creating {}: {e}", blob_root.display()))?;
     let blobs = Arc::new(LocalBlobs::open(&blob_root, format!("http://{addr}")).map_err(|e| e.to_string())?);
-    let secrets = Secrets::new(Arc::new(secret_backend), clock, cfg.policy.secrets_cache_ms);
+    let secrets = Secrets::new(Arc::new(secret_backend), clock, cfg.policy.secrets.cache_ms);
     let app = Arc::new(App::new(store.clone(), secrets, blobs.clone()));
     let mut tokens = String::new();
     for w in &args.workers {

@@ -64,3 +64,18 @@ pub struct HistoryEntry {
     pub content: String,
     pub at: Millis,
 }
+
+/// How much history the hydration bundle carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPolicy {
+    /// Entries when the cache key matches (spec: 64) ...
+    pub window: i32,
+    /// ... and the bound on the "full history" the original returns otherwise.
+    pub full_max: i32,
+}
+
+impl Default for HistoryPolicy {
+    fn default() -> Self {
+        Self { window: 64, full_max: 1000 }
+    }
+}

@@ -165,7 +165,7 @@ pub async fn hydrate(app: &App, claimed: Claimed, a: &HydrationArgs) -> AppResul
     let row: Option<WorkerItem> = row.map(from_item).transpose()?;
     let p = claimed.verify(row.as_ref())?;
     let now = store.now();
-    app.auth.remember(&p, now, store.policy.auth_cache_ms);
+    app.auth.remember(&p, now, store.policy.workers.auth_cache_ms);
     let msg: MessageItem =
         from_item(msg.ok_or_else(|| AppError::not_found(format!("message {} does not exist", mref.id())))?)?;
     rules::check_holder(&msg, &p.worker_id, a.lease_id.as_deref(), now)?;
@@ -179,9 +179,9 @@ pub async fn hydrate(app: &App, claimed: Claimed, a: &HydrationArgs) -> AppResul
         .ok_or_else(|| AppError::not_found(format!("Agent profile '{}' not found", msg.agent_key)))?;
     let pol = &store.policy;
     let (window, mode) = if conv.history_workspace_id.as_deref() == Some(workspace.as_str()) {
-        (pol.history_window, "delta")
+        (pol.history.window, "delta")
     } else {
-        (pol.full_history_max, "full")
+        (pol.history.full_max, "full")
     };
     let mut history = store.list_history(&msg.conversation_id, window + 1).await?;
     let truncated = history.len() > window as usize;
@@ -191,7 +191,7 @@ pub async fn hydrate(app: &App, claimed: Claimed, a: &HydrationArgs) -> AppResul
     let mut payload = msg.payload;
     let lease_until = msg.lease_expires_at.unwrap_or(now);
     // Media URLs last the download TTL, or to the lease's end when that is later (at most 1 h).
-    let url_until = (now + pol.download_url_ttl_ms).max(lease_until.min(now + 3_600_000));
+    let url_until = (now + pol.media.download_url_ttl_ms).max(lease_until.min(now + 3_600_000));
     if let Some(atts) = payload.attachments.as_mut() {
         for att in atts.iter_mut() {
             att.download_url = match att.status {

@@ -162,10 +162,10 @@ pub async fn upload_url(app: &App, p: &Principal, a: &UploadUrlArgs) -> AppResul
     if a.size_bytes == 0 {
         return Err(AppError::validation("sizeBytes must be at least 1"));
     }
-    if a.size_bytes > pol.media_max_bytes {
+    if a.size_bytes > pol.media.max_bytes {
         return Err(AppError::PayloadTooLarge(format!(
             "sizeBytes {} is over {} bytes: media is capped at 20 MB, the most a Telegram bot can download",
-            a.size_bytes, pol.media_max_bytes
+            a.size_bytes, pol.media.max_bytes
         )));
     }
     check_mime(&a.mime_type)?;
@@ -183,9 +183,9 @@ pub async fn upload_url(app: &App, p: &Principal, a: &UploadUrlArgs) -> AppResul
         .await?
         .and_then(|c| c.telegram_attachment_retention_ms)
         .filter(|v| *v > 0)
-        .unwrap_or(pol.media_retention_ms);
+        .unwrap_or(pol.media.retention_ms);
     let expires_at = now + retention;
-    let upload_until = now + pol.download_url_ttl_ms;
+    let upload_until = now + pol.media.download_url_ttl_ms;
     let put = app.blobs.presign_put(&media_key(&storage_id), &a.mime_type, Some(a.size_bytes), upload_until).await?;
     let row = AttachmentItem {
         pk: m.pk.clone(),
@@ -239,7 +239,7 @@ pub async fn file_url(app: &App, p: &Principal, a: &FileUrlArgs) -> AppResult<Fi
     if row.status == AttachmentStatus::Expired || row.expires_at <= now {
         return Err(AppError::not_found(format!("attachment '{}' has expired", a.storage_id)));
     }
-    let until = now + app.store.policy.download_url_ttl_ms;
+    let until = now + app.store.policy.media.download_url_ttl_ms;
     Ok(FileUrlResult {
         storage_id: row.storage_id.clone(),
         url: app.blobs.presign_get(&media_key(&row.storage_id), until).await?,
@@ -272,10 +272,10 @@ pub async fn attach_metadata(app: &App, p: &Principal, a: &MetadataArgs) -> AppR
     let mut payload = m.payload.clone();
     payload.metadata = Some(merged.clone());
     let size = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > app.store.policy.max_payload_bytes {
+    if size > app.store.policy.queue.max_payload_bytes {
         return Err(AppError::PayloadTooLarge(format!(
             "the payload would be {size} bytes; the limit is {}",
-            app.store.policy.max_payload_bytes
+            app.store.policy.queue.max_payload_bytes
         )));
     }
     let now = app.now();

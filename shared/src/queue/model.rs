@@ -140,3 +140,47 @@ pub struct ClaimedJob {
     pub attempts: u32,
     pub payload: Payload,
 }
+
+/// Queue, lease and retry policy. Defaults are the original's constants (spec §2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePolicy {
+    pub lease_ms: i64,
+    pub default_priority: f64,
+    pub max_priority: f64,
+    pub default_max_attempts: u32,
+    pub retry_base_delay_ms: i64,
+    pub retry_max_delay_ms: i64,
+    pub retry_jitter_ratio: f64,
+    /// How long done messages stay readable before DynamoDB TTL removes them.
+    pub done_retention_ms: i64,
+    /// How long dead-lettered messages stay (for inspection and redrive).
+    pub dead_letter_retention_ms: i64,
+    /// How far ahead `scheduledFor` may be.
+    pub max_schedule_ahead_ms: i64,
+    /// Partitions of the `ready` index (constant per deployment).
+    pub ready_shards: u32,
+    /// Largest accepted payload, as JSON bytes (a DynamoDB item stops at 400 KB).
+    pub max_payload_bytes: usize,
+    /// Largest attachment a payload may announce (Telegram bots download at most 20 MB).
+    pub max_attachment_bytes: u64,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        Self {
+            lease_ms: 360_000,
+            default_priority: 50.0,
+            max_priority: 100.0,
+            default_max_attempts: 5,
+            retry_base_delay_ms: 1_000,
+            retry_max_delay_ms: 120_000,
+            retry_jitter_ratio: 0.1,
+            done_retention_ms: 7 * 86_400_000,
+            dead_letter_retention_ms: 30 * 86_400_000,
+            max_schedule_ahead_ms: 366 * 86_400_000,
+            ready_shards: 1,
+            max_payload_bytes: 256 * 1024,
+            max_attachment_bytes: 20 * 1024 * 1024,
+        }
+    }
+}

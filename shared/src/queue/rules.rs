@@ -3,10 +3,10 @@
 
 use crate::agents::model::MessageConfig;
 use crate::clock::Millis;
-use crate::config::QueuePolicy;
 use crate::conversations::model::ConversationItem;
 use crate::error::{AppError, AppResult, LeaseRefusal};
 use crate::ids::{LeaseHint, truncate};
+use crate::queue::model::QueuePolicy;
 use crate::queue::model::{MessageItem, MessageStatus, Payload};
 
 pub const CONV_SK: &str = "CONV";
@@ -186,11 +186,11 @@ pub fn build_payload(mut p: Payload, cfg: Option<&MessageConfig>, pol: &QueuePol
                 .map_err(|e| AppError::validation(format!("payload.attachments[{i}]: {e}")))?;
             check_text(&format!("payload.attachments[{i}].telegramFileId"), &a.telegram_file_id, 256)
                 .or_else(|e| if a.telegram_file_id.is_empty() { Ok(()) } else { Err(e) })?;
-            if a.size_bytes.is_some_and(|n| n > pol.media_max_bytes) {
+            if a.size_bytes.is_some_and(|n| n > pol.max_attachment_bytes) {
                 return Err(AppError::PayloadTooLarge(format!(
                     "payload.attachments[{i}] is {} bytes; Telegram bots can download at most {} bytes (20 MB)",
                     a.size_bytes.unwrap_or(0),
-                    pol.media_max_bytes
+                    pol.max_attachment_bytes
                 )));
             }
             // URLs are made fresh at hydration; a caller-supplied one is never stored (W18).
@@ -481,9 +481,9 @@ mod tests {
             download_url: Some("https://x".into()),
         };
         let with = |atts: Vec<crate::queue::model::Attachment>| Payload { attachments: Some(atts), ..payload("u") };
-        let ok = build_payload(with(vec![att("m1", Some(pol.media_max_bytes))]), None, &pol).unwrap();
+        let ok = build_payload(with(vec![att("m1", Some(pol.max_attachment_bytes))]), None, &pol).unwrap();
         assert_eq!(ok.attachments.unwrap()[0].download_url, None);
-        let too_big = build_payload(with(vec![att("m1", Some(pol.media_max_bytes + 1))]), None, &pol).unwrap_err();
+        let too_big = build_payload(with(vec![att("m1", Some(pol.max_attachment_bytes + 1))]), None, &pol).unwrap_err();
         assert_eq!(too_big.code().as_str(), "PayloadTooLarge");
         assert!(too_big.to_string().contains("20 MB"));
         let many = (0..=MAX_ATTACHMENTS).map(|i| att(&format!("m{i}"), None)).collect();

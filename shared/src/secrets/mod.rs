@@ -16,6 +16,18 @@ use std::sync::{Arc, Mutex};
 
 pub use crate::BoxFut;
 
+/// How long secret values stay in a process's cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretsPolicy {
+    pub cache_ms: Millis,
+}
+
+impl Default for SecretsPolicy {
+    fn default() -> Self {
+        Self { cache_ms: 60_000 }
+    }
+}
+
 /// A secret's plaintext. Redacted in `Debug`; read it with [`SecretValue::expose`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(String);

@@ -322,10 +322,10 @@ pub async fn prepare(app: &App, p: &Principal, w: &WorkerItem, a: &PrepareArgs) 
     let pol = &store.policy;
     match a.size_bytes {
         Some(0) => return Err(AppError::validation("sizeBytes must be at least 1")),
-        Some(sz) if sz > pol.snapshot_max_bytes => {
+        Some(sz) if sz > pol.snapshots.max_bytes => {
             return Err(AppError::PayloadTooLarge(format!(
                 "sizeBytes {sz} is over the snapshot limit of {} bytes",
-                pol.snapshot_max_bytes
+                pol.snapshots.max_bytes
             )));
         }
         _ => {}
@@ -343,7 +343,7 @@ pub async fn prepare(app: &App, p: &Principal, w: &WorkerItem, a: &PrepareArgs) 
     }
     let now = store.now();
     let ulid = ids::ulid(now);
-    let upload_until = now + pol.snapshot_upload_timeout_ms;
+    let upload_until = now + pol.snapshots.upload_timeout_ms;
     let item = SnapshotItem {
         pk: rules::conversation_pk(&a.conversation_id),
         sk: snapshot_sk(&ulid),
@@ -362,7 +362,7 @@ pub async fn prepare(app: &App, p: &Principal, w: &WorkerItem, a: &PrepareArgs) 
         error: None,
         created_at: now,
         completed_at: None,
-        expires_at: now + pol.snapshot_retention_ms,
+        expires_at: now + pol.snapshots.retention_ms,
         upload_expires_at: upload_until,
         expiry_kind: Some("snapshot_upload".into()),
         expiry_at: Some(upload_until),
@@ -400,7 +400,7 @@ pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs)
             w = crate::workers::auth::check_row(row.as_ref(), &p.token_hash)?.clone();
         }
         let next = status_after_finalize(&w, &snap);
-        let expires_at = now + store.policy.snapshot_retention_ms;
+        let expires_at = now + store.policy.snapshots.retention_ms;
         let ex = Ex::new()
             .name("#ss", "snapStatus")
             .name("#st", "status")
@@ -536,7 +536,7 @@ pub async fn restore(app: &App, w: &WorkerItem, a: &RestoreArgs) -> AppResult<Op
     let now = store.now();
     let items = query_conversation(store, &a.conversation_id, 100).await?;
     let Some(best) = pick_restore(&items, &a.workspace_id, &a.agent_key, now) else { return Ok(None) };
-    let until = now + store.policy.download_url_ttl_ms;
+    let until = now + store.policy.media.download_url_ttl_ms;
     Ok(Some(RestoreResult {
         snapshot_id: best.snapshot_id.clone(),
         download_url: app.blobs.presign_get(&best.object_key, until).await?,
@@ -550,7 +550,7 @@ pub async fn restore(app: &App, w: &WorkerItem, a: &RestoreArgs) -> AppResult<Op
 
 async fn view(app: &App, i: &SnapshotItem, now: Millis) -> AppResult<SnapshotView> {
     let download_url = if i.status == SnapshotStatus::Ready && i.expires_at > now {
-        Some(app.blobs.presign_get(&i.object_key, now + app.store.policy.download_url_ttl_ms).await?)
+        Some(app.blobs.presign_get(&i.object_key, now + app.store.policy.media.download_url_ttl_ms).await?)
     } else {
         None
     };

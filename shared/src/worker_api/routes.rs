@@ -41,7 +41,7 @@ pub static ROUTES: &[Route] = &[
     }),
     route!("control-state", Auth::Row, true, false, |app, who, _a: NoArgs| {
         let (_, row) = who.with_row()?;
-        control_state(Some(&row), app.now(), &app.store.policy)
+        control_state(Some(&row), app.now(), &app.store.policy.workers)
     }),
     route!("worker-heartbeat", Auth::Token, true, false, |app, who, _a: NoArgs| {
         app.store.worker_heartbeat(who.principal()?).await?

@@ -150,7 +150,7 @@ impl Authenticator {
     /// Authenticate a call, trusting a token verified less than `WORKER_AUTH_CACHE_MS` ago.
     pub async fn authenticate(&self, store: &Store, header: Option<&str>) -> AppResult<Principal> {
         let Claimed(p) = Self::claimed(header)?;
-        let ttl = store.policy.auth_cache_ms;
+        let ttl = store.policy.workers.auth_cache_ms;
         if ttl > 0
             && let Some((at, id)) = self.cache.lock().expect("auth cache").get(&p.token_hash)
             && store.now() - *at < ttl
@@ -168,7 +168,7 @@ impl Authenticator {
         let row = store.get_worker(&p.worker_id).await?;
         match check_row(row.as_ref(), &p.token_hash) {
             Ok(_) => {
-                self.remember(&p, store.now(), store.policy.auth_cache_ms);
+                self.remember(&p, store.now(), store.policy.workers.auth_cache_ms);
                 Ok((p, row.expect("check_row accepts only an existing row")))
             }
             Err(e) => {

@@ -192,3 +192,22 @@ impl WorkerItem {
         self.load.max(0)
     }
 }
+
+/// Worker liveness and authentication policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerPolicy {
+    /// A worker whose last news (claim, heartbeat, complete, idle heartbeat) is older than this
+    /// is stale: its sticky claim on a conversation lapses and its control state says so.
+    pub stale_after_ms: i64,
+    /// An idle worker (no job) is told to stop this long after its last claim or completion.
+    pub idle_timeout_ms: i64,
+    /// How long a process trusts a verified worker token before reading the worker row again
+    /// (writes always re-check the token inside their transaction).
+    pub auth_cache_ms: i64,
+}
+
+impl Default for WorkerPolicy {
+    fn default() -> Self {
+        Self { stale_after_ms: 420_000, idle_timeout_ms: 1_800_000, auth_cache_ms: 10_000 }
+    }
+}

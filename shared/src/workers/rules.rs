@@ -1,6 +1,6 @@
 //! Worker rules (pure): status transitions of `upsertWorkerState` and the control state.
 
-use super::model::{Assignment, ControlState, UpsertWorkerArgs};
+use super::model::{Assignment, ControlState, UpsertWorkerArgs, WorkerPolicy};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::workers::model::{WorkerItem, WorkerStatus};
@@ -102,7 +102,7 @@ fn set_assignment(w: &mut WorkerItem, a: Option<Option<Assignment>>, now: Millis
 }
 
 /// The control state of a worker row (pure).
-pub fn control_state(w: Option<&WorkerItem>, now: Millis, pol: &crate::config::QueuePolicy) -> ControlState {
+pub fn control_state(w: Option<&WorkerItem>, now: Millis, pol: &WorkerPolicy) -> ControlState {
     let Some(w) = w else {
         return ControlState {
             should_stop: true,
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn control_state_reasons_and_idle_deadline() {
-        let pol = crate::config::QueuePolicy::default();
+        let pol = WorkerPolicy::default();
         let none = control_state(None, 5, &pol);
         assert!(none.should_stop);
         assert_eq!((none.action, none.reasons.as_slice()), ("exit", &["missing_worker".to_string()][..]));

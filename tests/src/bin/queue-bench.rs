@@ -9,8 +9,9 @@
 
 use integration_tests::*;
 use shared::adapters::dynamo::Store;
-use shared::config::QueuePolicy;
+use shared::config::Policies;
 use shared::queue::LeaseArgs;
+use shared::workers::model::WorkerPolicy;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,7 +82,7 @@ async fn requests_per_message(samples: usize) {
         ("sticky worker, 10 queued per conversation (drained)", 10, true),
         ("unassigned worker (a fresh worker per conversation)", 1, false),
     ] {
-        let e = env_system(QueuePolicy::default()).await;
+        let e = env_system(Policies::default()).await;
         seed_agent(&e.store, "bot", true).await;
         let convs = (samples / per_conv).max(1);
         e.counter.reset();
@@ -108,7 +109,7 @@ async fn requests_per_message(samples: usize) {
 
 /// Mean latency and requests of `sample` claim+complete pairs with `depth` messages queued.
 async fn cost_at_depth(depth: usize, sample: usize, sticky: bool) -> (f64, f64) {
-    let e = env_system(QueuePolicy::default()).await;
+    let e = env_system(Policies::default()).await;
     seed_agent(&e.store, "bot", true).await;
     // The depth sits in conversations that stay busy (locked by a claimer), plus the sample.
     let convs = (depth / 10).max(1);
@@ -154,7 +155,7 @@ async fn throughput(o: &Opts) {
     let n = o.throughput_msgs;
     let convs = (n / 10).max(1);
     println!("\n3. claim+complete throughput, 8 concurrent claim loops, {n} messages over {convs} conversations");
-    let e = env_system(QueuePolicy::default()).await;
+    let e = env_system(Policies::default()).await;
     seed_agent(&e.store, "bot", true).await;
     let f = Instant::now();
     fill(&e.store, "tp", n, convs).await;
@@ -256,7 +257,11 @@ async fn protocol(samples: usize) {
     println!("\n4. One job through the worker protocol ({samples} jobs, one worker per conversation, tokens)");
     println!("   {:<44} {:>12} {:>12}", "call", "req/call", "ms/call");
     for (label, cache_ms) in [("auth cache 10 s (default)", 10_000), ("auth cache off", 0)] {
-        let a = app_env_with(QueuePolicy { auth_cache_ms: cache_ms, ..QueuePolicy::default() }).await;
+        let a = app_env_with(Policies {
+            workers: WorkerPolicy { auth_cache_ms: cache_ms, ..WorkerPolicy::default() },
+            ..Policies::default()
+        })
+        .await;
         seed_agent(&a.e.store, "bot", true).await;
         a.secret("telegram.botToken.bot", "123:bench").await;
         let mut tokens = Vec::new();

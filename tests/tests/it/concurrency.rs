@@ -3,9 +3,11 @@
 
 use integration_tests::*;
 use shared::adapters::dynamo::Store;
-use shared::config::QueuePolicy;
+use shared::config::Policies;
+use shared::queue::model::QueuePolicy;
 use shared::queue::model::{ClaimedJob, MessageStatus};
 use shared::queue::{LeaseArgs, ListConversationArgs};
+use shared::workers::model::WorkerPolicy;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,7 +49,7 @@ async fn a_thousand_messages_raced_for_by_eight_tasks() {
     const CONVS: usize = 100;
     const PER: u32 = 10;
     const TOTAL: usize = CONVS * PER as usize;
-    let e = env_system(QueuePolicy::default()).await;
+    let e = env_system(Policies::default()).await;
     seed_agent(&e.store, "bot", true).await;
     let convs: Vec<String> = (0..CONVS).map(|i| format!("conv-{i:03}")).collect();
 
@@ -137,8 +139,11 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
     const CONVS: usize = 20;
     const PER: u32 = 8;
     const TOTAL: usize = CONVS * PER as usize;
-    let policy =
-        QueuePolicy { lease_ms: 800, stale_after_ms: 1_000, default_max_attempts: 3, ..QueuePolicy::default() };
+    let policy = Policies {
+        queue: QueuePolicy { lease_ms: 800, default_max_attempts: 3, ..QueuePolicy::default() },
+        workers: WorkerPolicy { stale_after_ms: 1_000, ..WorkerPolicy::default() },
+        ..Policies::default()
+    };
     let e = env_system(policy).await;
     seed_agent(&e.store, "bot", true).await;
     let convs: Vec<String> = (0..CONVS).map(|i| format!("crash-{i:02}")).collect();

@@ -283,7 +283,7 @@ async fn tokens_bind_the_worker_and_stop_working_when_revoked_replaced_or_stoppe
 
 #[tokio::test]
 async fn cached_tokens_still_fail_writes_at_once_after_revocation() {
-    let a = app_env_with(shared::config::QueuePolicy::default()).await; // 10 s auth cache
+    let a = app_env_with(shared::config::Policies::default()).await; // 10 s auth cache
     agent(&a, None).await;
     a.e.store.enqueue(enq("c1", "bot", "one")).await.unwrap();
     let t = a.mint("w1").await;

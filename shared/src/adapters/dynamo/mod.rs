@@ -10,7 +10,7 @@ pub mod workers;
 use crate::adapters::sdk_error;
 use crate::agents::model::MessageConfig;
 use crate::clock::{Millis, SharedClock};
-use crate::config::{Config, QueuePolicy, TableNames};
+use crate::config::{Config, Policies, TableNames};
 use crate::error::{AppError, AppResult};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -28,13 +28,13 @@ const MESSAGE_CONFIG_TTL_MS: Millis = 30_000;
 pub struct Store {
     pub client: Client,
     pub tables: TableNames,
-    pub policy: QueuePolicy,
+    pub policy: Policies,
     pub clock: SharedClock,
     message_config: Mutex<Option<(Millis, Option<MessageConfig>)>>,
 }
 
 impl Store {
-    pub fn new(client: Client, tables: TableNames, policy: QueuePolicy, clock: SharedClock) -> Self {
+    pub fn new(client: Client, tables: TableNames, policy: Policies, clock: SharedClock) -> Self {
         Self { client, tables, policy, clock, message_config: Mutex::new(None) }
     }
 

@@ -156,7 +156,7 @@ impl Store {
         rules::validate_conversation_id(&args.conversation_id)?;
         rules::validate_agent_key(&args.agent_key)?;
         let now = self.now();
-        let pol = &self.policy;
+        let pol = &self.policy.queue;
         let priority = rules::resolve_priority(args.priority, pol)?;
         let max_attempts = rules::resolve_max_attempts(args.max_attempts, pol)?;
         let due = rules::resolve_scheduled_for(args.scheduled_for, now, pol)?;
@@ -310,7 +310,7 @@ impl Store {
                 _ => None,
             });
         }
-        let shards = self.policy.ready_shards.max(1);
+        let shards = self.policy.queue.ready_shards.max(1);
         let start = (ids::random_u128() % u128::from(shards)) as u32;
         // Per shard: conversations that wait (`r`), then locked ones whose lease ran out (`l`).
         let partitions = (0..shards).flat_map(|i| {
@@ -443,7 +443,7 @@ impl Store {
                 ClaimPlan::Reclaim { head, hint } => (head, hint, true),
             };
             let lease = ids::lease_id(now, hint);
-            let until = now + self.policy.lease_ms;
+            let until = now + self.policy.queue.lease_ms;
             let ex = base_ex()
                 .val(":queued", s("queued"))
                 .val(":processing", s("processing"))
@@ -453,7 +453,7 @@ impl Store {
                 .val(":old", s(head.lease_id.clone().unwrap_or_default()))
                 .val(":until", n(until))
                 .val(":now", n(now))
-                .val(":ou", n(now + self.policy.stale_after_ms))
+                .val(":ou", n(now + self.policy.workers.stale_after_ms))
                 .val(":sk", s(&head.sk))
                 .val(":cid", s(cid))
                 .val(":agent", s(&head.agent_key))
@@ -461,7 +461,7 @@ impl Store {
                 .val(":zero", n(0))
                 .val(":fly", s("fly"))
                 .val(":expired", s(rules::LEASE_EXPIRED_ERROR))
-                .val(":lshard", s(rules::locked_shard(cid, self.policy.ready_shards)))
+                .val(":lshard", s(rules::locked_shard(cid, self.policy.queue.ready_shards)))
                 .val(":th", s(token_hash.unwrap_or_default()));
             let worker_cond = if token_hash.is_some() {
                 "#st = :active AND tokenHash = :th AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
@@ -593,9 +593,9 @@ impl Store {
             .val(":ou", n(now))
             .val(":dead", s("dead_letter"))
             .val(":queued", s("queued"))
-            .val(":ttl", n(rules::ttl_seconds(now + self.policy.dead_letter_retention_ms)))
+            .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
             .val(":skey", s(rules::status_key(now, m.sk.trim_start_matches("M#"))))
-            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.ready_shards)));
+            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
         let msg_cond = "#st = :processing AND leaseId = :old AND leaseExpiresAt <= :now";
         let (msg_update, conv_update) = if dead {
             let v = if conv.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last };
@@ -638,7 +638,7 @@ impl Store {
             .val(":rev", n(conv.rev))
             .val(":one", n(1))
             .val(":now", n(now))
-            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.ready_shards)));
+            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
         let update = if conv.open_count > 0 {
             format!("SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}")
         } else {
@@ -695,7 +695,7 @@ impl Store {
         let mref = MessageRef::parse(&a.message_id)?;
         for attempt in 0..MAX_TX_RETRIES {
             let now = self.now();
-            let until = now + self.policy.lease_ms;
+            let until = now + self.policy.queue.lease_ms;
             let ex = self.lease_ex(a, now).val(":until", n(until));
             let items = vec![
                 tx_update(self.q(), self.msg_key(&mref), "SET leaseExpiresAt = :until", Some(LEASE_HELD), &ex),
@@ -734,7 +734,7 @@ impl Store {
             let ex = self
                 .lease_ex(a, now)
                 .val(":done", s("done"))
-                .val(":ttl", n(rules::ttl_seconds(now + self.policy.done_retention_ms)));
+                .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.done_retention_ms)));
             let (cu, cc) = leave_update(variant, true, Owner::Refresh);
             let items = vec![
                 tx_update(
@@ -790,7 +790,7 @@ impl Store {
             };
             rules::check_lease(&m, &a.worker_id, &a.lease_id, now)?;
             let (attempts, outcome) =
-                rules::plan_fail(m.attempts, m.max_attempts, now, ids::random_unit(), &self.policy);
+                rules::plan_fail(m.attempts, m.max_attempts, now, ids::random_unit(), &self.policy.queue);
             let ex = self
                 .lease_ex(&la, now)
                 .val(":seen", n(m.attempts))
@@ -798,7 +798,7 @@ impl Store {
                 .val(":err", s(rules::bounded_error(&a.error_message)))
                 .val(":queued", s("queued"))
                 .val(":dead", s("dead_letter"))
-                .val(":ttl", n(rules::ttl_seconds(now + self.policy.dead_letter_retention_ms)));
+                .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)));
             let msg_cond = format!("{LEASE_HELD} AND attempts = :seen");
             let ck = key(rules::conversation_pk(&mref.conversation_id), rules::CONV_SK);
             let (msg_item, conv_item, result) = match outcome {
@@ -865,12 +865,12 @@ impl Store {
     fn lease_ex(&self, a: &LeaseArgs, now: Millis) -> Ex {
         let cid = a.message_id.split_once(':').map(|(_, c)| c).unwrap_or_default();
         base_ex()
-            .val(":rshard", s(rules::ready_shard(cid, self.policy.ready_shards)))
+            .val(":rshard", s(rules::ready_shard(cid, self.policy.queue.ready_shards)))
             .val(":processing", s("processing"))
             .val(":l", s(&a.lease_id))
             .val(":w", s(&a.worker_id))
             .val(":now", n(now))
-            .val(":ou", n(now + self.policy.stale_after_ms))
+            .val(":ou", n(now + self.policy.workers.stale_after_ms))
             .val(":one", n(1))
             .val(":zero", n(0))
             .val(":th", s(a.token_hash.clone().unwrap_or_default()))
@@ -1051,7 +1051,7 @@ impl Store {
         let limit = limit.unwrap_or(100).clamp(1, 1000) as i32;
         let now = self.now();
         let mut res = ReleaseResult::default();
-        for shard in 0..self.policy.ready_shards.max(1) {
+        for shard in 0..self.policy.queue.ready_shards.max(1) {
             let out = self
                 .client
                 .query()
@@ -1138,7 +1138,7 @@ impl Store {
                 .val(":a", s(&m.agent_key))
                 .val(":cid", s(&r.conversation_id))
                 .val(":ck", s(rules::CONV_OPEN_KEY))
-                .val(":shard", s(rules::ready_shard(&r.conversation_id, self.policy.ready_shards)))
+                .val(":shard", s(rules::ready_shard(&r.conversation_id, self.policy.queue.ready_shards)))
                 .val(":p", n(m.priority));
             let mut lower = false;
             let mut ok = false;

@@ -115,7 +115,7 @@ impl Store {
     pub async fn worker_control_state(&self, worker_id: &str) -> AppResult<ControlState> {
         rules::validate_worker_id(worker_id)?;
         let w = self.get_worker(worker_id).await?;
-        let st = control_state(w.as_ref(), self.now(), &self.policy);
+        let st = control_state(w.as_ref(), self.now(), &self.policy.workers);
         if st.should_stop {
             tracing::info!(worker_id, reasons = ?st.reasons, "worker should stop");
         }
@@ -148,6 +148,6 @@ impl Store {
             return Err(AppError::internal("worker heartbeat refused for an unknown reason"));
         };
         let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
-        Ok(control_state(Some(&w), now, &self.policy))
+        Ok(control_state(Some(&w), now, &self.policy.workers))
     }
 }
