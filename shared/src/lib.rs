@@ -17,7 +17,6 @@ pub mod conversations;
 #[cfg(feature = "aws")]
 pub mod envelope;
 pub mod error;
-#[cfg(feature = "aws")]
 pub mod hydration;
 pub mod ids;
 pub mod media;

@@ -4,11 +4,15 @@
 
 pub use crate::conversations::model::HistoryRole;
 pub use crate::error::{ErrorCode, LeaseRefusal};
+pub use crate::hydration::model::{
+    BridgeRuntimeConfig, ConversationState, HydrationArgs, HydrationBundle, ProfileView,
+};
 pub use crate::queue::model::{Attachment, AttachmentKind, AttachmentStatus, ClaimedJob, Payload};
 pub use crate::queue::{
     AppendArgs, AppendResult, ClaimArgs, ConversationArgs, FailArgs, FailResult, HeartbeatResult, LeaseArgs,
     NewHistoryEntry,
 };
+pub use crate::workers::model::ControlState;
 use serde::{Deserialize, Serialize};
 
 /// Every non-2xx response: `{"error": {"code", "message", "reason"?}}`.

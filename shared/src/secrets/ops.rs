@@ -220,7 +220,7 @@ pub fn hydration_refs(p: &AgentProfile) -> Vec<String> {
     }
     if let Some(b) = p.bridge_config.as_ref().filter(|b| b.enabled) {
         let k = &p.agent_key;
-        let chain = |preferred: Option<&str>, prefix: &str| crate::hydration::ops::candidates(preferred, prefix, k);
+        let chain = |preferred: Option<&str>, prefix: &str| crate::hydration::rules::candidates(preferred, prefix, k);
         let mut all = chain(b.service_key_secret_ref.as_deref(), "agent-bridge.serviceKey");
         if b.base_url.is_none() {
             all.extend(chain(None, "agent-bridge.baseUrl"));

@@ -2,7 +2,7 @@
 
 use super::{Auth, Route, route};
 use crate::envelope::NoArgs;
-use crate::hydration::ops::HydrationArgs;
+use crate::hydration::model::HydrationArgs;
 use crate::media::ops as media;
 use crate::queue::{AppendArgs, ClaimArgs, ConversationArgs, FailArgs, LeaseArgs};
 use crate::snapshots::ops as snapshots;

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod counter;
+pub mod hydration;
 pub mod queue;
 pub mod schema;
 pub mod workers;
