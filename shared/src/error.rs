@@ -11,6 +11,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     PayloadTooLarge,
+    MethodNotAllowed,
     ProviderError,
     Internal,
 }
@@ -24,6 +25,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "Unauthorized",
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
+            ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::ProviderError => "ProviderError",
             ErrorCode::Internal => "Internal",
         }
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ProviderError => 502,
             ErrorCode::Internal => 500,
         }
@@ -70,6 +73,8 @@ pub enum AppError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
     Provider(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -100,6 +105,7 @@ impl AppError {
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
             AppError::Forbidden(_) => ErrorCode::Forbidden,
             AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             AppError::Provider(_) => ErrorCode::ProviderError,
             AppError::Internal(_) => ErrorCode::Internal,
         }
@@ -112,9 +118,14 @@ impl AppError {
         }
     }
 
-    /// The body of an HTTP error response: `{"error":{"code","message"[,"reason"]}}`.
+    /// The body of an HTTP error response: `{"error":{"code","message"[,"reason"]}}`. An internal
+    /// error's cause (an SDK error, a table name) stays in the log: the caller gets a fixed text.
     pub fn to_body(&self) -> serde_json::Value {
-        let mut e = serde_json::json!({ "code": self.code().as_str(), "message": self.to_string() });
+        let message = match self {
+            AppError::Internal(_) => "internal error (the cause is in the service log)".to_string(),
+            other => other.to_string(),
+        };
+        let mut e = serde_json::json!({ "code": self.code().as_str(), "message": message });
         if let Some(r) = self.lease_refusal() {
             e["reason"] = serde_json::to_value(r).unwrap_or_default();
         }
@@ -150,5 +161,8 @@ mod tests {
         assert_eq!(e.code().http_status(), 409);
         let v = AppError::validation("bad").to_body();
         assert!(v["error"].get("reason").is_none());
+        let i = AppError::internal("PutItem failed: ValidationException: key too long, table af-queue").to_body();
+        assert!(!i.to_string().contains("PutItem") && !i.to_string().contains("af-queue"), "{i}");
+        assert_eq!(AppError::MethodNotAllowed("x".into()).code().http_status(), 405);
     }
 }

@@ -20,5 +20,7 @@ pub async fn handle(app: &App, payload: Value) -> Result<Value, AppError> {
 
 /// The Lambda runtime's view of an error.
 pub fn diagnostic(e: AppError) -> Diagnostic {
-    Diagnostic { error_type: e.code().as_str().to_string(), error_message: e.to_string() }
+    // The body's message: an internal error's cause stays in the log, not in the caller's answer.
+    let error_message = e.to_body()["error"]["message"].as_str().unwrap_or_default().to_string();
+    Diagnostic { error_type: e.code().as_str().to_string(), error_message }
 }
