@@ -42,8 +42,11 @@ const EMPTY_BODY_OK: &[&str] = &["control-state", "worker-heartbeat"];
 const TAKES_WORKER_ID: &[&str] = &["claim", "heartbeat", "complete", "fail"];
 
 /// Routes that need the caller's worker row: it is read by the authentication (never from the
-/// cache) and handed to them, so it is read once.
-const ROW_OPS: &[&str] = &["control-state", "snapshot-prepare", "snapshot-finalize", "snapshot-restore"];
+/// cache) and handed to them, so it is read once. `media-url` hands out a URL to data, so it
+/// re-checks the token too. The other routes either re-check the token in their own conditional
+/// write or are the cheap read `has-queued` (cache window `WORKER_AUTH_CACHE_MS`, README).
+const ROW_OPS: &[&str] =
+    &["control-state", "snapshot-prepare", "snapshot-finalize", "snapshot-fail", "snapshot-restore", "media-url"];
 
 /// For routes that take no arguments.
 #[derive(Debug, Deserialize)]
@@ -137,7 +140,10 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
         )));
     }
     if method != "POST" {
-        return Err(AppError::validation(format!("/worker/{op} takes POST, not {method}")));
+        return Err(AppError::MethodNotAllowed(format!(
+            "/worker/{op} takes POST, not {}",
+            crate::ids::truncate(method, 16)
+        )));
     }
     let check_size = || {
         if body.len() > MAX_BODY_BYTES {
@@ -167,7 +173,9 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
             }
             "snapshot-prepare" => json!(snapshots::prepare(app, &p, &row, &parse(op, body, w)?).await?),
             "snapshot-finalize" => json!(snapshots::finalize(app, &p, row, &parse(op, body, w)?).await?),
-            _ => json!(snapshots::restore(app, &row, &parse(op, body, w)?).await?),
+            "snapshot-restore" => json!(snapshots::restore(app, &row, &parse(op, body, w)?).await?),
+            "snapshot-fail" => json!(snapshots::fail(app, &p, &parse(op, body, w)?).await?),
+            _ => json!(media::file_url(app, &p, &parse(op, body, w)?).await?),
         });
     }
     let p = app.auth.authenticate(&app.store, authorization).await?;
@@ -190,7 +198,7 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
         }
         "fail" => json!(store.fail(&FailArgs { token_hash: Some(p.token_hash.clone()), ..parse(op, body, w)? }).await?),
         "append-messages" => {
-            let a = AppendArgs { holder: Some(p.worker_id.clone()), ..parse(op, body, w)? };
+            let a = AppendArgs { holder: Some(p.clone()), ..parse(op, body, w)? };
             json!(store.append_messages(a).await?)
         }
         "has-queued" => {
@@ -201,11 +209,9 @@ async fn route(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
             let NoArgs {} = parse(op, body, w)?;
             json!(store.worker_heartbeat(&p).await?)
         }
-        "snapshot-fail" => json!(snapshots::fail(app, &p, &parse(op, body, w)?).await?),
         "media-upload-url" => json!(media::upload_url(app, &p, &parse(op, body, w)?).await?),
-        "media-url" => json!(media::file_url(app, &p, &parse(op, body, w)?).await?),
         "message-metadata" => json!({ "metadata": media::attach_metadata(app, &p, &parse(op, body, w)?).await? }),
-        _ => unreachable!("checked against WORKER_OPS; hydration is handled above"),
+        other => return Err(AppError::not_found(format!("unknown worker op '{other}'"))),
     };
     Ok(v)
 }

@@ -76,6 +76,31 @@ fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) ->
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// The caps of `upsertWorkerState`'s strings (ids within DynamoDB's key limits, free strings
+/// bounded), so no input reaches the store as an SDK error.
+pub fn validate_upsert(a: &UpsertWorkerArgs) -> AppResult<()> {
+    rules::validate_worker_id(&a.worker_id)?;
+    crate::ids::check_text("provider", &a.provider, 64)?;
+    for (name, v) in
+        [("machineId", &a.machine_id), ("appName", &a.app_name), ("region", &a.region), ("volumeId", &a.volume_id)]
+    {
+        if let Some(v) = v {
+            crate::ids::check_text(name, v, 256)?;
+        }
+    }
+    if let Some(Some(x)) = &a.assignment {
+        rules::validate_conversation_id(&x.conversation_id)?;
+        rules::validate_agent_key(&x.agent_key)?;
+        crate::ids::check_text("assignment.leaseId", &x.lease_id, 256)?;
+    }
+    for (name, v) in [("scheduledShutdownAt", a.scheduled_shutdown_at), ("stoppedAt", a.stopped_at)] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(AppError::validation(format!("{name} must not be negative")));
+        }
+    }
+    Ok(())
+}
+
 /// The row after an upsert (pure; spec §14), or the refused transition.
 pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis) -> AppResult<WorkerItem> {
     let running = matches!(a.status, WorkerStatus::Active | WorkerStatus::Draining | WorkerStatus::Stopping);
@@ -174,16 +199,14 @@ fn set_assignment(w: &mut WorkerItem, a: Option<Option<Assignment>>, now: Millis
 
 impl Store {
     pub async fn get_worker(&self, worker_id: &str) -> AppResult<Option<WorkerItem>> {
+        rules::validate_worker_id(worker_id)?;
         let k = HashMap::from([("workerId".to_string(), s(worker_id))]);
         self.get(&self.tables.workers, k).await?.map(from_item).transpose()
     }
 
     /// `upsertWorkerState`: read, apply the rules, write back only if nobody changed the row.
     pub async fn upsert_worker_state(&self, a: &UpsertWorkerArgs) -> AppResult<WorkerItem> {
-        rules::validate_worker_id(&a.worker_id)?;
-        if a.provider.trim().is_empty() {
-            return Err(AppError::validation("provider is required and must not be blank"));
-        }
+        validate_upsert(a)?;
         for _ in 0..5 {
             let now = self.now();
             let prev = self.get_worker(&a.worker_id).await?;
@@ -305,8 +328,8 @@ impl Store {
     pub async fn mint_worker_token(&self, a: &MintTokenArgs) -> AppResult<MintedToken> {
         rules::validate_worker_id(&a.worker_id)?;
         let provider = a.provider.as_deref().map(str::trim).unwrap_or("self-hosted");
-        if provider.is_empty() || provider.len() > 64 {
-            return Err(AppError::validation("provider must be 1 to 64 characters"));
+        if provider.is_empty() || provider.len() > 64 || provider.chars().any(char::is_control) {
+            return Err(AppError::validation("provider must be 1 to 64 characters, without control characters"));
         }
         let token = crate::worker_auth::new_token(&a.worker_id);
         let now = self.now();
@@ -361,6 +384,31 @@ impl Store {
             .send()
             .await;
         Ok(super::applied(out, "UpdateItem worker token")?.is_some())
+    }
+
+    /// The condition a worker's write carries on its own worker row, in the same transaction: the
+    /// token is still the worker's (not replaced or revoked) and the worker is not stopped. So a
+    /// token change takes effect at once for every write, whatever the authentication cache says.
+    pub(crate) fn token_check(&self, p: &crate::worker_auth::Principal) -> aws_sdk_dynamodb::types::TransactWriteItem {
+        let ex = super::Ex::new().name("#st", "status").val(":th", s(&p.token_hash)).val(":stopped", s("stopped"));
+        super::queue::tx_check(
+            &self.tables.workers,
+            HashMap::from([("workerId".to_string(), s(&p.worker_id))]),
+            "tokenHash = :th AND #st <> :stopped",
+            &ex,
+        )
+    }
+
+    /// Why [`Store::token_check`] failed, read from the row: the 401 the caller gets (or a
+    /// conflict when the row accepts the token again by now).
+    pub(crate) async fn token_refusal(&self, p: &crate::worker_auth::Principal) -> AppError {
+        match self.get_worker(&p.worker_id).await {
+            Ok(row) => match crate::worker_auth::check_row(row.as_ref(), &p.token_hash) {
+                Err(e) => e,
+                Ok(_) => AppError::conflict("the worker row changed during the call; try again"),
+            },
+            Err(e) => e,
+        }
     }
 
     /// `getWorkerControlState` on the server clock.
