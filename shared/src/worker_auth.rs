@@ -171,16 +171,15 @@ impl Authenticator {
     pub async fn authenticate_row(&self, store: &Store, header: Option<&str>) -> AppResult<(Principal, WorkerItem)> {
         let Claimed(p) = Self::claimed(header)?;
         let row = store.get_worker(&p.worker_id).await?;
-        match check_row(row.as_ref(), &p.token_hash) {
-            Ok(_) => {
-                self.remember(&p, store.now(), store.policy.auth_cache_ms);
-                Ok((p, row.expect("check_row accepts only an existing row")))
-            }
-            Err(e) => {
-                self.cache.lock().expect("auth cache").remove(&p.token_hash);
-                Err(e)
-            }
+        if let Err(e) = check_row(row.as_ref(), &p.token_hash) {
+            self.cache.lock().expect("auth cache").remove(&p.token_hash);
+            return Err(e);
         }
+        let Some(row) = row else {
+            return Err(AppError::Unauthorized("unknown worker: mint a token with mintWorkerToken".into()));
+        };
+        self.remember(&p, store.now(), store.policy.auth_cache_ms);
+        Ok((p, row))
     }
 
     /// Forget every cached verification (after a revoke through this process).

@@ -370,8 +370,9 @@ impl Store {
         })
     }
 
-    /// `revokeWorkerToken`: the worker's token stops working at once for writes, and within the
-    /// authentication cache time (`WORKER_AUTH_CACHE_MS`) for reads. Returns whether one existed.
+    /// `revokeWorkerToken`: the worker's token stops working at once for every write and for the
+    /// reads that hand out data; `has-queued` may still trust it for the authentication cache time
+    /// (`WORKER_AUTH_CACHE_MS`). Returns whether one existed.
     pub async fn revoke_worker_token(&self, worker_id: &str) -> AppResult<bool> {
         rules::validate_worker_id(worker_id)?;
         let out = self
@@ -443,9 +444,7 @@ impl Store {
             .send()
             .await;
         let Some(o) = super::applied(out, "UpdateItem worker heartbeat")? else {
-            let row = self.get_worker(&p.worker_id).await?;
-            crate::worker_auth::check_row(row.as_ref(), &p.token_hash)?;
-            return Err(AppError::internal("worker heartbeat refused for an unknown reason"));
+            return Err(self.token_refusal(p).await);
         };
         let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
         Ok(control_state(Some(&w), now, &self.policy))
