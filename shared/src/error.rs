@@ -11,6 +11,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     PayloadTooLarge,
+    MethodNotAllowed,
     ProviderError,
     Internal,
 }
@@ -24,6 +25,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "Unauthorized",
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
+            ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::ProviderError => "ProviderError",
             ErrorCode::Internal => "Internal",
         }
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ProviderError => 502,
             ErrorCode::Internal => 500,
         }
@@ -69,6 +72,8 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Provider(String),
     /// Something failed on our side. `message` says what, in words safe to show a caller;
@@ -106,6 +111,7 @@ impl AppError {
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
             AppError::Forbidden(_) => ErrorCode::Forbidden,
             AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             AppError::Provider(_) => ErrorCode::ProviderError,
             AppError::Internal { .. } => ErrorCode::Internal,
         }
@@ -118,9 +124,14 @@ impl AppError {
         }
     }
 
-    /// The body of an HTTP error response: `{"error":{"code","message"[,"reason"]}}`.
+    /// The body of an HTTP error response: `{"error":{"code","message"[,"reason"]}}`. An internal
+    /// error's cause (an SDK error, a table name) stays in the log: the caller gets a fixed text.
     pub fn to_body(&self) -> serde_json::Value {
-        let mut e = serde_json::json!({ "code": self.code().as_str(), "message": self.to_string() });
+        let message = match self {
+            AppError::Internal { .. } => "internal error (the cause is in the service log)".to_string(),
+            other => other.to_string(),
+        };
+        let mut e = serde_json::json!({ "code": self.code().as_str(), "message": message });
         if let Some(r) = self.lease_refusal() {
             e["reason"] = serde_json::to_value(r).unwrap_or_default();
         }
@@ -161,7 +172,9 @@ impl AppError {
 #[cfg(feature = "aws")]
 impl From<AppError> for lambda_runtime::Diagnostic {
     fn from(e: AppError) -> Self {
-        lambda_runtime::Diagnostic { error_type: e.code().as_str().to_string(), error_message: e.to_string() }
+        // The body's message: an internal error's cause stays in the log, not in the caller's answer.
+        let error_message = e.to_body()["error"]["message"].as_str().unwrap_or_default().to_string();
+        lambda_runtime::Diagnostic { error_type: e.code().as_str().to_string(), error_message }
     }
 }
 
@@ -181,6 +194,9 @@ mod tests {
         assert_eq!(e.code().http_status(), 409);
         let v = AppError::validation("bad").to_body();
         assert!(v["error"].get("reason").is_none());
+        let i = AppError::internal("PutItem failed: ValidationException: key too long, table af-queue").to_body();
+        assert!(!i.to_string().contains("PutItem") && !i.to_string().contains("af-queue"), "{i}");
+        assert_eq!(AppError::MethodNotAllowed("x".into()).code().http_status(), 405);
     }
 
     #[test]

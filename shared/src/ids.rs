@@ -73,6 +73,61 @@ pub fn lease_hint(lease_id: &str) -> LeaseHint {
     if lease_id.ends_with("-m") { LeaseHint::More } else { LeaseHint::Last }
 }
 
+/// The checks every caller-supplied text id passes: not blank, at most `max_bytes`, no control
+/// characters. The caps keep every key far below DynamoDB's limits (2,048-byte partition key,
+/// 1,024-byte sort key), so an over-long id is a `ValidationError`, never an SDK error.
+pub fn check_text(field: &str, v: &str, max_bytes: usize) -> Result<(), AppError> {
+    if v.trim().is_empty() {
+        return Err(AppError::validation(format!("{field} is required and must not be blank")));
+    }
+    if v.len() > max_bytes {
+        return Err(AppError::validation(format!("{field} is longer than {max_bytes} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(AppError::validation(format!("{field} must not contain control characters")));
+    }
+    Ok(())
+}
+
+/// Longest conversation id (its key `C#<id>` is a partition key).
+pub const MAX_CONVERSATION_ID_BYTES: usize = 512;
+/// Longest worker id (the workers table's partition key).
+pub const MAX_WORKER_ID_BYTES: usize = 128;
+
+/// A conversation id that passed [`check_text`]: only valid values can be held.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConversationId(String);
+
+impl ConversationId {
+    pub fn parse(v: &str) -> Result<Self, AppError> {
+        check_text("conversationId", v, MAX_CONVERSATION_ID_BYTES)?;
+        Ok(Self(v.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A worker id that passed [`check_text`]: only valid values can be held.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    pub fn parse(v: &str) -> Result<Self, AppError> {
+        check_text("workerId", v, MAX_WORKER_ID_BYTES)?;
+        Ok(Self(v.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// A parsed message id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {
@@ -96,7 +151,9 @@ impl MessageRef {
         if !is_ulid(u) || c.is_empty() {
             return Err(bad());
         }
-        Ok(Self { ulid: u.to_string(), conversation_id: c.to_string() })
+        let c = ConversationId::parse(c)
+            .map_err(|e| AppError::validation(format!("messageId '{}': {e}", truncate(message_id, 60))))?;
+        Ok(Self { ulid: u.to_string(), conversation_id: c.into_string() })
     }
 }
 
@@ -143,6 +200,11 @@ mod tests {
         assert!(MessageRef::parse("nope").is_err());
         assert!(MessageRef::parse("01ARZ3NDEKTSV4RRFFQ69G5FAV:").is_err());
         assert!(MessageRef::parse("short:conv").is_err());
+        let long = format!("{}:{}", ulid(5), "c".repeat(3_000));
+        assert_eq!(MessageRef::parse(&long).unwrap_err().code().as_str(), "ValidationError", "beyond the key limit");
+        assert!(ConversationId::parse(&"c".repeat(512)).is_ok());
+        assert!(ConversationId::parse(&"c".repeat(513)).is_err());
+        assert!(WorkerId::parse("w\u{0}").is_err() && WorkerId::parse(" ").is_err());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! retention deadline in the `expiry` index. Workers get short-lived presigned URLs, and only for
 //! the job they hold (W-7); Telegram's 20 MB download ceiling is enforced up front.
 
-use crate::adapters::dynamo::{Item, from_item, key, n, s, to_item};
-use crate::adapters::sdk_error;
+use crate::adapters::dynamo::queue::{tx_put, tx_update};
+use crate::adapters::dynamo::{Ex, Item, Reason, TxError, from_item, key, n, s, to_item};
 use crate::app::App;
 use crate::blob::{UploadTarget, media_key};
 use crate::clock::Millis;
@@ -56,9 +56,42 @@ pub fn attachment_sk(storage_id: &str) -> String {
     format!("A#{storage_id}")
 }
 
-/// The attachment rows enqueue writes for a message's payload attachments.
+/// The claim of a storage id for one conversation (`pk = MEDIA#<storageId>`, `sk = MEDIA`): written
+/// with every attachment row, so a storage id belongs to one conversation for good and a message
+/// of another conversation cannot reference (download, or expire) its blob.
+pub fn storage_claim_key(storage_id: &str) -> Item {
+    key(format!("MEDIA#{storage_id}"), "MEDIA")
+}
+
+/// The condition of a claim's put (`:cid` = the conversation): unclaimed, or claimed by it already.
+pub const STORAGE_CLAIM_COND: &str = "attribute_not_exists(pk) OR conversationId = :cid";
+
+/// The storage claims enqueue writes for a message's payload attachments (one per attachment,
+/// in the order of [`inbound_rows`]).
+pub fn storage_claims(m: &MessageItem) -> Vec<Item> {
+    let atts = m.payload.attachments.as_deref().unwrap_or_default();
+    atts.iter()
+        .map(|a| {
+            let mut k = storage_claim_key(&a.storage_id);
+            k.insert("conversationId".into(), s(&m.conversation_id));
+            k.insert("storageId".into(), s(&a.storage_id));
+            k
+        })
+        .collect()
+}
+
+/// The attachment rows enqueue writes for a message's payload attachments. The same storage id
+/// twice in one message is refused (it would be one row written twice).
 pub fn inbound_rows(m: &MessageItem, now: Millis) -> AppResult<Vec<Item>> {
     let Some(atts) = &m.payload.attachments else { return Ok(Vec::new()) };
+    for (i, a) in atts.iter().enumerate() {
+        if atts[..i].iter().any(|b| b.storage_id == a.storage_id) {
+            return Err(AppError::validation(format!(
+                "payload.attachments[{i}].storageId '{}' appears twice in this message",
+                ids::truncate(&a.storage_id, 60)
+            )));
+        }
+    }
     atts.iter()
         .map(|a| {
             to_item(&AttachmentItem {
@@ -206,16 +239,24 @@ pub async fn upload_url(app: &App, p: &Principal, a: &UploadUrlArgs) -> AppResul
         expiry_at: Some(expires_at),
         ttl: None,
     };
-    app.store
-        .client
-        .put_item()
-        .table_name(&app.store.tables.queue)
-        .set_item(Some(to_item(&row)?))
-        .condition_expression("attribute_not_exists(pk)")
-        .send()
-        .await
-        .map_err(|e| sdk_error("PutItem attachment", e))?;
-    Ok(UploadUrlResult { storage_id, upload: put.into(), expires_at })
+    // One transaction: the row, the storage id's claim for this conversation, and the caller's
+    // token re-checked on its worker row (a replaced token or a stopped worker gets nothing).
+    let mut claim = storage_claim_key(&storage_id);
+    claim.insert("conversationId".into(), s(&m.conversation_id));
+    claim.insert("storageId".into(), s(&storage_id));
+    let ex = Ex::new().val(":cid", s(&m.conversation_id));
+    let items = vec![
+        tx_put(&app.store.tables.queue, to_item(&row)?, "attribute_not_exists(pk)", &ex),
+        tx_put(&app.store.tables.queue, claim, "attribute_not_exists(pk)", &ex),
+        app.store.token_check(p),
+    ];
+    match app.store.transact(items).await {
+        Ok(()) => Ok(UploadUrlResult { storage_id, upload: put.into(), expires_at }),
+        Err(TxError::Cancelled(r)) if r.get(2).is_some_and(Reason::failed_condition) => {
+            Err(app.store.token_refusal(p).await)
+        }
+        Err(e) => Err(e.into_app("media upload URL")),
+    }
 }
 
 /// `getStorageFileUrl`: a short-lived download URL for a blob of the conversation whose job the
@@ -279,25 +320,33 @@ pub async fn attach_metadata(app: &App, p: &Principal, a: &MetadataArgs) -> AppR
         )));
     }
     let now = app.now();
-    let r = app
-        .store
-        .client
-        .update_item()
-        .table_name(&app.store.tables.queue)
-        .set_key(Some(key(&m.pk, &m.sk)))
-        .update_expression("SET payload.metadata = :m")
-        .condition_expression("#st = :processing AND claimedBy = :w AND leaseId = :l AND leaseExpiresAt > :now")
-        .expression_attribute_names("#st", "status")
-        .expression_attribute_values(":m", crate::adapters::dynamo::to_av(&merged)?)
-        .expression_attribute_values(":processing", s("processing"))
-        .expression_attribute_values(":w", s(&p.worker_id))
-        .expression_attribute_values(":l", s(m.lease_id.clone().unwrap_or_default()))
-        .expression_attribute_values(":now", n(now))
-        .send()
-        .await;
-    match crate::adapters::dynamo::applied(r, "UpdateItem metadata")? {
-        Some(_) => Ok(merged),
-        None => Err(AppError::lease(crate::error::LeaseRefusal::LeaseMismatch, "the lease changed during the call")),
+    let ex = Ex::new()
+        .name("#st", "status")
+        .val(":m", crate::adapters::dynamo::to_av(&merged)?)
+        .val(":processing", s("processing"))
+        .val(":w", s(&p.worker_id))
+        .val(":l", s(m.lease_id.clone().unwrap_or_default()))
+        .val(":now", n(now));
+    // The update and the caller's token, re-checked on its worker row, in one transaction.
+    let items = vec![
+        tx_update(
+            &app.store.tables.queue,
+            key(&m.pk, &m.sk),
+            "SET payload.metadata = :m",
+            Some("#st = :processing AND claimedBy = :w AND leaseId = :l AND leaseExpiresAt > :now"),
+            &ex,
+        ),
+        app.store.token_check(p),
+    ];
+    match app.store.transact(items).await {
+        Ok(()) => Ok(merged),
+        Err(TxError::Cancelled(r)) if r.get(1).is_some_and(Reason::failed_condition) => {
+            Err(app.store.token_refusal(p).await)
+        }
+        Err(TxError::Cancelled(r)) if r.first().is_some_and(Reason::failed_condition) => {
+            Err(AppError::lease(crate::error::LeaseRefusal::LeaseMismatch, "the lease changed during the call"))
+        }
+        Err(e) => Err(e.into_app("message metadata")),
     }
 }
 
@@ -330,7 +379,7 @@ pub(crate) async fn expire_attachment(app: &App, item: Item, now: Millis) -> App
         && let Some(i) = atts.iter().position(|x| x.storage_id == row.storage_id)
     {
         let path = format!("payload.attachments[{i}].#s");
-        let _ = store
+        let r = store
             .client
             .update_item()
             .table_name(&store.tables.queue)
@@ -342,6 +391,9 @@ pub(crate) async fn expire_attachment(app: &App, item: Item, now: Millis) -> App
             .expression_attribute_values(":sid", s(&row.storage_id))
             .send()
             .await;
+        // A failed condition means the payload moved on (nothing to mark); any other failure is
+        // reported, so the sweep's caller sees it instead of a silently stale payload copy.
+        crate::adapters::dynamo::applied(r, "UpdateItem payload attachment status")?;
     }
     Ok(true)
 }

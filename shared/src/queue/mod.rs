@@ -97,9 +97,9 @@ pub struct AppendArgs {
     pub workspace_id: Option<String>,
     pub messages: Vec<NewHistoryEntry>,
     /// Set by the worker API (never from input): only the worker holding the conversation's live
-    /// lock may append.
+    /// lock may append, and only while its token is current (re-checked in the same write).
     #[serde(skip)]
-    pub holder: Option<String>,
+    pub holder: Option<crate::workers::auth::Principal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -61,24 +61,15 @@ pub fn locked_shard(conversation_id: &str, shards: u32) -> String {
 }
 
 fn check_text(field: &str, v: &str, max_bytes: usize) -> AppResult<()> {
-    if v.trim().is_empty() {
-        return Err(AppError::validation(format!("{field} is required and must not be blank")));
-    }
-    if v.len() > max_bytes {
-        return Err(AppError::validation(format!("{field} is longer than {max_bytes} bytes")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(AppError::validation(format!("{field} must not contain control characters")));
-    }
-    Ok(())
+    crate::ids::check_text(field, v, max_bytes)
 }
 
 pub fn validate_conversation_id(v: &str) -> AppResult<()> {
-    check_text("conversationId", v, 512)
+    crate::ids::ConversationId::parse(v).map(drop)
 }
 
 pub fn validate_worker_id(v: &str) -> AppResult<()> {
-    check_text("workerId", v, 128)
+    crate::ids::WorkerId::parse(v).map(drop)
 }
 
 /// Attachments per message (spec W-7: at most 10).

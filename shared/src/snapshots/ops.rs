@@ -213,14 +213,48 @@ pub struct SweepResult {
 
 // ------------------------------------------------------------------------------ pure rules
 
-/// A worker may snapshot or restore the conversation it serves, or any when it serves none yet.
-pub fn check_worker_scope(w: &WorkerItem, cid: &str) -> AppResult<()> {
-    match &w.assigned_conversation_id {
-        Some(c) if c != cid => {
-            Err(AppError::Forbidden(format!("worker '{}' serves conversation '{c}', not '{cid}'", w.worker_id)))
-        }
-        _ => Ok(()),
+/// A worker may prepare, finalize or restore snapshots only of a conversation it serves: the one
+/// it is assigned to (by a claim, or by `upsertWorkerState`), or one whose live lock it holds.
+/// An unassigned worker has no conversation's workspace to read or to overwrite.
+pub fn check_worker_scope(
+    w: &WorkerItem,
+    conv: Option<&crate::conversations::model::ConversationItem>,
+    cid: &str,
+    now: Millis,
+) -> AppResult<()> {
+    if w.assigned_conversation_id.as_deref() == Some(cid) {
+        return Ok(());
     }
+    if conv.is_some_and(|c| {
+        c.conversation_id == cid
+            && c.lock_worker_id.as_deref() == Some(w.worker_id.as_str())
+            && c.lock_until.is_some_and(|u| u > now)
+    }) {
+        return Ok(());
+    }
+    Err(AppError::Forbidden(match &w.assigned_conversation_id {
+        Some(c) => format!(
+            "worker '{}' serves conversation '{}', not '{}'",
+            w.worker_id,
+            ids::truncate(c, 80),
+            ids::truncate(cid, 80)
+        ),
+        None => format!(
+            "worker '{}' serves no conversation: only a worker assigned to conversation '{}' (by a claim or \
+             upsertWorkerState) or holding its lease may use its snapshots",
+            w.worker_id,
+            ids::truncate(cid, 80)
+        ),
+    }))
+}
+
+/// The scope check, reading the conversation only when the assignment alone does not decide.
+async fn check_scope(store: &Store, w: &WorkerItem, cid: &str) -> AppResult<()> {
+    if w.assigned_conversation_id.as_deref() == Some(cid) {
+        return Ok(());
+    }
+    let conv = store.get_conversation(cid).await?;
+    check_worker_scope(w, conv.as_ref(), cid, store.now())
 }
 
 pub fn validate_sha256(v: &str) -> AppResult<()> {
@@ -330,11 +364,10 @@ pub async fn prepare(app: &App, p: &Principal, w: &WorkerItem, a: &PrepareArgs) 
         }
         _ => {}
     }
-    check_worker_scope(w, &a.conversation_id)?;
-    let conv = store
-        .get_conversation(&a.conversation_id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("conversation '{}' does not exist", a.conversation_id)))?;
+    let conv = store.get_conversation(&a.conversation_id).await?;
+    check_worker_scope(w, conv.as_ref(), &a.conversation_id, store.now())?;
+    let conv =
+        conv.ok_or_else(|| AppError::not_found(format!("conversation '{}' does not exist", a.conversation_id)))?;
     if conv.agent_key != a.agent_key {
         return Err(AppError::validation(format!(
             "conversation '{}' belongs to agent '{}', not '{}'",
@@ -390,6 +423,7 @@ pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs)
     let store = &app.store;
     let (_, snap) = get_snapshot(store, &a.snapshot_id).await?;
     check_finalize(&snap, &p.worker_id, store.now())?;
+    check_scope(store, &w, &snap.conversation_id).await?;
     let actual = app.blobs.digest(&snap.object_key).await?;
     check_object(&a.sha256, a.size_bytes, snap.declared_size_bytes, actual.as_ref())?;
     let mut w = w;
@@ -532,7 +566,7 @@ pub async fn restore(app: &App, w: &WorkerItem, a: &RestoreArgs) -> AppResult<Op
     rules::validate_agent_key(&a.agent_key)?;
     rules::validate_conversation_id(&a.conversation_id)?;
     let store = &app.store;
-    check_worker_scope(w, &a.conversation_id)?;
+    check_scope(store, w, &a.conversation_id).await?;
     let now = store.now();
     let items = query_conversation(store, &a.conversation_id, 100).await?;
     let Some(best) = pick_restore(&items, &a.workspace_id, &a.agent_key, now) else { return Ok(None) };
@@ -572,10 +606,19 @@ async fn view(app: &App, i: &SnapshotItem, now: Millis) -> AppResult<SnapshotVie
     })
 }
 
-/// `listSnapshotsForConversation`: newest first; limit default 50, clamped to [1, 200].
+/// A `limit` argument: `default` when absent, else it must be in `1..=max` (refused, not clamped).
+fn limit_in(name: &str, v: Option<i64>, default: i32, max: i32) -> AppResult<i32> {
+    match v {
+        None => Ok(default),
+        Some(l) if (1..=i64::from(max)).contains(&l) => Ok(l as i32),
+        Some(l) => Err(AppError::validation(format!("{name} must be 1 to {max}, got {l}"))),
+    }
+}
+
+/// `listSnapshotsForConversation`: newest first; limit default 50, 1 to 200.
 pub async fn list_for_conversation(app: &App, a: &ListSnapshotsArgs) -> AppResult<Vec<SnapshotView>> {
     rules::validate_conversation_id(&a.conversation_id)?;
-    let limit = a.limit.unwrap_or(50).clamp(1, 200) as i32;
+    let limit = limit_in("limit", a.limit, 50, 200)?;
     let now = app.now();
     let mut out = Vec::new();
     for i in query_conversation(&app.store, &a.conversation_id, limit).await? {
@@ -604,7 +647,7 @@ pub async fn list_for_user_agent(app: &App, a: &UserAgentSnapshotsArgs) -> AppRe
 /// past their window (row `failed`, any partial object deleted), media past retention (object
 /// deleted, attachment marked `expired` in its row and in the message payload).
 pub async fn sweep(app: &App, limit: Option<i64>) -> AppResult<SweepResult> {
-    let limit = limit.unwrap_or(100).clamp(1, 1000) as i32;
+    let limit = limit_in("limit", limit, 100, 1000)?;
     let store = &app.store;
     let now = store.now();
     let mut res = SweepResult::default();
@@ -771,7 +814,23 @@ mod tests {
         assert_eq!(status_after_finalize(&w, &manual), None, "manual snapshots do not stop it");
         w.status = WorkerStatus::Active;
         assert_eq!(status_after_finalize(&w, &s), None);
-        assert!(check_worker_scope(&w, "c").is_ok());
-        assert_eq!(check_worker_scope(&w, "d").unwrap_err().code().as_str(), "Forbidden");
+        assert!(check_worker_scope(&w, None, "c", 0).is_ok());
+        assert_eq!(check_worker_scope(&w, None, "d", 0).unwrap_err().code().as_str(), "Forbidden");
+        // Unassigned: only the holder of the conversation's live lock.
+        w.assigned_conversation_id = None;
+        assert_eq!(check_worker_scope(&w, None, "c", 0).unwrap_err().code().as_str(), "Forbidden");
+        let conv = crate::conversations::model::ConversationItem {
+            conversation_id: "c".into(),
+            lock_worker_id: Some("w1".into()),
+            lock_until: Some(100),
+            ..serde_json::from_value(serde_json::json!({
+                "pk": "C#c", "sk": "CONV", "openKey": "!CONV", "conversationId": "c", "agentKey": "bot",
+                "createdAt": 0, "openCount": 1, "readyShard": "r0"
+            }))
+            .unwrap()
+        };
+        assert!(check_worker_scope(&w, Some(&conv), "c", 99).is_ok());
+        assert_eq!(check_worker_scope(&w, Some(&conv), "c", 100).unwrap_err().code().as_str(), "Forbidden", "expired");
+        assert!(check_worker_scope(&w, Some(&conv), "d", 99).is_err(), "another conversation's lock");
     }
 }

@@ -210,7 +210,11 @@ async fn dispatch(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
     let WorkerRequest { method, path, authorization, body } = req;
     let r = find_route(path)?;
     if method != "POST" {
-        return Err(AppError::validation(format!("/worker/{} takes POST, not {method}", r.op)));
+        return Err(AppError::MethodNotAllowed(format!(
+            "/worker/{} takes POST, not {}",
+            r.op,
+            crate::ids::truncate(method, 16)
+        )));
     }
     let who = match r.auth {
         Auth::Token => Caller::Verified(app.auth.authenticate(&app.store, authorization).await?),

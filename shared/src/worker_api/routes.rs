@@ -30,7 +30,7 @@ pub static ROUTES: &[Route] = &[
         app.store.fail(&a).await?
     }),
     route!("append-messages", Auth::Token, false, false, |app, who, a: AppendArgs| {
-        let a = AppendArgs { holder: Some(who.principal()?.worker_id.clone()), ..a };
+        let a = AppendArgs { holder: Some(who.principal()?.clone()), ..a };
         app.store.append_messages(a).await?
     }),
     route!("has-queued", Auth::Token, false, false, |app, _who, a: ConversationArgs| {
@@ -54,7 +54,7 @@ pub static ROUTES: &[Route] = &[
         let (p, row) = who.with_row()?;
         snapshots::finalize(app, &p, row, &a).await?
     }),
-    route!("snapshot-fail", Auth::Token, false, false, |app, who, a: snapshots::FailSnapshotArgs| {
+    route!("snapshot-fail", Auth::Row, false, false, |app, who, a: snapshots::FailSnapshotArgs| {
         snapshots::fail(app, who.principal()?, &a).await?
     }),
     route!("snapshot-restore", Auth::Row, false, false, |app, who, a: snapshots::RestoreArgs| {
@@ -64,7 +64,7 @@ pub static ROUTES: &[Route] = &[
     route!("media-upload-url", Auth::Token, false, false, |app, who, a: media::UploadUrlArgs| {
         media::upload_url(app, who.principal()?, &a).await?
     }),
-    route!("media-url", Auth::Token, false, false, |app, who, a: media::FileUrlArgs| {
+    route!("media-url", Auth::Row, false, false, |app, who, a: media::FileUrlArgs| {
         media::file_url(app, who.principal()?, &a).await?
     }),
     route!("message-metadata", Auth::Token, false, false, |app, who, a: media::MetadataArgs| {

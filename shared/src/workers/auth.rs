@@ -93,12 +93,13 @@ pub fn check_row<'a>(row: Option<&'a WorkerItem>, hash: &str) -> AppResult<&'a W
     let Some(w) = row else {
         return Err(AppError::Unauthorized("unknown worker: mint a token with mintWorkerToken".into()));
     };
+    // First: entering `stopped` drops the token, and the caller should learn why it stopped working.
+    if w.status == WorkerStatus::Stopped {
+        return Err(AppError::Unauthorized(format!("worker '{}' is stopped; its token no longer works", w.worker_id)));
+    }
     let stored = w.token_hash.as_deref().unwrap_or("");
     if stored.is_empty() || !constant_time_eq(stored.as_bytes(), hash.as_bytes()) {
         return Err(AppError::Unauthorized(format!("the token of worker '{}' was revoked or replaced", w.worker_id)));
-    }
-    if w.status == WorkerStatus::Stopped {
-        return Err(AppError::Unauthorized(format!("worker '{}' is stopped; its token no longer works", w.worker_id)));
     }
     Ok(w)
 }
@@ -133,6 +134,10 @@ impl Authenticator {
         let token = Self::bearer(header)?;
         let worker_id = token_worker_id(token)
             .ok_or_else(|| AppError::Unauthorized("malformed worker token (expected afw1.<id>.<secret>)".into()))?;
+        // A workerId no worker can have (over-long, control characters) is refused before any read.
+        let worker_id = crate::ids::WorkerId::parse(&worker_id)
+            .map_err(|e| AppError::validation(format!("the worker token names an invalid workerId: {e}")))?
+            .into_string();
         Ok(Claimed(Principal { worker_id, token_hash: token_hash(token) }))
     }
 
@@ -166,16 +171,15 @@ impl Authenticator {
     pub async fn authenticate_row(&self, store: &Store, header: Option<&str>) -> AppResult<(Principal, WorkerItem)> {
         let Claimed(p) = Self::claimed(header)?;
         let row = store.get_worker(&p.worker_id).await?;
-        match check_row(row.as_ref(), &p.token_hash) {
-            Ok(_) => {
-                self.remember(&p, store.now(), store.policy.workers.auth_cache_ms);
-                Ok((p, row.expect("check_row accepts only an existing row")))
-            }
-            Err(e) => {
-                self.cache.lock().expect("auth cache").remove(&p.token_hash);
-                Err(e)
-            }
+        if let Err(e) = check_row(row.as_ref(), &p.token_hash) {
+            self.cache.lock().expect("auth cache").remove(&p.token_hash);
+            return Err(e);
         }
+        let Some(row) = row else {
+            return Err(AppError::Unauthorized("unknown worker: mint a token with mintWorkerToken".into()));
+        };
+        self.remember(&p, store.now(), store.policy.workers.auth_cache_ms);
+        Ok((p, row))
     }
 
     /// Forget every cached verification (after a revoke through this process).
@@ -225,6 +229,8 @@ mod tests {
         let e = check_row(Some(&row), &h).unwrap_err();
         assert_eq!(e.code().as_str(), "Unauthorized");
         assert!(e.to_string().contains("stopped"));
+        row.token_hash = None;
+        assert!(check_row(Some(&row), &h).unwrap_err().to_string().contains("stopped"), "stopping drops the hash");
     }
 
     #[test]
@@ -232,5 +238,7 @@ mod tests {
         assert!(Authenticator::bearer(None).is_err());
         assert!(Authenticator::bearer(Some("Basic abc")).is_err());
         assert_eq!(Authenticator::bearer(Some("Bearer  afw1.x.y ")).unwrap(), "afw1.x.y");
+        let long = format!("Bearer {}", new_token(&"w".repeat(3_000)).expose());
+        assert_eq!(Authenticator::claimed(Some(&long)).unwrap_err().code().as_str(), "ValidationError");
     }
 }

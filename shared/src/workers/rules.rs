@@ -3,7 +3,33 @@
 use super::model::{Assignment, ControlState, UpsertWorkerArgs, WorkerPolicy};
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
+use crate::queue::rules;
 use crate::workers::model::{WorkerItem, WorkerStatus};
+
+/// The caps of `upsertWorkerState`'s strings (ids within DynamoDB's key limits, free strings
+/// bounded), so no input reaches the store as an SDK error.
+pub fn validate_upsert(a: &UpsertWorkerArgs) -> AppResult<()> {
+    rules::validate_worker_id(&a.worker_id)?;
+    crate::ids::check_text("provider", &a.provider, 64)?;
+    for (name, v) in
+        [("machineId", &a.machine_id), ("appName", &a.app_name), ("region", &a.region), ("volumeId", &a.volume_id)]
+    {
+        if let Some(v) = v {
+            crate::ids::check_text(name, v, 256)?;
+        }
+    }
+    if let Some(Some(x)) = &a.assignment {
+        rules::validate_conversation_id(&x.conversation_id)?;
+        rules::validate_agent_key(&x.agent_key)?;
+        crate::ids::check_text("assignment.leaseId", &x.lease_id, 256)?;
+    }
+    for (name, v) in [("scheduledShutdownAt", a.scheduled_shutdown_at), ("stoppedAt", a.stopped_at)] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(AppError::validation(format!("{name} must not be negative")));
+        }
+    }
+    Ok(())
+}
 
 /// The row after an upsert (pure; spec §14), or the refused transition.
 pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis) -> AppResult<WorkerItem> {

@@ -241,7 +241,8 @@ async fn worker_route_refusals_are_precise_and_change_nothing() {
             "Forbidden",
             "is not the worker of this token",
         ),
-        (call(&a, "GET", "/worker/claim", Some(TOKEN), json!({})).await, 400, "ValidationError", "takes POST"),
+        // Issue 7 §2.9: a wrong method is 405 (was a 400 ValidationError).
+        (call(&a, "GET", "/worker/claim", Some(TOKEN), json!({})).await, 405, "MethodNotAllowed", "takes POST"),
         (
             call(&a, "POST", "/worker/fail", Some(TOKEN), lease.clone()).await,
             400,
@@ -275,4 +276,248 @@ async fn worker_route_refusals_are_precise_and_change_nothing() {
     let (st, late) = call(&a, "POST", "/worker/heartbeat", Some(TOKEN), lease).await;
     assert_eq!((st, late["error"]["reason"].as_str()), (409, Some("lease_expired")));
     assert_eq!(snapshot(e).await, before, "the late heartbeat changed nothing");
+}
+
+/// Every JSON value `v` becomes with one leaf replaced by an odd one: ids far beyond DynamoDB's
+/// key limits (2,048-byte partition key, 1,024-byte sort key), empty, control characters,
+/// multi-byte text; numbers negative or huge.
+fn short(v: &Value) -> String {
+    v.to_string().chars().take(300).collect()
+}
+
+fn one_leaf_mutations(v: &Value) -> Vec<Value> {
+    let strings = [
+        "x".repeat(3_000),
+        "é".repeat(1_100),
+        "🦀".repeat(600),
+        String::new(),
+        "a\u{0}b".to_string(),
+        "c".repeat(1_025),
+    ];
+    let numbers = [json!(-1), json!(1_000_000_000_000_000i64), json!(-9_007_199_254_740_991i64)];
+    let mut out = Vec::new();
+    match v {
+        Value::String(_) => out.extend(strings.iter().map(|s| json!(s))),
+        Value::Number(_) => out.extend(numbers.iter().cloned()),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                for m in one_leaf_mutations(x) {
+                    let mut c = a.clone();
+                    c[i] = m;
+                    out.push(Value::Array(c));
+                }
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                for m in one_leaf_mutations(x) {
+                    let mut c = o.clone();
+                    c.insert(k.clone(), m);
+                    out.push(Value::Object(c));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Issue 7 §2.9: no client input yields a 5xx or an `Internal` error, on any op of the envelope
+/// or any worker route, and a refused call writes nothing.
+#[tokio::test]
+async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() {
+    let a = app_env().await;
+    let e = &a.e;
+    seed_agent(&e.store, "bot", true).await;
+    e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
+    let token = a.mint("w1").await;
+    let (_, job) = call(&a, "POST", "/worker/claim", Some(&token), json!({})).await;
+    let (mid, lid) = (job["messageId"].clone(), job["leaseId"].clone());
+    let snap_id = "01J00000000000000000000000:c1";
+    let ops: Vec<(&str, Value)> = vec![
+        (
+            "enqueue",
+            json!({"conversationId": "c2", "agentKey": "bot", "priority": 50, "scheduledFor": T0,
+            "maxAttempts": 3, "payload": {"provider": "telegram", "providerUserId": "7", "messageText": "hi",
+            "externalMessageId": "x1"}}),
+        ),
+        (
+            "configureAgent",
+            json!({"agentKey": "bot", "version": "1", "secretsRef": ["telegram.botToken.bot"],
+            "enabled": true, "botIdentity": "7001", "bridgeConfig": {"enabled": true, "baseUrl": "https://b",
+            "serviceId": "s", "appKey": "k", "serviceKeySecretRef": "r1", "appBaseUrlMapJsonSecretRef": "r2"}}),
+        ),
+        ("getAgentProfile", json!({"agentKey": "bot"})),
+        ("queueStats", json!({})),
+        ("listJobsByStatus", json!({"status": "queued", "limit": 10})),
+        ("listQueueItemsForConversation", json!({"conversationId": "c1", "limit": 10})),
+        ("hasQueuedJobsForConversation", json!({"conversationId": "c1"})),
+        ("releaseStuckJobs", json!({"limit": 10})),
+        ("releaseExpiredLeases", json!({"limit": 10})),
+        ("redriveDeadLetters", json!({"conversationId": "c1", "messageIds": [snap_id]})),
+        (
+            "upsertWorkerState",
+            json!({"workerId": "wz", "provider": "fly", "status": "active", "load": 0,
+            "machineId": "m", "appName": "a", "region": "r", "volumeId": "v", "scheduledShutdownAt": T0,
+            "assignment": {"conversationId": "c9", "agentKey": "bot", "leaseId": "l"}}),
+        ),
+        ("getWorker", json!({"workerId": "w1"})),
+        (
+            "setMessageRuntimeConfig",
+            json!({"messageConfig": {"systemPrompt": "p", "telegramAttachmentRetentionMs": 1000}}),
+        ),
+        ("messageRuntimeConfig", json!({})),
+        (
+            "appendConversationMessages",
+            json!({"conversationId": "c1", "workspaceId": "default",
+            "messages": [{"role": "user", "content": "x", "at": 5}]}),
+        ),
+        ("mintWorkerToken", json!({"workerId": "wm", "provider": "fly"})),
+        ("revokeWorkerToken", json!({"workerId": "wm"})),
+        ("getWorkerControlState", json!({"workerId": "w1"})),
+        ("listSnapshotsForConversation", json!({"conversationId": "c1", "limit": 5})),
+        ("listSnapshotsForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot", "limit": 5})),
+        ("getLatestSnapshotForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("expireOldDataSnapshots", json!({"limit": 5})),
+        ("expireStorage", json!({"limit": 5})),
+        ("importSecret", json!({"secretRef": "a.b", "plaintextValue": "v", "metadata": {"k": "v"}})),
+        ("secretStatus", json!({"secretRefs": ["a.b"]})),
+        ("getSecretsStatus", json!({"agentKey": "bot"})),
+        ("deleteSecret", json!({"secretRef": "a.b"})),
+    ];
+    let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
+    for op in enqueue::op_names() {
+        assert!(covered.contains(&op), "op {op} has no sample here");
+    }
+    let mut calls = 0;
+    for (op, sample) in &ops {
+        for args in one_leaf_mutations(sample) {
+            let before = snapshot(e).await;
+            calls += 1;
+            match enqueue::handle(&a.app, json!({"op": op, "args": args})).await {
+                Ok(_) => {}
+                Err(err) => {
+                    let (args, msg) = (short(&args), short(&json!(err.to_string())));
+                    assert_ne!(code(&err), "Internal", "{op} {args}: {msg}");
+                    assert!(err.code().http_status() < 500, "{op} {args}: {msg}");
+                    assert!(snapshot(e).await == before, "refused {op} wrote: {args}");
+                }
+            }
+        }
+    }
+    for name in ["x".repeat(3_000), String::new(), "a\u{0}".into()] {
+        let err = enqueue::handle(&a.app, json!({"op": name, "args": {}})).await.unwrap_err();
+        assert_eq!(code(&err), "ValidationError");
+    }
+    // Out-of-range limits of the snapshot ops are refused (the README gives their ranges).
+    for (op, args) in [
+        ("listSnapshotsForConversation", json!({"conversationId": "c1", "limit": 0})),
+        ("listSnapshotsForConversation", json!({"conversationId": "c1", "limit": 201})),
+        ("expireStorage", json!({"limit": 1001})),
+        ("expireStorage", json!({"limit": -5})),
+    ] {
+        let err = enqueue::handle(&a.app, json!({"op": op, "args": args})).await.unwrap_err();
+        assert_eq!(code(&err), "ValidationError", "{op} {args}");
+    }
+
+    let routes: Vec<(&str, Value)> = vec![
+        ("claim", json!({"conversationId": "c1", "workerId": "w1"})),
+        ("heartbeat", json!({"messageId": mid, "leaseId": lid})),
+        ("complete", json!({"messageId": mid, "leaseId": lid})),
+        (
+            "append-messages",
+            json!({"conversationId": "c1", "workspaceId": "default",
+            "messages": [{"role": "user", "content": "x", "at": 5}]}),
+        ),
+        ("has-queued", json!({"conversationId": "c1"})),
+        ("hydration", json!({"messageId": mid})),
+        ("control-state", json!({})),
+        ("worker-heartbeat", json!({})),
+        (
+            "snapshot-prepare",
+            json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "c1",
+            "reason": "manual", "sizeBytes": 10}),
+        ),
+        ("snapshot-finalize", json!({"snapshotId": snap_id, "sha256": "0".repeat(64), "sizeBytes": 1})),
+        ("snapshot-fail", json!({"snapshotId": snap_id, "error": "x"})),
+        ("snapshot-restore", json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "c1"})),
+        (
+            "media-upload-url",
+            json!({"messageId": mid, "sizeBytes": 3, "mimeType": "text/plain",
+            "fileName": "f.txt", "kind": "document"}),
+        ),
+        ("media-url", json!({"messageId": mid, "storageId": "mX"})),
+        ("message-metadata", json!({"messageId": mid, "metadata": {"k": "v"}})),
+        // Last: a long error message is accepted (bounded), and the job is then requeued.
+        ("fail", json!({"messageId": mid, "leaseId": lid, "errorMessage": "x"})),
+    ];
+    let covered: Vec<&str> = routes.iter().map(|(o, _)| *o).collect();
+    for op in shared::worker_api::ROUTES.iter().map(|r| r.op) {
+        assert!(covered.contains(&op), "route {op} has no sample here");
+    }
+    let long_token = shared::workers::auth::new_token(&"w".repeat(3_000));
+    let check = |op: &str, body: &Value, st: u16, v: &Value| {
+        let (body, v) = (short(body), short(v));
+        assert!(st < 500, "{op} {body}: {st} {v}");
+        if st >= 400 {
+            assert!(v.contains("\"code\""), "{op}: the JSON error body: {v}");
+            assert!(!v.contains("Internal"), "{op} {body}: {v}");
+        }
+    };
+    for (op, sample) in &routes {
+        let path = format!("/worker/{op}");
+        for body in one_leaf_mutations(sample).into_iter().chain([sample.clone()]) {
+            let is_sample = body == *sample;
+            let before = snapshot(e).await;
+            calls += 1;
+            if !is_sample {
+                let (st, v) = call(&a, "POST", &path, Some(&token), body.clone()).await;
+                check(op, &body, st, &v);
+                if st >= 400 {
+                    assert!(snapshot(e).await == before, "refused {op} wrote: {}", short(&body));
+                }
+            }
+            // A token naming an impossible worker id: a ValidationError before any read.
+            let (st, v) = call(&a, "POST", &path, Some(long_token.expose()), body.clone()).await;
+            check(op, &body, st, &v);
+            assert_eq!((st, v["error"]["code"].as_str()), (400, Some("ValidationError")), "{op}: {}", short(&v));
+            assert!(!v.to_string().contains("DynamoDB") && !v.to_string().contains("Exception"), "{}", short(&v));
+        }
+        for method in ["GET", "PUT", "DELETE", "PATCH"] {
+            let (st, v) = call(&a, method, &path, Some(&token), sample.clone()).await;
+            assert_eq!((st, v["error"]["code"].as_str()), (405, Some("MethodNotAllowed")), "{method} {op}: {v}");
+        }
+    }
+    for path in [format!("/worker/{}", "x".repeat(3_000)), "/worker/claim/extra".into(), "/nope".into()] {
+        let (st, v) = call(&a, "POST", &path, Some(&token), json!({})).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (404, Some("NotFound")), "{}", short(&v));
+    }
+    assert!(calls > 500, "{calls} calls");
+}
+
+/// Issue 7 §2.10: concurrent `configureAgent` calls that set different optional fields keep both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_configure_agent_calls_keep_each_others_fields() {
+    let a = std::sync::Arc::new(app_env().await);
+    for round in 0..10 {
+        let agent = format!("bot{round}");
+        let base = json!({"agentKey": agent, "version": "1", "secretsRef": [], "enabled": true});
+        enqueue::handle(&a.app, json!({"op": "configureAgent", "args": base})).await.unwrap();
+        let mut with_identity = base.clone();
+        with_identity["botIdentity"] = json!(format!("id-{round}"));
+        let mut with_bridge = base.clone();
+        with_bridge["bridgeConfig"] = json!({"enabled": false, "baseUrl": "https://bridge.example"});
+        let (a1, a2) = (a.clone(), a.clone());
+        let t1 = tokio::spawn(async move {
+            enqueue::handle(&a1.app, json!({"op": "configureAgent", "args": with_identity})).await
+        });
+        let t2 = tokio::spawn(async move {
+            enqueue::handle(&a2.app, json!({"op": "configureAgent", "args": with_bridge})).await
+        });
+        t1.await.unwrap().unwrap();
+        t2.await.unwrap().unwrap();
+        let p = a.e.store.get_agent(&agent).await.unwrap().unwrap();
+        assert_eq!(p.bot_identity.as_deref(), Some(format!("id-{round}").as_str()), "round {round}: {p:?}");
+        assert!(p.bridge_config.is_some(), "round {round}: {p:?}");
+    }
 }

@@ -748,3 +748,165 @@ async fn racing_finalize_and_fail_have_exactly_one_winner() {
         assert_eq!(list[0]["status"], want, "round {round}: the row agrees with the winner");
     }
 }
+
+/// Issue 7 §2.6: a replaced token, or a stopped worker's, fails every write at once, though this
+/// process still trusts it in its authentication cache; `media-url` (it hands out a URL) too.
+#[tokio::test]
+async fn token_changes_take_effect_at_once_for_every_write_despite_the_cache() {
+    let a = app_env_with(shared::config::Policies::default()).await; // 10 s auth cache
+    agent(&a, None).await;
+    use shared::blob::BlobBackend;
+    a.blobs.put("media/mIN1", b"photo".to_vec(), "image/jpeg").await.unwrap();
+    a.e.store.enqueue(with_attachment("c1", "mIN1", T0 + 86_400_000)).await.unwrap();
+    let old = a.mint("w1").await;
+    let job = claim(&a, &old, json!({})).await;
+    // Warm the cache with the old token.
+    assert_eq!(a.post("has-queued", &old, json!({"conversationId": "c1"})).await.0, 200);
+    let new = a.mint("w1").await;
+    let mid = job["messageId"].clone();
+    let calls = [
+        ("append-messages", json!({"conversationId": "c1", "messages": [{"role": "user", "content": "x"}]})),
+        ("message-metadata", json!({"messageId": mid, "metadata": {"k": "v"}})),
+        ("media-upload-url", json!({"messageId": mid, "sizeBytes": 3, "mimeType": "text/plain"})),
+        ("media-url", json!({"messageId": mid, "storageId": "mIN1"})),
+    ];
+    let before = snapshot(&a.e).await;
+    for (op, body) in &calls {
+        let (st, v) = a.post(op, &old, body.clone()).await;
+        assert_eq!((st, err(&v).0), (401, "Unauthorized"), "{op} with the replaced token: {v}");
+        assert!(err(&v).1.contains("revoked or replaced"), "{op}: {v}");
+    }
+    assert_eq!(snapshot(&a.e).await, before, "the replaced token wrote nothing");
+    // The new token works.
+    for (op, body) in &calls {
+        let (st, v) = a.post(op, &new, body.clone()).await;
+        assert_eq!(st, 200, "{op} with the new token: {v}");
+    }
+    // Stopped (by reconcile, in another process): the token fails at once and says why.
+    a.post("complete", &new, json!({"messageId": mid, "leaseId": job["leaseId"]})).await;
+    a.e.store.enqueue(enq("c1", "bot", "two")).await.unwrap();
+    let job2 = claim(&a, &new, json!({"conversationId": "c1"})).await;
+    for st in [WorkerStatus::Draining, WorkerStatus::Stopping, WorkerStatus::Stopped] {
+        a.e.store.upsert_worker_state(&UpsertWorkerArgs::status("w1", "fly", st)).await.unwrap();
+    }
+    let mid2 = job2["messageId"].clone();
+    let before = snapshot(&a.e).await;
+    for (op, body) in [
+        ("append-messages", json!({"conversationId": "c1", "messages": [{"role": "user", "content": "x"}]})),
+        ("message-metadata", json!({"messageId": mid2, "metadata": {"k": "w"}})),
+        ("media-upload-url", json!({"messageId": mid2, "sizeBytes": 3, "mimeType": "text/plain"})),
+        ("media-url", json!({"messageId": mid2, "storageId": "mIN1"})),
+    ] {
+        let (st, v) = a.post(op, &new, body).await;
+        assert_eq!((st, err(&v).0), (401, "Unauthorized"), "{op} of a stopped worker: {v}");
+        assert!(err(&v).1.contains("stopped"), "{op}: {v}");
+    }
+    assert_eq!(snapshot(&a.e).await, before, "the stopped worker wrote nothing");
+}
+
+/// Issue 7 §2.7: a storage id belongs to the conversation it was first stored for; another
+/// conversation's message cannot reference (then download, or expire) it.
+#[tokio::test]
+async fn attachments_cannot_cross_conversations() {
+    let a = app_env().await;
+    agent(&a, None).await;
+    use shared::blob::BlobBackend;
+    a.blobs.put("media/mP", b"private photo of P".to_vec(), "image/jpeg").await.unwrap();
+    a.e.store.enqueue(with_attachment("p", "mP", T0 + 86_400_000)).await.unwrap();
+    // Q references P's media, with a past expiry (so the sweep would delete the blob): refused.
+    let before = snapshot(&a.e).await;
+    let e = a.e.store.enqueue(with_attachment("q", "mP", T0 - 1)).await.unwrap_err();
+    assert_eq!(code(&e), "Conflict", "{e}");
+    assert!(e.to_string().contains("another conversation"), "{e}");
+    let e = a.e.store.enqueue(with_attachment("q", "mP", T0 + 86_400_000)).await.unwrap_err();
+    assert_eq!(code(&e), "Conflict", "{e}");
+    assert_eq!(snapshot(&a.e).await, before, "nothing written for Q");
+    // The sweep leaves P's blob alone; P's worker still downloads it.
+    let r = enqueue::handle(&a.app, json!({"op": "expireStorage", "args": {}})).await.unwrap();
+    assert_eq!(r["mediaExpired"], 0, "{r}");
+    assert_eq!(a.blobs.size("media/mP").await.unwrap(), Some(18));
+    // The same conversation may reference it again only as before (one row per storage id).
+    let e = a.e.store.enqueue(with_attachment("p", "mP", T0 + 86_400_000)).await.unwrap_err();
+    assert_eq!(code(&e), "Conflict", "{e}");
+    // Two identical attachments in one message: a validation error, nothing written.
+    let mut twice = with_attachment("r", "mR", T0 + 86_400_000);
+    let att = twice.payload.attachments.as_ref().unwrap()[0].clone();
+    twice.payload.attachments.as_mut().unwrap().push(att);
+    let before = snapshot(&a.e).await;
+    let e = a.e.store.enqueue(twice).await.unwrap_err();
+    assert_eq!(code(&e), "ValidationError", "{e}");
+    assert!(e.to_string().contains("appears twice"), "{e}");
+    assert_eq!(snapshot(&a.e).await, before);
+    // A worker's upload belongs to its conversation too.
+    let t = a.mint("w1").await;
+    let job = claim(&a, &t, json!({"conversationId": "p"})).await;
+    let (st, up) = a
+        .post("media-upload-url", &t, json!({"messageId": job["messageId"], "sizeBytes": 3, "mimeType": "text/plain"}))
+        .await;
+    assert_eq!(st, 200, "{up}");
+    let sid = up["storageId"].as_str().unwrap();
+    let before = snapshot(&a.e).await;
+    let e = a.e.store.enqueue(with_attachment("q", sid, T0 + 86_400_000)).await.unwrap_err();
+    assert_eq!(code(&e), "Conflict", "{e}");
+    assert_eq!(snapshot(&a.e).await, before);
+}
+
+/// Issue 7 §2.8: only a worker serving a conversation (assigned to it, or holding its lease)
+/// prepares, finalizes or restores its snapshots.
+#[tokio::test]
+async fn snapshots_are_scoped_to_the_callers_conversation() {
+    let a = app_env().await;
+    agent(&a, None).await;
+    a.e.store.enqueue(enq("c1", "bot", "one")).await.unwrap();
+    let owner = a.mint("w1").await;
+    let job = claim(&a, &owner, json!({"conversationId": "c1"})).await;
+    let tuple = json!({"workspaceId": "default", "agentKey": "bot", "conversationId": "c1"});
+    let mut prep = tuple.clone();
+    prep["reason"] = json!("signal");
+    let archive = b"the workspace of c1".to_vec();
+    let sha = hex::encode(Sha256::digest(&archive));
+    let (st, p) = a.post("snapshot-prepare", &owner, prep.clone()).await;
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(a.blob("PUT", p["uploadUrl"].as_str().unwrap(), Some("application/gzip"), archive.clone()).await.0, 200);
+    let fin = json!({"snapshotId": p["snapshotId"], "sha256": sha, "sizeBytes": archive.len()});
+    assert_eq!(a.post("snapshot-finalize", &owner, fin).await.0, 200);
+
+    // A fresh, unassigned worker: no restore (download), no prepare (publish).
+    let intruder = a.mint("intruder").await;
+    let before = snapshot(&a.e).await;
+    let (st, v) = a.post("snapshot-restore", &intruder, tuple.clone()).await;
+    assert_eq!((st, err(&v).0), (403, "Forbidden"), "{v}");
+    assert!(v.get("downloadUrl").is_none());
+    let (st, v) = a.post("snapshot-prepare", &intruder, prep.clone()).await;
+    assert_eq!((st, err(&v).0), (403, "Forbidden"), "{v}");
+    assert_eq!(snapshot(&a.e).await, before, "nothing written");
+
+    // A worker moved to another conversation cannot finalize what it prepared for this one.
+    let (_, p2) = a.post("snapshot-prepare", &owner, prep.clone()).await;
+    assert_eq!(
+        a.blob("PUT", p2["uploadUrl"].as_str().unwrap(), Some("application/gzip"), archive.clone()).await.0,
+        200
+    );
+    let (st, _) = a.post("complete", &owner, json!({"messageId": job["messageId"], "leaseId": job["leaseId"]})).await;
+    assert_eq!(st, 200, "the lease is gone: only the assignment could grant the right");
+    let moved: UpsertWorkerArgs =
+        serde_json::from_value(json!({"workerId": "w1", "provider": "fly", "status": "active",
+        "load": 0, "assignment": {"conversationId": "c2", "agentKey": "bot", "leaseId": "spawn:w1"}}))
+        .unwrap();
+    a.e.store.upsert_worker_state(&moved).await.unwrap();
+    let before = snapshot(&a.e).await;
+    let fin2 = json!({"snapshotId": p2["snapshotId"], "sha256": sha, "sizeBytes": archive.len()});
+    let (st, v) = a.post("snapshot-finalize", &owner, fin2).await;
+    assert_eq!((st, err(&v).0), (403, "Forbidden"), "{v}");
+    assert_eq!(snapshot(&a.e).await, before);
+
+    // A self-hosted worker gets the right the way reconcile's machines do: assigned by
+    // upsertWorkerState (or by claiming the conversation's message).
+    let helper = a.mint("helper").await;
+    let assign: UpsertWorkerArgs = serde_json::from_value(json!({"workerId": "helper", "provider": "self-hosted",
+        "status": "active", "load": 0, "assignment": {"conversationId": "c1", "agentKey": "bot", "leaseId": "manual"}}))
+    .unwrap();
+    a.e.store.upsert_worker_state(&assign).await.unwrap();
+    let (st, r) = a.post("snapshot-restore", &helper, tuple).await;
+    assert_eq!((st, &r["snapshotId"]), (200, &p["snapshotId"]), "{r}");
+}

@@ -20,14 +20,30 @@ impl Store {
     }
 
     pub async fn get_agent(&self, agent_key: &str) -> AppResult<Option<AgentProfile>> {
+        rules::validate_agent_key(agent_key)?;
         self.get(&self.tables.control, key(format!("AGENT#{agent_key}"), "PROFILE")).await?.map(from_item).transpose()
     }
 
     /// `configureAgent`: returns the stored profile.
     pub async fn configure_agent(&self, a: ConfigureAgentArgs) -> AppResult<AgentProfile> {
         rules::validate_agent_key(&a.agent_key)?;
-        if a.version.trim().is_empty() {
-            return Err(AppError::validation("version is required and must not be blank"));
+        crate::ids::check_text("version", &a.version, 128)?;
+        if let Some(Some(b)) = &a.bot_identity {
+            crate::ids::check_text("botIdentity", b, 256)?;
+        }
+        if let Some(Some(b)) = &a.bridge_config {
+            let fields = [
+                ("bridgeConfig.baseUrl", &b.base_url),
+                ("bridgeConfig.serviceId", &b.service_id),
+                ("bridgeConfig.appKey", &b.app_key),
+                ("bridgeConfig.serviceKeySecretRef", &b.service_key_secret_ref),
+                ("bridgeConfig.appBaseUrlMapJsonSecretRef", &b.app_base_url_map_json_secret_ref),
+            ];
+            for (name, v) in fields {
+                if v.as_ref().is_some_and(|v| v.len() > 2048) {
+                    return Err(AppError::validation(format!("{name} is longer than 2048 bytes")));
+                }
+            }
         }
         if a.secrets_ref.len() > 100 {
             return Err(AppError::validation("secretsRef holds at most 100 refs"));
@@ -38,28 +54,47 @@ impl Store {
                 crate::ids::truncate(bad, 40)
             )));
         }
-        let prev = self.get_agent(&a.agent_key).await?;
-        let bot_identity = match a.bot_identity {
-            None => prev.as_ref().and_then(|p| p.bot_identity.clone()),
-            Some(v) => v,
-        };
-        let bridge_config = match a.bridge_config {
-            None => prev.as_ref().and_then(|p| p.bridge_config.clone()),
-            Some(v) => v,
-        };
-        let profile = AgentProfile {
-            secrets_ref: profile_secret_refs(&a.agent_key, &a.secrets_ref, bridge_config.as_ref()),
-            agent_key: a.agent_key,
-            version: a.version,
-            enabled: a.enabled,
-            bot_identity,
-            bridge_config,
-            updated_at: self.now(),
-        };
-        let mut item = to_item(&profile)?;
-        item.extend(key(format!("AGENT#{}", profile.agent_key), "PROFILE"));
-        self.put_control(item, "PutItem agent").await?;
-        Ok(profile)
+        // Read-modify-write under a condition: the write succeeds only if the row is still the one
+        // read (`updatedAt` strictly grows with each write, so it is the row's version); a lost race
+        // reads again, so two concurrent calls never drop each other's botIdentity or bridgeConfig.
+        for attempt in 0..8 {
+            let prev = self.get_agent(&a.agent_key).await?;
+            let bot_identity = match &a.bot_identity {
+                None => prev.as_ref().and_then(|p| p.bot_identity.clone()),
+                Some(v) => v.clone(),
+            };
+            let bridge_config = match &a.bridge_config {
+                None => prev.as_ref().and_then(|p| p.bridge_config.clone()),
+                Some(v) => v.clone(),
+            };
+            let now = self.now();
+            let profile = AgentProfile {
+                secrets_ref: profile_secret_refs(&a.agent_key, &a.secrets_ref, bridge_config.as_ref()),
+                agent_key: a.agent_key.clone(),
+                version: a.version.clone(),
+                enabled: a.enabled,
+                bot_identity,
+                bridge_config,
+                updated_at: prev.as_ref().map_or(now, |p| now.max(p.updated_at + 1)),
+            };
+            let mut item = to_item(&profile)?;
+            item.extend(key(format!("AGENT#{}", profile.agent_key), "PROFILE"));
+            let req = self.client.put_item().table_name(&self.tables.control).set_item(Some(item));
+            let req = match &prev {
+                None => req.condition_expression("attribute_not_exists(pk)"),
+                Some(p) => req
+                    .condition_expression("updatedAt = :seen")
+                    .expression_attribute_values(":seen", super::n(p.updated_at)),
+            };
+            match req.send().await {
+                Ok(_) => return Ok(profile),
+                Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
+                    super::conflict_pause(attempt).await;
+                }
+                Err(e) => return Err(sdk_error("PutItem agent", e)),
+            }
+        }
+        Err(AppError::conflict(format!("agent '{}' keeps changing; try again", a.agent_key)))
     }
 
     /// The `message` runtime config, cached per process for a short time.

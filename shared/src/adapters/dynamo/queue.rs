@@ -177,6 +177,7 @@ impl Store {
         let external = msg.payload.external_message_id.clone();
         let msg_item = to_item(&msg)?;
         let attachment_rows = crate::media::ops::inbound_rows(&msg, now)?;
+        let storage_claims = crate::media::ops::storage_claims(&msg);
         let ex = base_ex()
             .val(":a", s(&args.agent_key))
             .val(":t", AttributeValue::Bool(true))
@@ -210,6 +211,11 @@ impl Store {
             for row in &attachment_rows {
                 items.push(tx_put(self.q(), row.clone(), "attribute_not_exists(pk)", &ex));
             }
+            // Each storage id is claimed for this conversation (or already is): never another's.
+            let first_claim = items.len();
+            for c in &storage_claims {
+                items.push(tx_put(self.q(), c.clone(), crate::media::ops::STORAGE_CLAIM_COND, &ex));
+            }
             match self.transact(items).await {
                 Ok(()) => {
                     debug!(%message_id, "enqueued");
@@ -233,7 +239,19 @@ impl Store {
                         return Ok(EnqueueResult { message_id: first, deduplicated: true });
                     }
                     // After the dedupe check: a retried enqueue carries the same attachments.
-                    if r.iter().skip(first_attachment).any(Reason::failed_condition) {
+                    if let Some((i, _)) = r.iter().enumerate().skip(first_claim).find(|(_, x)| x.failed_condition()) {
+                        let sid = attachment_rows
+                            .get(i - first_claim)
+                            .and_then(|row| row.get("storageId"))
+                            .and_then(|v| v.as_s().ok())
+                            .cloned()
+                            .unwrap_or_default();
+                        return Err(AppError::conflict(format!(
+                            "storageId '{sid}' belongs to another conversation; an attachment can only be \
+                             referenced from the conversation it was stored for"
+                        )));
+                    }
+                    if r.iter().take(first_claim).skip(first_attachment).any(Reason::failed_condition) {
                         return Err(AppError::conflict(format!(
                             "an attachment storageId of this message is already attached in conversation '{cid}'"
                         )));
@@ -965,22 +983,29 @@ impl Store {
                 "messages[{i}].content is longer than {MAX_ENTRY_BYTES} bytes"
             )));
         }
+        if let Some((i, _)) = a.messages.iter().enumerate().find(|(_, m)| m.at.is_some_and(|at| at < 0)) {
+            return Err(AppError::validation(format!("messages[{i}].at must not be negative (epoch milliseconds)")));
+        }
         let workspace = a.workspace_id.clone().unwrap_or_else(|| "default".into());
         rules::validate_workspace_id(&workspace)?;
         let now = self.now();
         let pk = rules::conversation_pk(&a.conversation_id);
         if a.messages.is_empty() {
+            if let Some(p) = &a.holder {
+                let row = self.get_worker(&p.worker_id).await?;
+                crate::workers::auth::check_row(row.as_ref(), &p.token_hash)?;
+            }
             let conv = self.get_conversation(&a.conversation_id).await?;
-            if let (Some(c), Some(w)) = (&conv, &a.holder) {
-                rules::check_lock_holder(c, w, now)?;
+            if let (Some(c), Some(p)) = (&conv, &a.holder) {
+                rules::check_lock_holder(c, &p.worker_id, now)?;
             }
             return Ok(AppendResult { updated: conv.is_some(), message_count: 0 });
         }
         // The conversation remembers the workspace of the last append: with its (fixed) agentKey
         // that is the hydration cache key `<workspaceId>:<agentKey>` of spec §3.3. The entries are
         // items of their own, so nothing grows without bound.
-        let ex =
-            Ex::new().val(":ws", s(&workspace)).val(":now", n(now)).val(":w", s(a.holder.clone().unwrap_or_default()));
+        let holder_id = a.holder.as_ref().map(|p| p.worker_id.clone()).unwrap_or_default();
+        let ex = Ex::new().val(":ws", s(&workspace)).val(":now", n(now)).val(":w", s(&holder_id));
         let cond = if a.holder.is_some() {
             "attribute_exists(pk) AND lockWorkerId = :w AND lockUntil > :now"
         } else {
@@ -993,6 +1018,10 @@ impl Store {
             Some(cond),
             &ex,
         )];
+        // A worker's append also re-checks its token on the worker row (item 1).
+        if let Some(p) = &a.holder {
+            items.push(self.token_check(p));
+        }
         for (i, m) in a.messages.iter().enumerate() {
             let mut it = key(&pk, rules::history_sk(&ids::ulid(now)));
             it.insert("role".into(), to_av(&m.role)?);
@@ -1003,12 +1032,20 @@ impl Store {
         }
         match self.transact(items).await {
             Ok(()) => Ok(AppendResult { updated: true, message_count: a.messages.len() }),
-            Err(TxError::Cancelled(r)) if r.first().is_some_and(Reason::failed_condition) => {
+            Err(TxError::Cancelled(r)) => {
+                if let Some(p) = &a.holder
+                    && r.get(1).is_some_and(Reason::failed_condition)
+                {
+                    return Err(self.token_refusal(p).await);
+                }
+                if !r.first().is_some_and(Reason::failed_condition) {
+                    return Err(TxError::Cancelled(r).into_app("appendConversationMessages"));
+                }
                 let old: Option<ConversationItem> =
                     r.first().and_then(|x| x.item.clone()).map(from_item).transpose()?;
                 match (old, &a.holder) {
-                    (Some(c), Some(w)) => {
-                        rules::check_lock_holder(&c, w, now)?;
+                    (Some(c), Some(p)) => {
+                        rules::check_lock_holder(&c, &p.worker_id, now)?;
                         Err(AppError::conflict("the conversation changed during the append; try again"))
                     }
                     _ => Ok(AppendResult { updated: false, message_count: 0 }),

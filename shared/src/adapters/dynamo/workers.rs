@@ -6,22 +6,20 @@ use crate::error::{AppError, AppResult};
 use crate::queue::rules;
 use crate::workers::model::WorkerItem;
 use crate::workers::model::{ControlState, MintTokenArgs, MintedToken, UpsertWorkerArgs};
-use crate::workers::rules::{apply_upsert, control_state};
+use crate::workers::rules::{apply_upsert, control_state, validate_upsert};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
 impl Store {
     pub async fn get_worker(&self, worker_id: &str) -> AppResult<Option<WorkerItem>> {
+        rules::validate_worker_id(worker_id)?;
         let k = HashMap::from([("workerId".to_string(), s(worker_id))]);
         self.get(&self.tables.workers, k).await?.map(from_item).transpose()
     }
 
     /// `upsertWorkerState`: read, apply the rules, write back only if nobody changed the row.
     pub async fn upsert_worker_state(&self, a: &UpsertWorkerArgs) -> AppResult<WorkerItem> {
-        rules::validate_worker_id(&a.worker_id)?;
-        if a.provider.trim().is_empty() {
-            return Err(AppError::validation("provider is required and must not be blank"));
-        }
+        validate_upsert(a)?;
         for _ in 0..5 {
             let now = self.now();
             let prev = self.get_worker(&a.worker_id).await?;
@@ -53,8 +51,8 @@ impl Store {
     pub async fn mint_worker_token(&self, a: &MintTokenArgs) -> AppResult<MintedToken> {
         rules::validate_worker_id(&a.worker_id)?;
         let provider = a.provider.as_deref().map(str::trim).unwrap_or("self-hosted");
-        if provider.is_empty() || provider.len() > 64 {
-            return Err(AppError::validation("provider must be 1 to 64 characters"));
+        if provider.is_empty() || provider.len() > 64 || provider.chars().any(char::is_control) {
+            return Err(AppError::validation("provider must be 1 to 64 characters, without control characters"));
         }
         let token = crate::workers::auth::new_token(&a.worker_id);
         let now = self.now();
@@ -95,8 +93,9 @@ impl Store {
         })
     }
 
-    /// `revokeWorkerToken`: the worker's token stops working at once for writes, and within the
-    /// authentication cache time (`WORKER_AUTH_CACHE_MS`) for reads. Returns whether one existed.
+    /// `revokeWorkerToken`: the worker's token stops working at once for every write and for the
+    /// reads that hand out data; `has-queued` may still trust it for the authentication cache time
+    /// (`WORKER_AUTH_CACHE_MS`). Returns whether one existed.
     pub async fn revoke_worker_token(&self, worker_id: &str) -> AppResult<bool> {
         rules::validate_worker_id(worker_id)?;
         let out = self
@@ -109,6 +108,34 @@ impl Store {
             .send()
             .await;
         Ok(super::applied(out, "UpdateItem worker token")?.is_some())
+    }
+
+    /// The condition a worker's write carries on its own worker row, in the same transaction: the
+    /// token is still the worker's (not replaced or revoked) and the worker is not stopped. So a
+    /// token change takes effect at once for every write, whatever the authentication cache says.
+    pub(crate) fn token_check(
+        &self,
+        p: &crate::workers::auth::Principal,
+    ) -> aws_sdk_dynamodb::types::TransactWriteItem {
+        let ex = super::Ex::new().name("#st", "status").val(":th", s(&p.token_hash)).val(":stopped", s("stopped"));
+        super::queue::tx_check(
+            &self.tables.workers,
+            HashMap::from([("workerId".to_string(), s(&p.worker_id))]),
+            "tokenHash = :th AND #st <> :stopped",
+            &ex,
+        )
+    }
+
+    /// Why [`Store::token_check`] failed, read from the row: the 401 the caller gets (or a
+    /// conflict when the row accepts the token again by now).
+    pub(crate) async fn token_refusal(&self, p: &crate::workers::auth::Principal) -> AppError {
+        match self.get_worker(&p.worker_id).await {
+            Ok(row) => match crate::workers::auth::check_row(row.as_ref(), &p.token_hash) {
+                Err(e) => e,
+                Ok(_) => AppError::conflict("the worker row changed during the call; try again"),
+            },
+            Err(e) => e,
+        }
     }
 
     /// `getWorkerControlState` on the server clock.
@@ -143,9 +170,7 @@ impl Store {
             .send()
             .await;
         let Some(o) = super::applied(out, "UpdateItem worker heartbeat")? else {
-            let row = self.get_worker(&p.worker_id).await?;
-            crate::workers::auth::check_row(row.as_ref(), &p.token_hash)?;
-            return Err(AppError::internal("worker heartbeat refused for an unknown reason"));
+            return Err(self.token_refusal(p).await);
         };
         let w: WorkerItem = from_item(o.attributes.unwrap_or_default())?;
         Ok(control_state(Some(&w), now, &self.policy.workers))
