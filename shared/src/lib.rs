@@ -8,7 +8,6 @@ pub mod adapters;
 pub mod agents;
 #[cfg(feature = "aws")]
 pub mod app;
-#[cfg(feature = "aws")]
 pub mod blob;
 pub mod clock;
 #[cfg(feature = "aws")]

@@ -172,7 +172,9 @@ async fn run(args: Args) -> Result<(), String> {
                     Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
                 }
                 match shared::snapshots::ops::sweep(&app, Some(100)).await {
-                    Ok(r) if r != shared::snapshots::ops::SweepResult::default() => tracing::info!(?r, "storage sweep"),
+                    Ok(r) if r != shared::snapshots::model::SweepResult::default() => {
+                        tracing::info!(?r, "storage sweep")
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "storage sweep failed"),
                 }

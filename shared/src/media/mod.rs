@@ -4,3 +4,4 @@
 pub mod model;
 #[cfg(feature = "aws")]
 pub mod ops;
+pub mod rules;

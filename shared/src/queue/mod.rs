@@ -99,7 +99,7 @@ pub struct AppendArgs {
     /// Set by the worker API (never from input): only the worker holding the conversation's live
     /// lock may append, and only while its token is current (re-checked in the same write).
     #[serde(skip)]
-    pub holder: Option<crate::workers::auth::Principal>,
+    pub holder: Option<crate::workers::model::Principal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

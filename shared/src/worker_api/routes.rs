@@ -46,28 +46,28 @@ pub static ROUTES: &[Route] = &[
     route!("worker-heartbeat", Auth::Token, true, false, |app, who, _a: NoArgs| {
         app.store.worker_heartbeat(who.principal()?).await?
     }),
-    route!("snapshot-prepare", Auth::Row, false, false, |app, who, a: snapshots::PrepareArgs| {
+    route!("snapshot-prepare", Auth::Row, false, false, |app, who, a: crate::snapshots::model::PrepareArgs| {
         let (p, row) = who.with_row()?;
         snapshots::prepare(app, &p, &row, &a).await?
     }),
-    route!("snapshot-finalize", Auth::Row, false, false, |app, who, a: snapshots::FinalizeArgs| {
+    route!("snapshot-finalize", Auth::Row, false, false, |app, who, a: crate::snapshots::model::FinalizeArgs| {
         let (p, row) = who.with_row()?;
         snapshots::finalize(app, &p, row, &a).await?
     }),
-    route!("snapshot-fail", Auth::Row, false, false, |app, who, a: snapshots::FailSnapshotArgs| {
+    route!("snapshot-fail", Auth::Row, false, false, |app, who, a: crate::snapshots::model::FailSnapshotArgs| {
         snapshots::fail(app, who.principal()?, &a).await?
     }),
-    route!("snapshot-restore", Auth::Row, false, false, |app, who, a: snapshots::RestoreArgs| {
+    route!("snapshot-restore", Auth::Row, false, false, |app, who, a: crate::snapshots::model::RestoreArgs| {
         let (_, row) = who.with_row()?;
         snapshots::restore(app, &row, &a).await?
     }),
-    route!("media-upload-url", Auth::Token, false, false, |app, who, a: media::UploadUrlArgs| {
+    route!("media-upload-url", Auth::Token, false, false, |app, who, a: crate::media::model::UploadUrlArgs| {
         media::upload_url(app, who.principal()?, &a).await?
     }),
-    route!("media-url", Auth::Row, false, false, |app, who, a: media::FileUrlArgs| {
+    route!("media-url", Auth::Row, false, false, |app, who, a: crate::media::model::FileUrlArgs| {
         media::file_url(app, who.principal()?, &a).await?
     }),
-    route!("message-metadata", Auth::Token, false, false, |app, who, a: media::MetadataArgs| {
+    route!("message-metadata", Auth::Token, false, false, |app, who, a: crate::media::model::MetadataArgs| {
         json!({ "metadata": media::attach_metadata(app, who.principal()?, &a).await? })
     }),
 ];

@@ -64,13 +64,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// An authenticated worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub worker_id: String,
-    /// Carried into write transactions, which re-check it on the worker row.
-    pub token_hash: String,
-}
+pub use super::model::Principal;
 
 /// A principal taken from a token but not yet checked against its worker row.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -211,3 +211,11 @@ impl Default for WorkerPolicy {
         Self { stale_after_ms: 420_000, idle_timeout_ms: 1_800_000, auth_cache_ms: 10_000 }
     }
 }
+
+/// An authenticated worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub worker_id: String,
+    /// Carried into write transactions, which re-check it on the worker row.
+    pub token_hash: String,
+}

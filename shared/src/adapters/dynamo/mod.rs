@@ -4,8 +4,11 @@
 pub mod agents;
 pub mod counter;
 pub mod hydration;
+pub mod media;
 pub mod queue;
 pub mod schema;
+pub mod snapshots;
+pub mod tx;
 pub mod workers;
 
 use crate::adapters::sdk_error;

@@ -13,57 +13,13 @@ use crate::queue::model::{ClaimedJob, MessageItem, MessageStatus};
 use crate::queue::rules::{self, ClaimPlan, FailOutcome};
 use crate::queue::*;
 use crate::workers::model::WorkerItem;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Select, TransactWriteItem};
 use tracing::{debug, instrument};
 
 const MAX_TX_RETRIES: u32 = 8;
 const READY_PAGE: i32 = 25;
 
-pub(crate) fn tx_update(table: &str, key: Item, update: &str, cond: Option<&str>, ex: &Ex) -> TransactWriteItem {
-    let mut exprs = vec![update];
-    exprs.extend(cond);
-    let (names, values) = ex.for_exprs(&exprs);
-    let u = Update::builder()
-        .table_name(table)
-        .set_key(Some(key))
-        .update_expression(update)
-        .set_condition_expression(cond.map(str::to_string))
-        .set_expression_attribute_names(names)
-        .set_expression_attribute_values(values)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .expect("update has table, key and expression");
-    TransactWriteItem::builder().update(u).build()
-}
-
-pub(crate) fn tx_put(table: &str, item: Item, cond: &str, ex: &Ex) -> TransactWriteItem {
-    let (names, values) = ex.for_exprs(&[cond]);
-    let p = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression(cond)
-        .set_expression_attribute_names(names)
-        .set_expression_attribute_values(values)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .expect("put has table and item");
-    TransactWriteItem::builder().put(p).build()
-}
-
-pub(crate) fn tx_check(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactWriteItem {
-    let (names, values) = ex.for_exprs(&[cond]);
-    let c = ConditionCheck::builder()
-        .table_name(table)
-        .set_key(Some(key))
-        .condition_expression(cond)
-        .set_expression_attribute_names(names)
-        .set_expression_attribute_values(values)
-        .build()
-        .expect("condition check has table, key and condition");
-    TransactWriteItem::builder().condition_check(c).build()
-}
+pub(crate) use super::tx::{tx_check, tx_put, tx_update};
 
 /// The worker-row condition of a lease write: the row exists and, for an authenticated call, still
 /// holds the caller's token and is not stopped.
@@ -176,8 +132,8 @@ impl Store {
         let message_id = msg.message_id.clone();
         let external = msg.payload.external_message_id.clone();
         let msg_item = to_item(&msg)?;
-        let attachment_rows = crate::media::ops::inbound_rows(&msg, now)?;
-        let storage_claims = crate::media::ops::storage_claims(&msg);
+        let attachment_rows = super::media::inbound_rows(&msg, now)?;
+        let storage_claims = super::media::storage_claims(&msg);
         let ex = base_ex()
             .val(":a", s(&args.agent_key))
             .val(":t", AttributeValue::Bool(true))
@@ -214,7 +170,7 @@ impl Store {
             // Each storage id is claimed for this conversation (or already is): never another's.
             let first_claim = items.len();
             for c in &storage_claims {
-                items.push(tx_put(self.q(), c.clone(), crate::media::ops::STORAGE_CLAIM_COND, &ex));
+                items.push(tx_put(self.q(), c.clone(), super::media::STORAGE_CLAIM_COND, &ex));
             }
             match self.transact(items).await {
                 Ok(()) => {

@@ -118,7 +118,7 @@ impl Store {
         p: &crate::workers::auth::Principal,
     ) -> aws_sdk_dynamodb::types::TransactWriteItem {
         let ex = super::Ex::new().name("#st", "status").val(":th", s(&p.token_hash)).val(":stopped", s("stopped"));
-        super::queue::tx_check(
+        super::tx::tx_check(
             &self.tables.workers,
             HashMap::from([("workerId".to_string(), s(&p.worker_id))]),
             "tokenHash = :th AND #st <> :stopped",
