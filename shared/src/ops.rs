@@ -114,11 +114,24 @@ pub(crate) fn to_json<T: serde::Serialize>(v: T) -> AppResult<Value> {
     serde_json::to_value(v).map_err(|e| AppError::internal(e.to_string()))
 }
 
+/// `enqueue`'s args. When they do not parse, an unknown or disabled agent named by a readable
+/// `agentKey` is reported first, as the store does for a refused payload.
+async fn enqueue_args(store: &Store, v: Option<Value>) -> AppResult<EnqueueArgs> {
+    let agent = v.as_ref().and_then(|a| a.get("agentKey")).and_then(Value::as_str).map(str::to_string);
+    match args::<EnqueueArgs>("enqueue", v) {
+        Ok(a) => Ok(a),
+        Err(e) => match agent.filter(|k| crate::queue::rules::validate_agent_key(k).is_ok()) {
+            Some(k) => Err(store.agent_refusal(&k).await?.unwrap_or(e)),
+            None => Err(e),
+        },
+    }
+}
+
 /// Run one queue operation.
 pub async fn dispatch_queue_op(store: &Store, env: Envelope) -> AppResult<Value> {
     let op = env.op.as_str();
     match op {
-        "enqueue" => to_json(store.enqueue(args::<EnqueueArgs>(op, env.args)?).await?),
+        "enqueue" => to_json(store.enqueue(enqueue_args(store, env.args).await?).await?),
         "configureAgent" => to_json(store.configure_agent(args::<ConfigureAgentArgs>(op, env.args)?).await?),
         "getAgentProfile" => {
             #[derive(Deserialize)]

@@ -187,7 +187,9 @@ pub struct JobRow {
     pub scheduled_for: Millis,
     pub attempts: u32,
     pub max_attempts: u32,
+    /// Absent fields are omitted, never `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Payload>,
 }

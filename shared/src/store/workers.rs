@@ -184,6 +184,10 @@ impl Store {
         if a.provider.trim().is_empty() {
             return Err(AppError::validation("provider is required and must not be blank"));
         }
+        if let Some(Some(x)) = &a.assignment {
+            rules::validate_conversation_id(&x.conversation_id)?;
+            rules::validate_agent_key(&x.agent_key)?;
+        }
         for _ in 0..5 {
             let now = self.now();
             let prev = self.get_worker(&a.worker_id).await?;
@@ -200,7 +204,13 @@ impl Store {
                     .expression_attribute_values(":ld", AttributeValue::N(p.load.to_string())),
             };
             match req.send().await {
-                Ok(_) => return Ok(next),
+                Ok(_) => {
+                    // An assignment keeps other workers out of its conversation (I6), like a claim.
+                    if let (Some(Some(x)), WorkerStatus::Active) = (&a.assignment, next.status) {
+                        self.own_assigned_conversation(&a.worker_id, &x.conversation_id, &x.agent_key).await?;
+                    }
+                    return Ok(next);
+                }
                 Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
                 Err(e) => return Err(sdk_error("PutItem worker", e)),
             }
