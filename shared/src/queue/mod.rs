@@ -161,7 +161,7 @@ pub struct RedriveResult {
     pub message_ids: Vec<String>,
 }
 
-/// `queueStats`: counts from the `byStatus` index (W21: live and expired leases apart).
+/// `queueStats`: bounded counts from the `byStatus` index (W21: live and expired leases apart).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
@@ -170,6 +170,9 @@ pub struct QueueStats {
     pub processing: u64,
     pub processing_expired: u64,
     pub dead_letter: u64,
+    /// A figure reached the read bound (`STATS_CAP`, 1,000 index entries): it is a lower bound.
+    #[serde(default)]
+    pub capped: bool,
 }
 
 /// A row of `listJobsByStatus` / `listQueueItemsForConversation`.

@@ -17,6 +17,8 @@ use tracing::{debug, instrument};
 
 const MAX_TX_RETRIES: u32 = 8;
 const READY_PAGE: i32 = 25;
+/// The most index entries one `queueStats` figure reads (its cost bound).
+pub const STATS_CAP: u64 = 1_000;
 
 pub(crate) fn tx_update(table: &str, key: Item, update: &str, cond: Option<&str>, ex: &Ex) -> TransactWriteItem {
     let mut exprs = vec![update];
@@ -1430,7 +1432,10 @@ impl Store {
 
     // ------------------------------------------------------------------ read models
 
-    async fn count_status(&self, status: &str, upto: Option<Millis>, expired_before: Option<Millis>) -> AppResult<u64> {
+    /// Count the `byStatus` entries of `status` whose `statusKey` is below (`Some((t, true))`) or
+    /// at/above (`Some((t, false))`) time `t`, reading at most [`STATS_CAP`] entries: the count,
+    /// and whether more were left unread.
+    async fn count_status(&self, status: &str, split: Option<(Millis, bool)>) -> AppResult<(u64, bool)> {
         let mut total = 0u64;
         let mut start: Option<Item> = None;
         loop {
@@ -1442,41 +1447,84 @@ impl Store {
                 .select(Select::Count)
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":st", s(status))
+                .limit((STATS_CAP - total) as i32)
                 .set_exclusive_start_key(start.take());
-            q = match upto {
-                Some(t) => q
-                    .key_condition_expression("#st = :st AND statusKey < :upto")
-                    .expression_attribute_values(":upto", s(format!("{:013}$", t))),
+            q = match split {
+                Some((t, below)) => q
+                    .key_condition_expression(if below {
+                        "#st = :st AND statusKey < :t"
+                    } else {
+                        "#st = :st AND statusKey >= :t"
+                    })
+                    .expression_attribute_values(":t", s(format!("{t:013}$"))),
                 None => q.key_condition_expression("#st = :st"),
             };
-            if let Some(t) = expired_before {
-                q = q.filter_expression("leaseExpiresAt <= :exp").expression_attribute_values(":exp", n(t));
-            }
             let out = q.send().await.map_err(|e| sdk_error("Query count", e))?;
             total += out.count as u64;
             match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
+                Some(k) if !k.is_empty() => {
+                    if total >= STATS_CAP {
+                        return Ok((total, true));
+                    }
+                    start = Some(k)
+                }
+                _ => return Ok((total, false)),
+            }
+        }
+    }
+
+    /// `queueStats`: bounded reads of the `byStatus` index. Each figure reads at most
+    /// [`STATS_CAP`] index entries (queued due, queued scheduled, processing — split into live and
+    /// expired leases from the same read —, dead-letter), so its cost does not grow with the
+    /// queue's depth; a figure that reached the cap is a lower bound and `capped` says so.
+    pub async fn queue_stats(&self) -> AppResult<QueueStats> {
+        let now = self.now();
+        let (queued_ready, c1) = self.count_status("queued", Some((now, true))).await?;
+        let (queued_scheduled, c2) = self.count_status("queued", Some((now, false))).await?;
+        let (dead_letter, c3) = self.count_status("dead_letter", None).await?;
+        let (mut processing, mut processing_expired, mut c4) = (0u64, 0u64, false);
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.q())
+                .index_name(schema::IDX_BY_STATUS)
+                .key_condition_expression("#st = :st")
+                .projection_expression("leaseExpiresAt")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":st", s("processing"))
+                .limit((STATS_CAP - processing - processing_expired) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query processing", e))?;
+            for i in out.items.unwrap_or_default() {
+                let until = i.get("leaseExpiresAt").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+                if until.is_some_and(|t| t > now) {
+                    processing += 1;
+                } else {
+                    processing_expired += 1;
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => {
+                    if processing + processing_expired >= STATS_CAP {
+                        c4 = true;
+                        break;
+                    }
+                    start = Some(k)
+                }
                 _ => break,
             }
         }
-        Ok(total)
-    }
-
-    /// `queueStats`: counts read from the `byStatus` index (cost grows with the counts, never
-    /// with done messages).
-    pub async fn queue_stats(&self) -> AppResult<QueueStats> {
-        let now = self.now();
-        let queued_all = self.count_status("queued", None, None).await?;
-        let queued_ready = self.count_status("queued", Some(now), None).await?;
-        let processing = self.count_status("processing", None, None).await?;
-        let processing_expired = self.count_status("processing", None, Some(now)).await?;
-        let dead_letter = self.count_status("dead_letter", None, None).await?;
         Ok(QueueStats {
             queued_ready,
-            queued_scheduled: queued_all.saturating_sub(queued_ready),
-            processing: processing.saturating_sub(processing_expired),
+            queued_scheduled,
+            processing,
             processing_expired,
             dead_letter,
+            capped: c1 || c2 || c3 || c4,
         })
     }
 
