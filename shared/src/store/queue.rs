@@ -592,7 +592,21 @@ impl Store {
                         }
                         return Ok(ConvOutcome::Nothing);
                     }
-                    // Lost a race on the message or the conversation: read again and decide again.
+                    // Lost the race to another claimer: the conversation as it is now (returned
+                    // by the failed condition) is locked or owned by someone else, so move on to
+                    // the next candidate without reading it again.
+                    let taken = r
+                        .get(1)
+                        .filter(|x| x.failed_condition())
+                        .and_then(|x| x.item.clone())
+                        .and_then(|i| from_item::<ConversationItem>(i).ok())
+                        .is_some_and(|c| {
+                            c.lock_until.is_some_and(|t| t > now) && c.lock_worker_id.as_deref() != Some(worker_id)
+                        });
+                    if taken {
+                        return Ok(ConvOutcome::Nothing);
+                    }
+                    // Otherwise read again and decide again.
                     if r.iter().any(Reason::conflict) {
                         conflict_pause(attempt).await;
                     }
