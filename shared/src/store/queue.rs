@@ -1677,3 +1677,35 @@ fn job_row(i: &Item, st: MessageStatus) -> AppResult<JobRow> {
         payload: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(cid: &str, priority: f64, ready_at: Millis, seq: &str) -> ConversationItem {
+        serde_json::from_value(serde_json::json!({
+            "pk": format!("C#{cid}"), "sk": "CONV", "openKey": "!CONV", "conversationId": cid,
+            "agentKey": "a", "createdAt": 0, "openCount": 1, "readyShard": "r0",
+            "readyAt": ready_at, "priority": priority, "headSeq": seq
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn candidates_are_ordered_the_same_way_every_time() {
+        let base = vec![
+            cand("z", 50.0, 10, "01B"),
+            cand("y", 50.0, 10, "01A"),
+            cand("x", 50.0, 5, "01C"),
+            cand("w", 90.0, 20, "01D"),
+            cand("v", 50.0, 10, "01A"),
+        ];
+        for _ in 0..20 {
+            let mut c = base.clone();
+            order_candidates(&mut c);
+            let ids: Vec<_> = c.iter().map(|x| x.conversation_id.as_str()).collect();
+            // Priority first, then due time, then insertion order (head ULID), then the id.
+            assert_eq!(ids, vec!["w", "x", "v", "y", "z"]);
+        }
+    }
+}
