@@ -146,7 +146,7 @@ async fn a_message_goes_through_the_runner_end_to_end() {
     let (_, stats) = invoke(&c, json!({"op": "queueStats"})).await;
     assert_eq!(
         stats,
-        json!({"queuedReady": 0, "queuedScheduled": 0, "processing": 0, "processingExpired": 0, "deadLetter": 0})
+        json!({"queuedReady": 0, "queuedScheduled": 0, "processing": 0, "processingExpired": 0, "deadLetter": 0, "capped": false})
     );
 
     // A function error comes back the way Lambda reports one.

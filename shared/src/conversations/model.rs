@@ -45,6 +45,15 @@ pub struct ConversationItem {
     pub history_workspace_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_at: Option<Millis>,
+    /// ULID of the current head (set with `priority`): the insertion-order tie-break of claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_seq: Option<String>,
+    /// Priority and ULID of the message behind the claimed head, as the claim saw it: they become
+    /// `priority`/`headSeq` when the head leaves.
+    #[serde(default, rename = "nextPr", skip_serializing_if = "Option::is_none")]
+    pub next_priority: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_seq: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

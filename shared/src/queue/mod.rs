@@ -165,7 +165,7 @@ pub struct RedriveResult {
     pub message_ids: Vec<String>,
 }
 
-/// `queueStats`: counts from the `byStatus` index (W21: live and expired leases apart).
+/// `queueStats`: bounded counts from the `byStatus` index (W21: live and expired leases apart).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
@@ -174,6 +174,9 @@ pub struct QueueStats {
     pub processing: u64,
     pub processing_expired: u64,
     pub dead_letter: u64,
+    /// A figure reached the read bound (`STATS_CAP`, 1,000 index entries): it is a lower bound.
+    #[serde(default)]
+    pub capped: bool,
 }
 
 /// A row of `listJobsByStatus` / `listQueueItemsForConversation`.
@@ -191,7 +194,9 @@ pub struct JobRow {
     pub scheduled_for: Millis,
     pub attempts: u32,
     pub max_attempts: u32,
+    /// Absent fields are omitted, never `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Payload>,
 }

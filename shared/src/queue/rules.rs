@@ -8,6 +8,7 @@ use crate::error::{AppError, AppResult, LeaseRefusal};
 use crate::ids::{LeaseHint, truncate};
 use crate::queue::model::QueuePolicy;
 use crate::queue::model::{MessageItem, MessageStatus, Payload};
+use crate::workers::model::{WorkerItem, WorkerStatus};
 
 pub const CONV_SK: &str = "CONV";
 /// Sorts before every `Q#…` key, so the `open` index returns the conversation first.
@@ -338,6 +339,24 @@ pub fn plan_claim(conv: &ConversationItem, open: &[MessageItem], worker_id: &str
     ClaimPlan::Claim { head: head.clone(), hint }
 }
 
+/// What recovering a lease does to its old holder's worker row.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReleasePlan {
+    /// One job less (never below 0).
+    pub lower_load: bool,
+    /// The row still records the recovered lease as its assignment: the worker holds no lock any
+    /// more (a worker holds at most one), so its assignment is released.
+    pub unassign: bool,
+}
+
+/// The release of a recovered lease `lease` held by `w`. A stopped worker's row is left alone.
+pub fn plan_release(w: &WorkerItem, lease: Option<&str>) -> ReleasePlan {
+    if w.status == WorkerStatus::Stopped {
+        return ReleasePlan::default();
+    }
+    ReleasePlan { lower_load: w.load > 0, unassign: lease.is_some_and(|l| w.assigned_lease_id.as_deref() == Some(l)) }
+}
+
 /// What a new message needs; see [`new_message`].
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -429,6 +448,9 @@ mod tests {
             rev: 1,
             history_workspace_id: None,
             history_at: None,
+            head_seq: None,
+            next_priority: None,
+            next_seq: None,
         }
     }
 
@@ -649,6 +671,23 @@ mod tests {
         );
         assert!(matches!(plan_claim(&o, std::slice::from_ref(&q), "other", 100), ClaimPlan::Claim { .. }));
         assert!(matches!(plan_claim(&o, &[q], "w", 5_000), ClaimPlan::Claim { .. }));
+    }
+
+    #[test]
+    fn a_recovered_lease_releases_load_and_assignment_unless_stopped() {
+        let mut w: WorkerItem = serde_json::from_value(serde_json::json!({
+            "workerId": "w", "provider": "fly", "status": "active", "load": 1, "heartbeatAt": 0,
+            "assignedConversationId": "c", "assignedLeaseId": "L1"
+        }))
+        .unwrap();
+        assert_eq!(plan_release(&w, Some("L1")), ReleasePlan { lower_load: true, unassign: true });
+        // It claimed again since (another lease): only the load.
+        assert_eq!(plan_release(&w, Some("L0")), ReleasePlan { lower_load: true, unassign: false });
+        w.load = 0;
+        assert_eq!(plan_release(&w, Some("L1")), ReleasePlan { lower_load: false, unassign: true });
+        w.load = 1;
+        w.status = WorkerStatus::Stopped;
+        assert_eq!(plan_release(&w, Some("L1")), ReleasePlan::default(), "a stopped row is left alone");
     }
 
     #[test]

@@ -521,3 +521,34 @@ async fn concurrent_configure_agent_calls_keep_each_others_fields() {
         assert!(p.bridge_config.is_some(), "round {round}: {p:?}");
     }
 }
+
+/// Issue 7 §3: `queueStats` reads at most 1,000 index entries per figure, whatever the depth;
+/// a figure at the bound says so (`capped`).
+#[tokio::test]
+async fn queue_stats_cost_is_bounded_in_depth() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = a.e.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..1_050).step_by(16) {
+                store.enqueue(enq(&format!("c{}", i % 200), "bot", "x")).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut later = enq("c-later", "bot", "x");
+    later.scheduled_for = Some(T0 + 60_000);
+    a.e.store.enqueue(later).await.unwrap();
+    a.e.counter.reset();
+    let stats = enqueue::handle(&a.app, json!({"op": "queueStats"})).await.unwrap();
+    assert_eq!(
+        (stats["queuedReady"].as_u64(), stats["queuedScheduled"].as_u64(), stats["capped"].as_bool()),
+        (Some(1_000), Some(1), Some(true)),
+        "{stats}"
+    );
+    assert!(a.e.counter.total() <= 6, "one bounded Query per figure, got {}", a.e.counter.total());
+}

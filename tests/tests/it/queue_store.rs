@@ -392,7 +392,9 @@ async fn the_sweep_recovers_expired_leases_without_reviving_the_worker() {
     assert_eq!(w2.load(), 0);
     assert_eq!(w2.heartbeat_at, T0, "the sweep does not make a dead worker look alive (W7)");
     let stats = e.store.queue_stats().await.unwrap();
-    assert_eq!((stats.queued_ready, stats.processing, stats.processing_expired), (1, 1, 0));
+    // Issue 7 §2.4: the sweep requeues with the same backoff as `fail` (first retry: 1 s + jitter).
+    assert_eq!((stats.queued_scheduled, stats.processing, stats.processing_expired), (1, 1, 0));
+    e.clock.advance(1_100);
     // The recovered message is open to anyone: its owner lost the conversation with the lease.
     let again = e.store.claim("w3", None).await.unwrap().unwrap();
     assert_eq!((again.conversation_id.as_str(), again.attempts), ("c2", 1));
@@ -517,4 +519,243 @@ async fn request_counts_do_not_depend_on_depth() {
         per_depth.push(e.counter.total());
     }
     assert_eq!(per_depth, vec![3, 3], "sticky claim (Query + Transact) + complete (Transact) at depth 10 and 300");
+}
+
+// ------------------------------------------------------------------ issue 7 §2 (through the
+// op envelope and the worker routes)
+
+use serde_json::{Value, json};
+
+async fn op(a: &AppEnv, op: &str, args: Value) -> Value {
+    enqueue::handle(&a.app, json!({"op": op, "args": args})).await.unwrap_or_else(|e| panic!("{op}: {e:?}"))
+}
+
+async fn op_err(a: &AppEnv, op: &str, args: Value) -> String {
+    let e = enqueue::handle(&a.app, json!({"op": op, "args": args})).await.expect_err("refused");
+    format!("{e:?}")
+}
+
+fn msg(cid: &str, text: &str) -> Value {
+    json!({"conversationId": cid, "agentKey": "bot",
+           "payload": {"provider": "telegram", "providerUserId": "u1", "messageText": text}})
+}
+
+async fn worker_claim(a: &AppEnv, token: &str, body: Value) -> Value {
+    let (st, job) = a.post("claim", token, body).await;
+    assert_eq!(st, 200, "{job}");
+    job
+}
+
+/// Defect 1: a worker assigned by `upsertWorkerState` (reconcile pre-assigns every machine it
+/// spawns) keeps others out of its conversation, as if it had claimed there.
+#[tokio::test]
+async fn a_pre_assigned_worker_keeps_its_conversation() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    op(
+        &a,
+        "upsertWorkerState",
+        json!({"workerId": "w1", "provider": "fly", "status": "active", "load": 0,
+               "assignment": {"conversationId": "c1", "agentKey": "bot", "leaseId": "spawn:w1"}}),
+    )
+    .await;
+    let t1 = a.mint("w1").await;
+    let t2 = a.mint("w2").await;
+    let id = op(&a, "enqueue", msg("c1", "for w1")).await["messageId"].as_str().unwrap().to_string();
+    assert_eq!(worker_claim(&a, &t2, json!({})).await, Value::Null, "another worker may not take c1");
+    assert_eq!(worker_claim(&a, &t2, json!({"conversationId": "c1"})).await, Value::Null);
+    let job = worker_claim(&a, &t1, json!({})).await;
+    assert_eq!(job["messageId"], id, "the assigned worker gets its conversation's message");
+}
+
+/// Defect 1: an owner that only sends the idle `worker-heartbeat` stays the owner after the
+/// lease-call freshness window; once its heartbeat is stale too, others may take over.
+#[tokio::test]
+async fn an_owner_alive_by_worker_heartbeat_keeps_its_conversation() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let t1 = a.mint("w1").await;
+    let t2 = a.mint("w2").await;
+    op(&a, "enqueue", msg("c1", "one")).await;
+    let j = worker_claim(&a, &t1, json!({})).await;
+    let (st, _) = a.post("complete", &t1, json!({"messageId": j["messageId"], "leaseId": j["leaseId"]})).await;
+    assert_eq!(st, 200);
+    a.e.clock.advance(300_000);
+    assert_eq!(a.post("worker-heartbeat", &t1, json!({})).await.0, 200);
+    a.e.clock.advance(200_000); // past the lease-call window (420 s), heartbeat 200 s old
+    let id = op(&a, "enqueue", msg("c1", "two")).await["messageId"].as_str().unwrap().to_string();
+    assert_eq!(worker_claim(&a, &t2, json!({})).await, Value::Null, "the owner is alive");
+    assert_eq!(worker_claim(&a, &t2, json!({"conversationId": "c1"})).await, Value::Null);
+    let j = worker_claim(&a, &t1, json!({})).await;
+    assert_eq!(j["messageId"], id);
+    let (st, _) = a.post("complete", &t1, json!({"messageId": j["messageId"], "leaseId": j["leaseId"]})).await;
+    assert_eq!(st, 200);
+    // The owner goes quiet altogether: after the stale window its conversation is open.
+    let id = op(&a, "enqueue", msg("c1", "three")).await["messageId"].as_str().unwrap().to_string();
+    a.e.clock.advance(420_000);
+    assert_eq!(worker_claim(&a, &t2, json!({})).await["messageId"], id);
+}
+
+/// Defects 2 and 4: the sweep releases the old holder's assignment (it holds no lock any more)
+/// and requeues the message with the same backoff as `fail`.
+#[tokio::test]
+async fn the_sweep_releases_the_assignment_and_backs_off() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let t1 = a.mint("w1").await;
+    let id = op(&a, "enqueue", msg("c1", "slow")).await["messageId"].as_str().unwrap().to_string();
+    let j = worker_claim(&a, &t1, json!({})).await;
+    assert_eq!(j["messageId"], id);
+    a.e.clock.advance(360_001);
+    let r = op(&a, "releaseExpiredLeases", json!({})).await;
+    assert_eq!((r["requeued"].as_u64(), r["unlocked"].as_u64()), (Some(1), Some(1)), "{r}");
+    let now = T0 + 360_001;
+    let m = a.e.store.get_message(&id).await.unwrap().unwrap();
+    assert_eq!((m.status, m.attempts), (MessageStatus::Queued, 1));
+    assert!((now + 1_000..=now + 1_099).contains(&m.scheduled_for), "backoff of a first retry: {}", m.scheduled_for);
+    assert_eq!(m.next_retry_at, Some(m.scheduled_for));
+    let w = op(&a, "getWorker", json!({"workerId": "w1"})).await;
+    assert_eq!(w["load"], 0);
+    assert!(w.get("assignedConversationId").is_none_or(Value::is_null), "assignment released: {w}");
+    // The slow but alive worker claims again: elsewhere at once, its old message when due.
+    let other = op(&a, "enqueue", msg("c2", "next")).await["messageId"].as_str().unwrap().to_string();
+    let j2 = worker_claim(&a, &t1, json!({})).await;
+    assert_eq!(j2["messageId"], other);
+    let (st, _) = a.post("complete", &t1, json!({"messageId": j2["messageId"], "leaseId": j2["leaseId"]})).await;
+    assert_eq!(st, 200);
+    assert_eq!(worker_claim(&a, &t1, json!({"conversationId": "c1"})).await, Value::Null, "not due yet");
+}
+
+/// Defect 5: a message left `processing` without a lock (a partial write, a hand edit) is
+/// repaired by the sweep, and a claim takes it instead of giving up.
+#[tokio::test]
+async fn a_processing_message_without_a_lock_is_repaired() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let orphan = |id: String, with_lease: bool| {
+        let store = a.e.store.clone();
+        let table = a.e.tables.queue.clone();
+        async move {
+            let (ulid, cid) = id.split_once(':').unwrap();
+            let mut u = store
+                .client
+                .update_item()
+                .table_name(table)
+                .key("pk", shared::adapters::dynamo::s(format!("C#{cid}")))
+                .key("sk", shared::adapters::dynamo::s(format!("M#{ulid}")))
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":p", shared::adapters::dynamo::s("processing"));
+            u = if with_lease {
+                u.update_expression("SET #st = :p, claimedBy = :w, leaseId = :l, leaseExpiresAt = :t")
+                    .expression_attribute_values(":w", shared::adapters::dynamo::s("ghost"))
+                    .expression_attribute_values(":l", shared::adapters::dynamo::s("01ARZ3NDEKTSV4RRFFQ69G5FAV-l"))
+                    .expression_attribute_values(":t", shared::adapters::dynamo::n(T0 - 1))
+            } else {
+                u.update_expression("SET #st = :p")
+            };
+            u.send().await.unwrap();
+        }
+    };
+    let c1 = op(&a, "enqueue", msg("c1", "edited")).await["messageId"].as_str().unwrap().to_string();
+    let c2 = op(&a, "enqueue", msg("c2", "edited too")).await["messageId"].as_str().unwrap().to_string();
+    orphan(c1.clone(), true).await;
+    orphan(c2.clone(), false).await;
+    let r = op(&a, "releaseExpiredLeases", json!({})).await;
+    assert_eq!(r["requeued"], 2, "{r}");
+    for id in [&c1, &c2] {
+        let m = a.e.store.get_message(id).await.unwrap().unwrap();
+        assert_eq!((m.status, m.attempts, m.claimed_by), (MessageStatus::Queued, 1, None));
+    }
+    a.e.clock.advance(2_000);
+    let t = a.mint("w1").await;
+    let j = worker_claim(&a, &t, json!({"conversationId": "c1"})).await;
+    assert_eq!(j["messageId"], c1);
+    // A claim that finds such a head takes it (the expiry counts) instead of giving up.
+    let c3 = op(&a, "enqueue", msg("c3", "edited again")).await["messageId"].as_str().unwrap().to_string();
+    orphan(c3.clone(), true).await;
+    let t2 = a.mint("w2").await;
+    let j = worker_claim(&a, &t2, json!({"conversationId": "c3"})).await;
+    assert_eq!((j["messageId"].as_str(), j["attempts"].as_u64()), (Some(c3.as_str()), Some(1)));
+}
+
+/// Defect 11: the agent is checked before the payload; the sweep leaves a stopped worker's load
+/// alone; list ops omit absent fields; `listQueueItemsForConversation` is newest first by due time.
+#[tokio::test]
+async fn smaller_defects_of_issue_7() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let before = snapshot(&a.e).await;
+    let mut bad = msg("c1", "x");
+    bad["agentKey"] = json!("ghost");
+    bad["payload"]["providerUserId"] = json!("  ");
+    let e = op_err(&a, "enqueue", bad.clone()).await;
+    assert!(e.contains("NotFound") && e.contains("Agent profile 'ghost' not found"), "{e}");
+    bad["payload"].as_object_mut().unwrap().remove("providerUserId");
+    let e = op_err(&a, "enqueue", bad).await;
+    assert!(e.contains("Agent profile 'ghost' not found"), "{e}");
+    assert_eq!(snapshot(&a.e).await, before, "refusals write nothing");
+
+    // A stopped worker's load is left alone by the sweep.
+    op(&a, "enqueue", msg("c1", "x")).await;
+    let t = a.mint("w1").await;
+    worker_claim(&a, &t, json!({})).await;
+    for st in ["draining", "stopping", "stopped"] {
+        op(&a, "upsertWorkerState", json!({"workerId": "w1", "provider": "fly", "status": st, "load": 1})).await;
+    }
+    a.e.clock.advance(360_001);
+    assert_eq!(op(&a, "releaseExpiredLeases", json!({})).await["requeued"], 1);
+    assert_eq!(op(&a, "getWorker", json!({"workerId": "w1"})).await["load"], 1, "stopped: left alone");
+
+    // Absent fields are omitted, not null.
+    let rows = op(&a, "listJobsByStatus", json!({"status": "queued"})).await;
+    let row = rows[0].as_object().unwrap();
+    assert!(row.values().all(|v| !v.is_null()), "{rows}");
+    let mut later = msg("c9", "later");
+    later["scheduledFor"] = json!(T0 + 900_000);
+    op(&a, "enqueue", later).await;
+    a.e.clock.advance(1);
+    op(&a, "enqueue", msg("c9", "now")).await;
+    a.e.clock.advance(1);
+    let mut mid = msg("c9", "mid");
+    mid["scheduledFor"] = json!(T0 + 800_000);
+    op(&a, "enqueue", mid).await;
+    let rows = op(&a, "listQueueItemsForConversation", json!({"conversationId": "c9"})).await;
+    let texts: Vec<_> = rows.as_array().unwrap().iter().map(|r| r["payload"]["messageText"].clone()).collect();
+    assert_eq!(texts, vec![json!("later"), json!("mid"), json!("now")], "newest first by due time");
+    assert!(rows.as_array().unwrap().iter().all(|r| r.as_object().unwrap().values().all(|v| !v.is_null())));
+}
+
+/// Defect 3: ties go to the earlier due time, then insertion order, every time; a conversation's
+/// priority is its current head's.
+#[tokio::test]
+async fn priority_order_is_deterministic_and_follows_the_head() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    for round in 0..3 {
+        let ids: Vec<String> = (0..6).map(|i| format!("r{round}-c{i}")).collect();
+        for c in &ids {
+            op(&a, "enqueue", msg(c, "x")).await;
+        }
+        a.e.clock.advance(1);
+        for (i, c) in ids.iter().enumerate() {
+            let t = a.mint(&format!("r{round}-w{i}")).await;
+            assert_eq!(worker_claim(&a, &t, json!({})).await["conversationId"], json!(c), "round {round}");
+        }
+    }
+    // The head's priority counts: c's head is low, the next message high.
+    let mut low = msg("c", "low");
+    low["priority"] = json!(10);
+    op(&a, "enqueue", low).await;
+    let mut high = msg("c", "high");
+    high["priority"] = json!(90);
+    op(&a, "enqueue", high).await;
+    let t = a.mint("first").await;
+    let j = worker_claim(&a, &t, json!({"conversationId": "c"})).await;
+    assert_eq!(a.post("complete", &t, json!({"messageId": j["messageId"], "leaseId": j["leaseId"]})).await.0, 200);
+    let mut mid = msg("d", "mid");
+    mid["priority"] = json!(50);
+    op(&a, "enqueue", mid).await;
+    a.e.clock.advance(420_001); // "first" is gone: c is open to anyone
+    let t = a.mint("next").await;
+    assert_eq!(worker_claim(&a, &t, json!({})).await["payload"]["messageText"], "high");
 }

@@ -18,6 +18,8 @@ use tracing::{debug, instrument};
 
 const MAX_TX_RETRIES: u32 = 8;
 const READY_PAGE: i32 = 25;
+/// The most index entries one `queueStats` figure reads (its cost bound).
+pub const STATS_CAP: u64 = 1_000;
 
 pub(crate) use super::tx::{tx_check, tx_put, tx_update};
 
@@ -33,11 +35,20 @@ fn worker_key(worker_id: &str) -> Item {
 
 /// Names used by queue expressions (reserved words and all).
 fn base_ex() -> Ex {
-    Ex::new().name("#st", "status").name("#ttl", "ttl").name("#ld", "load").name("#pr", "priority")
+    Ex::new()
+        .name("#st", "status")
+        .name("#ttl", "ttl")
+        .name("#ld", "load")
+        .name("#pr", "priority")
+        .val(":noseq", s("~"))
 }
 
 const CONV_LOCK_REMOVE: &str = "lockLeaseId, lockWorkerId, lockMsgSk, lockUntil, lockHeartbeatAt";
 const CLAIM_FIELDS: &str = "claimedBy, leaseId, leaseExpiresAt";
+/// When the head leaves and others wait, the next message's priority and ULID (as the claim saw
+/// them) become the conversation's: its priority is always its current head's.
+const NEXT_HEAD_SET: &str = "#pr = if_not_exists(nextPr, #pr), headSeq = if_not_exists(nextSeq, :noseq)";
+const NEXT_REMOVE: &str = "nextPr, nextSeq";
 
 /// The outcome of trying one conversation.
 enum ConvOutcome {
@@ -86,13 +97,13 @@ fn leave_update(v: LeaveVariant, require_lock: bool, owner: Owner) -> (String, S
     match v {
         LeaveVariant::More => (
             format!(
-                "SET openCount = openCount - :one, readyAt = :now, readyShard = :rshard, {owner_set}rev = rev + :one REMOVE {CONV_LOCK_REMOVE}{owner_remove}"
+                "SET openCount = openCount - :one, readyAt = :now, readyShard = :rshard, {owner_set}{NEXT_HEAD_SET}, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, {NEXT_REMOVE}{owner_remove}"
             ),
             format!("{lock_cond}openCount > :one"),
         ),
         LeaveVariant::Last => (
             format!(
-                "SET openCount = openCount - :one, readyShard = :rshard, {owner_set}rev = rev + :one REMOVE readyAt, #pr, {CONV_LOCK_REMOVE}{owner_remove}"
+                "SET openCount = openCount - :one, readyShard = :rshard, {owner_set}rev = rev + :one REMOVE readyAt, #pr, headSeq, {NEXT_REMOVE}, {CONV_LOCK_REMOVE}{owner_remove}"
             ),
             format!("{lock_cond}openCount = :one"),
         ),
@@ -113,11 +124,23 @@ impl Store {
         rules::validate_agent_key(&args.agent_key)?;
         let now = self.now();
         let pol = &self.policy.queue;
-        let priority = rules::resolve_priority(args.priority, pol)?;
-        let max_attempts = rules::resolve_max_attempts(args.max_attempts, pol)?;
-        let due = rules::resolve_scheduled_for(args.scheduled_for, now, pol)?;
         let cfg = self.message_config().await?;
-        let payload = rules::build_payload(args.payload, cfg.as_ref(), pol)?;
+        let checked = (|| {
+            Ok((
+                rules::resolve_priority(args.priority, pol)?,
+                rules::resolve_max_attempts(args.max_attempts, pol)?,
+                rules::resolve_scheduled_for(args.scheduled_for, now, pol)?,
+                rules::build_payload(args.payload, cfg.as_ref(), pol)?,
+            ))
+        })();
+        let (priority, max_attempts, due, payload) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                // An unknown or disabled agent is reported before what is wrong with the message
+                // (one GetItem, on refused enqueues only).
+                return Err(self.agent_refusal(&args.agent_key).await?.unwrap_or(e));
+            }
+        };
         let cid = args.conversation_id;
         let msg = rules::new_message(rules::NewMessage {
             conversation_id: cid.clone(),
@@ -144,6 +167,7 @@ impl Store {
             .val(":shard", s(rules::ready_shard(&cid, pol.ready_shards)))
             .val(":zero", n(0))
             .val(":one", n(1))
+            .val(":seq", s(msg.sk.trim_start_matches("M#")))
             .val(":p", n(priority));
         let mut lower = false;
         for attempt in 0..MAX_TX_RETRIES {
@@ -179,10 +203,7 @@ impl Store {
                 }
                 Err(TxError::Cancelled(r)) => {
                     if r.first().is_some_and(Reason::failed_condition) {
-                        return Err(AppError::not_found(format!(
-                            "Agent profile '{}' not found or disabled",
-                            args.agent_key
-                        )));
+                        return Err(agent_missing(&args.agent_key));
                     }
                     if let Some(dup) = external.as_ref().and(r.get(3)).filter(|r| r.failed_condition()) {
                         let first = dup
@@ -237,12 +258,19 @@ impl Store {
         Err(AppError::conflict("enqueue: too much contention on this conversation; try again"))
     }
 
+    /// The refusal of an enqueue for `agent_key` when its profile is missing or disabled (one
+    /// GetItem): reported before anything wrong with the message itself.
+    pub(crate) async fn agent_refusal(&self, agent_key: &str) -> AppResult<Option<AppError>> {
+        Ok((!self.get_agent(agent_key).await?.is_some_and(|p| p.enabled)).then(|| agent_missing(agent_key)))
+    }
+
     /// The conversation half of enqueue/redrive. `lower` = this message makes the conversation
     /// ready earlier than its current `readyAt`.
     fn enqueue_conv_update(&self, cid: &str, lower: bool, ex: &Ex) -> TransactWriteItem {
         let common = "conversationId = if_not_exists(conversationId, :cid), agentKey = if_not_exists(agentKey, :a), \
             createdAt = if_not_exists(createdAt, :now), openKey = :ck, readyShard = if_not_exists(readyShard, :shard), \
-            openCount = if_not_exists(openCount, :zero) + :one, #pr = if_not_exists(#pr, :p), rev = if_not_exists(rev, :zero) + :one";
+            openCount = if_not_exists(openCount, :zero) + :one, #pr = if_not_exists(#pr, :p), headSeq = if_not_exists(headSeq, :seq), \
+            rev = if_not_exists(rev, :zero) + :one";
         let (update, cond) = if lower {
             (
                 format!("SET {common}, readyAt = :due"),
@@ -400,14 +428,14 @@ impl Store {
                     return Ok(ConvOutcome::Nothing);
                 }
                 ClaimPlan::DeadLetterExpired { head } => {
-                    self.recover_message(&conv, &head, now).await?;
+                    self.recover_message(&conv, &head, now, false).await?;
                     continue;
                 }
                 ClaimPlan::RecoverLocked { msg_sk } => {
                     let k = key(rules::conversation_pk(cid), &msg_sk);
                     match self.get(self.q(), k).await?.map(from_item::<MessageItem>).transpose()? {
                         Some(m) => {
-                            self.recover_message(&conv, &m, now).await?;
+                            self.recover_message(&conv, &m, now, false).await?;
                         }
                         None => self.drop_dangling_lock(&conv).await?,
                     }
@@ -416,6 +444,9 @@ impl Store {
                 ClaimPlan::Claim { head, hint } => (head, hint, false),
                 ClaimPlan::Reclaim { head, hint } => (head, hint, true),
             };
+            // What the claim sees behind the head becomes the conversation's rank when it leaves.
+            let next_msg = open.get(1).filter(|m| m.sk != head.sk);
+            let next = if next_msg.is_some() { ", nextPr = :npr, nextSeq = :nseq" } else { " REMOVE nextPr, nextSeq" };
             let lease = ids::lease_id(now, hint);
             let until = now + self.policy.queue.lease_ms;
             let ex = base_ex()
@@ -425,6 +456,9 @@ impl Store {
                 .val(":w", s(worker_id))
                 .val(":l", s(&lease))
                 .val(":old", s(head.lease_id.clone().unwrap_or_default()))
+                .val(":oldlock", s(conv.lock_lease_id.clone().unwrap_or_default()))
+                .val(":npr", n(next_msg.map_or(0.0, |m| m.priority)))
+                .val(":nseq", s(next_msg.map_or("", |m| m.sk.trim_start_matches("M#"))))
                 .val(":until", n(until))
                 .val(":now", n(now))
                 .val(":ou", n(now + self.policy.workers.stale_after_ms))
@@ -442,30 +476,37 @@ impl Store {
             } else {
                 "(attribute_not_exists(workerId) OR #st = :active) AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
             };
+            // A head left processing without a lock (a partial write, a hand edit) is reclaimed
+            // like an expired one, on the condition that the conversation is still unlocked.
+            let old_lease_cond =
+                if head.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
             let (msg_update, msg_cond) = if reclaim {
                 (
                     "SET claimedBy = :w, leaseId = :l, leaseExpiresAt = :until, attempts = attempts + :one, lastError = :expired",
-                    "#st = :processing AND leaseId = :old AND leaseExpiresAt <= :now",
+                    format!(
+                        "#st = :processing AND {old_lease_cond} AND (attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)"
+                    ),
                 )
             } else {
                 (
                     "SET #st = :processing, claimedBy = :w, leaseId = :l, leaseExpiresAt = :until",
-                    "#st = :queued AND scheduledFor <= :now",
+                    "#st = :queued AND scheduledFor <= :now".to_string(),
                 )
             };
             let owner_ok = "(attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now)";
-            let conv_cond = if reclaim {
-                format!("lockLeaseId = :old AND lockUntil <= :now AND {owner_ok}")
-            } else {
-                format!("attribute_not_exists(lockLeaseId) AND {owner_ok}")
+            let conv_cond = match (&conv.lock_lease_id, reclaim) {
+                (Some(_), true) => format!("lockLeaseId = :oldlock AND lockUntil <= :now AND {owner_ok}"),
+                _ => format!("attribute_not_exists(lockLeaseId) AND {owner_ok}"),
             };
             let items = vec![
-                tx_update(self.q(), key(&head.pk, &head.sk), msg_update, Some(msg_cond), &ex),
+                tx_update(self.q(), key(&head.pk, &head.sk), msg_update, Some(&msg_cond), &ex),
                 tx_update(
                     self.q(),
                     key(&conv.pk, &conv.sk),
-                    "SET lockLeaseId = :l, lockWorkerId = :w, lockMsgSk = :sk, lockUntil = :until, lockHeartbeatAt = :now, \
-                     readyAt = :until, readyShard = :lshard, ownerId = :w, ownerUntil = :ou, rev = rev + :one",
+                    &format!(
+                        "SET lockLeaseId = :l, lockWorkerId = :w, lockMsgSk = :sk, lockUntil = :until, lockHeartbeatAt = :now, \
+                         readyAt = :until, readyShard = :lshard, ownerId = :w, ownerUntil = :ou, rev = rev + :one{next}"
+                    ),
                     Some(&conv_cond),
                     &ex,
                 ),
@@ -479,12 +520,19 @@ impl Store {
                     &ex,
                 ),
             ];
+            // I6 by the owner's own row: an owner whose lease calls went quiet keeps its
+            // conversation while its row says it is alive (the idle `worker-heartbeat`) and still
+            // assigned here — whether the assignment came from a claim or from `upsertWorkerState`.
+            let mut items = items;
+            if let Some(owner) = conv.owner_id.as_deref().filter(|o| *o != worker_id) {
+                items.push(self.owner_gone_check(owner, cid, now));
+            }
             match self.transact(items).await {
                 Ok(()) => {
                     // The holder of the recovered lease has one job less (it may be this worker,
                     // whose load the claim just raised again).
                     if reclaim && let Some(old) = &head.claimed_by {
-                        self.release_worker_load(old, now).await?;
+                        self.release_worker_load(old, head.lease_id.as_deref()).await?;
                     }
                     let attempts = head.attempts + u32::from(reclaim);
                     return Ok(ConvOutcome::Claimed(ClaimedJob {
@@ -505,7 +553,37 @@ impl Store {
                         }
                         return Ok(ConvOutcome::WorkerRefused(row));
                     }
-                    // Lost a race on the message or the conversation: read again and decide again.
+                    if let Some(o) = r.get(3).filter(|r| r.failed_condition()) {
+                        // The owner is alive: hide the conversation from the ready index until
+                        // its heartbeat would go stale.
+                        let hb = o
+                            .item
+                            .as_ref()
+                            .and_then(|i| i.get("heartbeatAt"))
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse::<i64>().ok())
+                            .unwrap_or(now);
+                        let until = hb + self.policy.workers.stale_after_ms;
+                        if conv.ready_at.is_some_and(|r| r < until) && conv.lock_lease_id.is_none() {
+                            self.repair_ready_at(&conv, Some(until)).await?;
+                        }
+                        return Ok(ConvOutcome::Nothing);
+                    }
+                    // Lost the race to another claimer: the conversation as it is now (returned
+                    // by the failed condition) is locked or owned by someone else, so move on to
+                    // the next candidate without reading it again.
+                    let taken = r
+                        .get(1)
+                        .filter(|x| x.failed_condition())
+                        .and_then(|x| x.item.clone())
+                        .and_then(|i| from_item::<ConversationItem>(i).ok())
+                        .is_some_and(|c| {
+                            c.lock_until.is_some_and(|t| t > now) && c.lock_worker_id.as_deref() != Some(worker_id)
+                        });
+                    if taken {
+                        return Ok(ConvOutcome::Nothing);
+                    }
+                    // Otherwise read again and decide again.
                     if r.iter().any(Reason::conflict) {
                         conflict_pause(attempt).await;
                     }
@@ -515,6 +593,19 @@ impl Store {
             }
         }
         Ok(ConvOutcome::Nothing)
+    }
+
+    /// A ConditionCheck that passes unless `owner` is alive and assigned to `cid`: row present,
+    /// `active`, heartbeat fresh (lease calls and the idle `worker-heartbeat` both refresh it).
+    fn owner_gone_check(&self, owner: &str, cid: &str, now: Millis) -> TransactWriteItem {
+        let cond = "attribute_not_exists(workerId) OR #st <> :active OR heartbeatAt <= :stale \
+            OR attribute_not_exists(assignedConversationId) OR assignedConversationId <> :cid";
+        let ex = Ex::new()
+            .name("#st", "status")
+            .val(":active", s("active"))
+            .val(":stale", n(now - self.policy.workers.stale_after_ms))
+            .val(":cid", s(cid));
+        tx_check(&self.tables.workers, worker_key(owner), cond, &ex)
     }
 
     /// Move `readyAt` to what a claimer just learnt, unless the conversation changed meanwhile.
@@ -541,25 +632,45 @@ impl Store {
     }
 
     /// Put back (or dead-letter) a message whose lease expired; the expiry counts as an attempt.
+    /// The sweep (`backoff`) requeues it with the same backoff as `fail`; a claim that finds it
+    /// takes it at once. A message left `processing` without the conversation's lock naming it
+    /// (a partial write or a hand edit) is repaired whatever its lease says: the lock is the truth
+    /// (I3), and the write is conditional on the conversation's `rev`.
     /// Returns what happened, or `None` when the state moved on meanwhile.
     async fn recover_message(
         &self,
         conv: &ConversationItem,
         m: &MessageItem,
         now: Millis,
+        backoff: bool,
     ) -> AppResult<Option<FailOutcome>> {
-        if m.status != MessageStatus::Processing || m.lease_expires_at.is_some_and(|t| t > now) {
-            if conv.lock_msg_sk.as_deref() == Some(m.sk.as_str()) && m.status != MessageStatus::Processing {
+        let orphan = conv.lock_msg_sk.as_deref() != Some(m.sk.as_str());
+        if m.status != MessageStatus::Processing || (!orphan && m.lease_expires_at.is_some_and(|t| t > now)) {
+            if !orphan && m.status != MessageStatus::Processing {
                 self.drop_dangling_lock(conv).await?;
             }
             return Ok(None);
         }
-        let attempts = m.attempts + 1;
-        let dead = attempts >= m.max_attempts;
+        if orphan && conv.lock_lease_id.is_some() && conv.lock_until.is_some_and(|t| t > now) {
+            // Another message holds the conversation's live lock: repaired once it is released.
+            return Ok(None);
+        }
+        let (attempts, outcome) = if backoff {
+            rules::plan_fail(m.attempts, m.max_attempts, now, ids::random_unit(), &self.policy.queue)
+        } else {
+            let n = m.attempts + 1;
+            (n, if n >= m.max_attempts { FailOutcome::DeadLetter } else { FailOutcome::Requeue { at: now } })
+        };
+        let dead = outcome == FailOutcome::DeadLetter;
+        let at = match outcome {
+            FailOutcome::Requeue { at } => at,
+            FailOutcome::DeadLetter => now,
+        };
         let ex = base_ex()
             .val(":processing", s("processing"))
             .val(":old", s(m.lease_id.clone().unwrap_or_default()))
             .val(":now", n(now))
+            .val(":at", n(at))
             .val(":n", n(attempts))
             .val(":err", s(rules::LEASE_EXPIRED_ERROR))
             .val(":rev", n(conv.rev))
@@ -568,9 +679,17 @@ impl Store {
             .val(":dead", s("dead_letter"))
             .val(":queued", s("queued"))
             .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
-            .val(":skey", s(rules::status_key(now, m.sk.trim_start_matches("M#"))))
+            .val(":skey", s(rules::status_key(at, m.sk.trim_start_matches("M#"))))
             .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
-        let msg_cond = "#st = :processing AND leaseId = :old AND leaseExpiresAt <= :now";
+        let lease_cond = if m.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
+        let msg_cond = if orphan {
+            format!("#st = :processing AND {lease_cond}")
+        } else {
+            format!("#st = :processing AND {lease_cond} AND leaseExpiresAt <= :now")
+        };
+        let retry = if backoff { "nextRetryAt = :at, " } else { "" };
+        // The lock's message is the head; an orphan may not be, and readyAt stays a lower bound.
+        let ready = if orphan { ":now" } else { ":at" };
         let (msg_update, conv_update) = if dead {
             let v = if conv.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last };
             (
@@ -582,23 +701,23 @@ impl Store {
         } else {
             (
                 format!(
-                    "SET #st = :queued, attempts = :n, scheduledFor = :now, statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
+                    "SET #st = :queued, attempts = :n, scheduledFor = :at, {retry}statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
                 ),
                 format!(
-                    "SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId, ownerUntil"
+                    "SET readyAt = {ready}, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId, ownerUntil"
                 ),
             )
         };
         let items = vec![
-            tx_update(self.q(), key(&m.pk, &m.sk), &msg_update, Some(msg_cond), &ex),
+            tx_update(self.q(), key(&m.pk, &m.sk), &msg_update, Some(&msg_cond), &ex),
             tx_update(self.q(), key(&conv.pk, &conv.sk), &conv_update, Some("rev = :rev"), &ex),
         ];
         match self.transact(items).await {
             Ok(()) => {
                 if let Some(w) = &m.claimed_by {
-                    self.release_worker_load(w, now).await?;
+                    self.release_worker_load(w, m.lease_id.as_deref()).await?;
                 }
-                Ok(Some(if dead { FailOutcome::DeadLetter } else { FailOutcome::Requeue { at: now } }))
+                Ok(Some(outcome))
             }
             Err(TxError::Cancelled(_)) => Ok(None),
             Err(e) => Err(e.into_app("recover expired lease")),
@@ -625,21 +744,52 @@ impl Store {
         }
     }
 
-    /// The holder of a recovered lease has one job less; its heartbeat is not touched (W7).
-    async fn release_worker_load(&self, worker_id: &str, _now: Millis) -> AppResult<()> {
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.tables.workers)
-            .set_key(Some(worker_key(worker_id)))
-            .update_expression("SET #ld = #ld - :one")
-            .condition_expression("attribute_exists(workerId) AND #ld > :zero")
-            .expression_attribute_names("#ld", "load")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await;
-        super::applied(r, "UpdateItem worker load").map(|_| ())
+    /// The holder of a recovered lease has one job less; its heartbeat is not touched (W7). When
+    /// `lease` is given and the row still records that lease as its assignment, the worker holds
+    /// no lock any more (a worker holds at most one) and its assignment is released too, so a slow
+    /// but alive worker can claim again. A stopped worker's row is left alone. One consistent
+    /// GetItem, then one UpdateItem conditional on what was read.
+    async fn release_worker_load(&self, worker_id: &str, lease: Option<&str>) -> AppResult<()> {
+        for _ in 0..MAX_TX_RETRIES {
+            let Some(w) = self.get_worker(worker_id).await? else { return Ok(()) };
+            let plan = rules::plan_release(&w, lease);
+            if plan == rules::ReleasePlan::default() {
+                return Ok(());
+            }
+            let mut sets = Vec::new();
+            if plan.lower_load {
+                sets.push("SET #ld = #ld - :one");
+            }
+            if plan.unassign {
+                sets.push("REMOVE assignedConversationId, assignedAgentKey, assignedLeaseId, assignedAt");
+            }
+            let update = sets.join(" ");
+            let cond = "#st = :st AND #ld = :ld AND (assignedLeaseId = :al OR (attribute_not_exists(assignedLeaseId) AND :al = :none))";
+            let ex = Ex::new()
+                .name("#ld", "load")
+                .name("#st", "status")
+                .val(":one", n(1))
+                .val(":st", s(w.status.as_str()))
+                .val(":ld", n(w.load))
+                .val(":al", s(w.assigned_lease_id.clone().unwrap_or_default()))
+                .val(":none", s(""));
+            let (names, values) = ex.for_exprs(&[&update, cond]);
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.tables.workers)
+                .set_key(Some(worker_key(worker_id)))
+                .update_expression(update)
+                .condition_expression(cond)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await;
+            if super::applied(r, "UpdateItem worker load")?.is_some() {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     // ------------------------------------------------------------------ heartbeat / complete / fail
@@ -914,6 +1064,43 @@ impl Store {
         Ok(c.open_count - processing > 0)
     }
 
+    /// A worker assigned to `cid` by `upsertWorkerState` (reconcile pre-assigns every machine it
+    /// spawns) becomes the conversation's sticky owner, as a claim would make it, unless another
+    /// live owner holds it. Creates the (empty) conversation item when there is none yet, bound to
+    /// the assignment's agent. One UpdateItem.
+    pub(crate) async fn own_assigned_conversation(&self, worker_id: &str, cid: &str, agent_key: &str) -> AppResult<()> {
+        rules::validate_conversation_id(cid)?;
+        rules::validate_agent_key(agent_key)?;
+        let now = self.now();
+        let update = "SET conversationId = if_not_exists(conversationId, :cid), agentKey = if_not_exists(agentKey, :a), \
+            createdAt = if_not_exists(createdAt, :now), openKey = :ck, readyShard = if_not_exists(readyShard, :shard), \
+            openCount = if_not_exists(openCount, :zero), rev = if_not_exists(rev, :zero) + :one, ownerId = :w, ownerUntil = :ou";
+        let cond = "attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now";
+        let ex = Ex::new()
+            .val(":cid", s(cid))
+            .val(":a", s(agent_key))
+            .val(":now", n(now))
+            .val(":ck", s(rules::CONV_OPEN_KEY))
+            .val(":shard", s(rules::ready_shard(cid, self.policy.queue.ready_shards)))
+            .val(":zero", n(0))
+            .val(":one", n(1))
+            .val(":w", s(worker_id))
+            .val(":ou", n(now + self.policy.workers.stale_after_ms));
+        let (names, values) = ex.for_exprs(&[update, cond]);
+        let r = self
+            .client
+            .update_item()
+            .table_name(self.q())
+            .set_key(Some(key(rules::conversation_pk(cid), rules::CONV_SK)))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        super::applied(r, "UpdateItem conversation owner").map(|_| ())
+    }
+
     pub async fn get_conversation(&self, cid: &str) -> AppResult<Option<ConversationItem>> {
         self.get(self.q(), key(rules::conversation_pk(cid), rules::CONV_SK)).await?.map(from_item).transpose()
     }
@@ -1067,7 +1254,7 @@ impl Store {
                     continue;
                 }
                 match self.get(self.q(), key(&conv.pk, &sk)).await?.map(from_item::<MessageItem>).transpose()? {
-                    Some(m) => match self.recover_message(&conv, &m, now).await? {
+                    Some(m) => match self.recover_message(&conv, &m, now, true).await? {
                         Some(FailOutcome::DeadLetter) => {
                             res.dead_lettered += 1;
                             res.unlocked += 1;
@@ -1085,7 +1272,48 @@ impl Store {
                 }
             }
         }
+        self.repair_orphans(limit, now, &mut res).await?;
         Ok(res)
+    }
+
+    /// The sweep's second pass: messages `processing` whose lease is over (or absent) but whose
+    /// conversation holds no lock naming them (a partial write, a hand edit) would block their
+    /// conversation forever; they are recovered like an expired lease. One Query of the
+    /// `byStatus` partition `processing` (live leases filtered out, at most `limit` read) + per
+    /// hit 2 GetItem + 1 Transact.
+    async fn repair_orphans(&self, limit: i32, now: Millis, res: &mut ReleaseResult) -> AppResult<()> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.q())
+            .index_name(schema::IDX_BY_STATUS)
+            .key_condition_expression("#st = :p")
+            .filter_expression("attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now")
+            .projection_expression("pk, sk")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":p", s("processing"))
+            .expression_attribute_values(":now", n(now))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query processing", e))?;
+        for k in out.items.unwrap_or_default() {
+            let (Some(pk), Some(sk)) =
+                (k.get("pk").and_then(|v| v.as_s().ok()), k.get("sk").and_then(|v| v.as_s().ok()))
+            else {
+                continue;
+            };
+            let Some(conv) = self.get_conversation(pk.trim_start_matches("C#")).await? else { continue };
+            let Some(m) = self.get(self.q(), key(pk, sk)).await?.map(from_item::<MessageItem>).transpose()? else {
+                continue;
+            };
+            match self.recover_message(&conv, &m, now, true).await? {
+                Some(FailOutcome::DeadLetter) => res.dead_lettered += 1,
+                Some(FailOutcome::Requeue { .. }) => res.requeued += 1,
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     /// `redriveDeadLetters`: dead-lettered messages (by id, or all of a conversation) back to
@@ -1132,6 +1360,7 @@ impl Store {
                 .val(":cid", s(&r.conversation_id))
                 .val(":ck", s(rules::CONV_OPEN_KEY))
                 .val(":shard", s(rules::ready_shard(&r.conversation_id, self.policy.queue.ready_shards)))
+                .val(":seq", s(&r.ulid))
                 .val(":p", n(m.priority));
             let mut lower = false;
             let mut ok = false;
@@ -1207,7 +1436,10 @@ impl Store {
 
     // ------------------------------------------------------------------ read models
 
-    async fn count_status(&self, status: &str, upto: Option<Millis>, expired_before: Option<Millis>) -> AppResult<u64> {
+    /// Count the `byStatus` entries of `status` whose `statusKey` is below (`Some((t, true))`) or
+    /// at/above (`Some((t, false))`) time `t`, reading at most [`STATS_CAP`] entries: the count,
+    /// and whether more were left unread.
+    async fn count_status(&self, status: &str, split: Option<(Millis, bool)>) -> AppResult<(u64, bool)> {
         let mut total = 0u64;
         let mut start: Option<Item> = None;
         loop {
@@ -1219,41 +1451,84 @@ impl Store {
                 .select(Select::Count)
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":st", s(status))
+                .limit((STATS_CAP - total) as i32)
                 .set_exclusive_start_key(start.take());
-            q = match upto {
-                Some(t) => q
-                    .key_condition_expression("#st = :st AND statusKey < :upto")
-                    .expression_attribute_values(":upto", s(format!("{:013}$", t))),
+            q = match split {
+                Some((t, below)) => q
+                    .key_condition_expression(if below {
+                        "#st = :st AND statusKey < :t"
+                    } else {
+                        "#st = :st AND statusKey >= :t"
+                    })
+                    .expression_attribute_values(":t", s(format!("{t:013}$"))),
                 None => q.key_condition_expression("#st = :st"),
             };
-            if let Some(t) = expired_before {
-                q = q.filter_expression("leaseExpiresAt <= :exp").expression_attribute_values(":exp", n(t));
-            }
             let out = q.send().await.map_err(|e| sdk_error("Query count", e))?;
             total += out.count as u64;
             match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
+                Some(k) if !k.is_empty() => {
+                    if total >= STATS_CAP {
+                        return Ok((total, true));
+                    }
+                    start = Some(k)
+                }
+                _ => return Ok((total, false)),
+            }
+        }
+    }
+
+    /// `queueStats`: bounded reads of the `byStatus` index. Each figure reads at most
+    /// [`STATS_CAP`] index entries (queued due, queued scheduled, processing — split into live and
+    /// expired leases from the same read —, dead-letter), so its cost does not grow with the
+    /// queue's depth; a figure that reached the cap is a lower bound and `capped` says so.
+    pub async fn queue_stats(&self) -> AppResult<QueueStats> {
+        let now = self.now();
+        let (queued_ready, c1) = self.count_status("queued", Some((now, true))).await?;
+        let (queued_scheduled, c2) = self.count_status("queued", Some((now, false))).await?;
+        let (dead_letter, c3) = self.count_status("dead_letter", None).await?;
+        let (mut processing, mut processing_expired, mut c4) = (0u64, 0u64, false);
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.q())
+                .index_name(schema::IDX_BY_STATUS)
+                .key_condition_expression("#st = :st")
+                .projection_expression("leaseExpiresAt")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":st", s("processing"))
+                .limit((STATS_CAP - processing - processing_expired) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query processing", e))?;
+            for i in out.items.unwrap_or_default() {
+                let until = i.get("leaseExpiresAt").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+                if until.is_some_and(|t| t > now) {
+                    processing += 1;
+                } else {
+                    processing_expired += 1;
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => {
+                    if processing + processing_expired >= STATS_CAP {
+                        c4 = true;
+                        break;
+                    }
+                    start = Some(k)
+                }
                 _ => break,
             }
         }
-        Ok(total)
-    }
-
-    /// `queueStats`: counts read from the `byStatus` index (cost grows with the counts, never
-    /// with done messages).
-    pub async fn queue_stats(&self) -> AppResult<QueueStats> {
-        let now = self.now();
-        let queued_all = self.count_status("queued", None, None).await?;
-        let queued_ready = self.count_status("queued", Some(now), None).await?;
-        let processing = self.count_status("processing", None, None).await?;
-        let processing_expired = self.count_status("processing", None, Some(now)).await?;
-        let dead_letter = self.count_status("dead_letter", None, None).await?;
         Ok(QueueStats {
             queued_ready,
-            queued_scheduled: queued_all.saturating_sub(queued_ready),
-            processing: processing.saturating_sub(processing_expired),
+            queued_scheduled,
+            processing,
             processing_expired,
             dead_letter,
+            capped: c1 || c2 || c3 || c4,
         })
     }
 
@@ -1281,43 +1556,58 @@ impl Store {
         out.items.unwrap_or_default().into_iter().map(|i| job_row(&i, st)).collect()
     }
 
-    /// `listQueueItemsForConversation`: newest first; limit default 100, clamped to 1..=500.
+    /// `listQueueItemsForConversation`: newest first by due time (`scheduledFor`, then newest
+    /// enqueued); limit default 100, clamped to 1..=500. Due times do not follow the key order
+    /// (scheduled messages, retries), so the conversation's messages are read (Query pages of
+    /// `M#` items; done ones expire after `DONE_RETENTION_DAYS`) and sorted.
     pub async fn list_conversation_items(&self, a: &ListConversationArgs) -> AppResult<Vec<JobRow>> {
         rules::validate_conversation_id(&a.conversation_id)?;
-        let limit = a.limit.unwrap_or(100).clamp(1, 500) as i32;
-        let out = self
-            .client
-            .query()
-            .table_name(self.q())
-            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
-            .expression_attribute_values(":pk", s(rules::conversation_pk(&a.conversation_id)))
-            .expression_attribute_values(":m", s("M#"))
-            .scan_index_forward(false)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query conversation", e))?;
-        out.items
-            .unwrap_or_default()
+        let limit = a.limit.unwrap_or(100).clamp(1, 500) as usize;
+        let mut all: Vec<MessageItem> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.q())
+                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+                .expression_attribute_values(":pk", s(rules::conversation_pk(&a.conversation_id)))
+                .expression_attribute_values(":m", s("M#"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query conversation", e))?;
+            for i in out.items.unwrap_or_default() {
+                all.push(from_item(i)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        all.sort_by(|x, y| y.scheduled_for.cmp(&x.scheduled_for).then_with(|| y.sk.cmp(&x.sk)));
+        Ok(all
             .into_iter()
-            .map(|i| {
-                let m: MessageItem = from_item(i)?;
-                Ok(JobRow {
-                    id: m.message_id,
-                    creation_time: m.created_at,
-                    conversation_id: m.conversation_id,
-                    agent_key: m.agent_key,
-                    status: m.status,
-                    priority: m.priority,
-                    scheduled_for: m.scheduled_for,
-                    attempts: m.attempts,
-                    max_attempts: m.max_attempts,
-                    last_error: m.last_error,
-                    payload: Some(m.payload),
-                })
+            .take(limit)
+            .map(|m| JobRow {
+                id: m.message_id,
+                creation_time: m.created_at,
+                conversation_id: m.conversation_id,
+                agent_key: m.agent_key,
+                status: m.status,
+                priority: m.priority,
+                scheduled_for: m.scheduled_for,
+                attempts: m.attempts,
+                max_attempts: m.max_attempts,
+                last_error: m.last_error,
+                payload: Some(m.payload),
             })
-            .collect()
+            .collect())
     }
+}
+
+fn agent_missing(agent_key: &str) -> AppError {
+    AppError::not_found(format!("Agent profile '{agent_key}' not found or disabled"))
 }
 
 /// The message condition that proves the caller holds a live lease (`:w`, `:l`, `:now`).
@@ -1346,18 +1636,18 @@ fn flip_variant(e: &TxError, lease: &str) -> Option<LeaveVariant> {
     Some(if old.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last })
 }
 
-/// Candidates from the ready index: highest priority first, then earliest ready; among the
-/// best, a random rotation so concurrent claimers spread over conversations.
+/// Candidates from the ready index: highest priority first, then earliest ready, then the head
+/// enqueued first (insertion order), then the conversation id: the same order every time. Racing
+/// claimers spread by moving on to the next candidate after a lost race.
 fn order_candidates(c: &mut [ConversationItem]) {
     c.sort_by(|a, b| {
-        b.priority.unwrap_or(50.0).total_cmp(&a.priority.unwrap_or(50.0)).then(a.ready_at.cmp(&b.ready_at))
+        b.priority
+            .unwrap_or(50.0)
+            .total_cmp(&a.priority.unwrap_or(50.0))
+            .then(a.ready_at.cmp(&b.ready_at))
+            .then_with(|| a.head_seq.cmp(&b.head_seq))
+            .then_with(|| a.conversation_id.cmp(&b.conversation_id))
     });
-    let best = c.first().and_then(|x| x.priority).unwrap_or(50.0);
-    let top = c.iter().take_while(|x| x.priority.unwrap_or(50.0) == best).count().min(8);
-    if top > 1 {
-        let k = (ids::random_u128() % top as u128) as usize;
-        c[..top].rotate_left(k);
-    }
 }
 
 fn job_row(i: &Item, st: MessageStatus) -> AppResult<JobRow> {
@@ -1376,4 +1666,36 @@ fn job_row(i: &Item, st: MessageStatus) -> AppResult<JobRow> {
         last_error: i.get("lastError").and_then(|v| v.as_s().ok()).cloned(),
         payload: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(cid: &str, priority: f64, ready_at: Millis, seq: &str) -> ConversationItem {
+        serde_json::from_value(serde_json::json!({
+            "pk": format!("C#{cid}"), "sk": "CONV", "openKey": "!CONV", "conversationId": cid,
+            "agentKey": "a", "createdAt": 0, "openCount": 1, "readyShard": "r0",
+            "readyAt": ready_at, "priority": priority, "headSeq": seq
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn candidates_are_ordered_the_same_way_every_time() {
+        let base = vec![
+            cand("z", 50.0, 10, "01B"),
+            cand("y", 50.0, 10, "01A"),
+            cand("x", 50.0, 5, "01C"),
+            cand("w", 90.0, 20, "01D"),
+            cand("v", 50.0, 10, "01A"),
+        ];
+        for _ in 0..20 {
+            let mut c = base.clone();
+            order_candidates(&mut c);
+            let ids: Vec<_> = c.iter().map(|x| x.conversation_id.as_str()).collect();
+            // Priority first, then due time, then insertion order (head ULID), then the id.
+            assert_eq!(ids, vec!["w", "x", "v", "y", "z"]);
+        }
+    }
 }

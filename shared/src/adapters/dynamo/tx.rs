@@ -43,6 +43,7 @@ pub(crate) fn tx_check(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactW
         .condition_expression(cond)
         .set_expression_attribute_names(names)
         .set_expression_attribute_values(values)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .build()
         .expect("condition check has table, key and condition");
     TransactWriteItem::builder().condition_check(c).build()

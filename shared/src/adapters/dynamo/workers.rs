@@ -4,8 +4,7 @@ use super::{Store, from_item, s, to_item};
 use crate::adapters::sdk_error;
 use crate::error::{AppError, AppResult};
 use crate::queue::rules;
-use crate::workers::model::WorkerItem;
-use crate::workers::model::{ControlState, MintTokenArgs, MintedToken, UpsertWorkerArgs};
+use crate::workers::model::{ControlState, MintTokenArgs, MintedToken, UpsertWorkerArgs, WorkerItem, WorkerStatus};
 use crate::workers::rules::{apply_upsert, control_state, validate_upsert};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
@@ -36,7 +35,13 @@ impl Store {
                     .expression_attribute_values(":ld", AttributeValue::N(p.load.to_string())),
             };
             match req.send().await {
-                Ok(_) => return Ok(next),
+                Ok(_) => {
+                    // An assignment keeps other workers out of its conversation (I6), like a claim.
+                    if let (Some(Some(x)), WorkerStatus::Active) = (&a.assignment, next.status) {
+                        self.own_assigned_conversation(&a.worker_id, &x.conversation_id, &x.agent_key).await?;
+                    }
+                    return Ok(next);
+                }
                 Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
                 Err(e) => return Err(sdk_error("PutItem worker", e)),
             }
