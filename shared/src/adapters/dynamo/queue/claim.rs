@@ -1,0 +1,515 @@
+//! `claim`: the sticky path (one Query + one transaction) and the unassigned path through the
+//! `ready` index; recovery of expired leases found on the way.
+
+use super::*;
+
+impl Store {
+    /// `claim`. With `conversation_id` (a sticky worker): one Query + one TransactWriteItems.
+    /// Without: one Query of the `ready` index first. Never returns `None` while a message this
+    /// worker may take is claimable.
+    #[instrument(skip(self))]
+    pub async fn claim(&self, worker_id: &str, conversation_id: Option<&str>) -> AppResult<Option<ClaimedJob>> {
+        self.claim_as(worker_id, conversation_id, None).await
+    }
+
+    /// `claim` for an authenticated worker: the claim transaction also requires the worker row to
+    /// hold `token_hash` (and never registers a worker). `None` = administrative/test use, where
+    /// an unknown worker is registered as in the original.
+    pub async fn claim_as(
+        &self,
+        worker_id: &str,
+        conversation_id: Option<&str>,
+        token_hash: Option<&str>,
+    ) -> AppResult<Option<ClaimedJob>> {
+        rules::validate_worker_id(worker_id)?;
+        if let Some(c) = conversation_id {
+            rules::validate_conversation_id(c)?;
+            return Ok(match self.claim_in_conversation(worker_id, c, token_hash).await? {
+                ConvOutcome::Claimed(j) => Some(j),
+                _ => None,
+            });
+        }
+        let shards = self.policy.queue.ready_shards.max(1);
+        let start = (ids::random_u128() % u128::from(shards)) as u32;
+        // Per shard: conversations that wait (`r`), then locked ones whose lease ran out (`l`).
+        let partitions = (0..shards).flat_map(|i| {
+            let n = (start + i) % shards;
+            [format!("r{n}"), format!("l{n}")]
+        });
+        for shard in partitions {
+            let mut page_start: Option<Item> = None;
+            loop {
+                let now = self.now();
+                let ex = Ex::new().val(":s", s(&shard)).val(":now", n(now)).val(":w", s(worker_id));
+                let kc = "readyShard = :s AND readyAt <= :now";
+                let filter = "attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now";
+                let (names, values) = ex.for_exprs(&[kc, filter]);
+                let out = self
+                    .client
+                    .query()
+                    .table_name(self.q())
+                    .index_name(schema::IDX_READY)
+                    .key_condition_expression(kc)
+                    .filter_expression(filter)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .limit(READY_PAGE)
+                    .set_exclusive_start_key(page_start.take())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("Query ready", e))?;
+                let mut cands: Vec<ConversationItem> =
+                    out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<_>>()?;
+                order_candidates(&mut cands);
+                for c in cands {
+                    match self.claim_in_conversation(worker_id, &c.conversation_id, token_hash).await? {
+                        ConvOutcome::Claimed(j) => return Ok(Some(j)),
+                        ConvOutcome::Nothing => {}
+                        ConvOutcome::WorkerRefused(w) => {
+                            let Some(w) = w else { return Ok(None) };
+                            if w.status != crate::workers::model::WorkerStatus::Active {
+                                return Ok(None);
+                            }
+                            match w.assigned_conversation_id {
+                                Some(a) if a != c.conversation_id => {
+                                    return Ok(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
+                                        ConvOutcome::Claimed(j) => Some(j),
+                                        _ => None,
+                                    });
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => page_start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        // The ready index hides a conversation from everyone but its live owner; an owner that
+        // polls without a filter still gets its own work (one GetItem, on empty polls only).
+        if let Some(w) = self.get_worker(worker_id).await?
+            && w.status == crate::workers::model::WorkerStatus::Active
+            && let Some(a) = w.assigned_conversation_id
+        {
+            return Ok(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
+                ConvOutcome::Claimed(j) => Some(j),
+                _ => None,
+            });
+        }
+        Ok(None)
+    }
+
+    /// The conversation item and its first open messages, strongly consistent, in one Query.
+    pub(super) async fn read_open(
+        &self,
+        cid: &str,
+        limit: i32,
+    ) -> AppResult<Option<(ConversationItem, Vec<MessageItem>)>> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.q())
+            .index_name(schema::IDX_OPEN)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query open", e))?;
+        let mut items = out.items.unwrap_or_default().into_iter();
+        let Some(first) = items.next() else { return Ok(None) };
+        if first.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) != Some(rules::CONV_SK) {
+            return Err(AppError::internal(format!("conversation '{cid}' has open messages but no conversation item")));
+        }
+        let conv: ConversationItem = from_item(first)?;
+        let open = items.map(from_item).collect::<AppResult<Vec<MessageItem>>>()?;
+        Ok(Some((conv, open)))
+    }
+
+    pub(super) async fn claim_in_conversation(
+        &self,
+        worker_id: &str,
+        cid: &str,
+        token_hash: Option<&str>,
+    ) -> AppResult<ConvOutcome> {
+        for attempt in 0..MAX_TX_RETRIES {
+            let now = self.now();
+            let Some((conv, open)) = self.read_open(cid, 3).await? else { return Ok(ConvOutcome::Nothing) };
+            let plan = rules::plan_claim(&conv, &open, worker_id, now);
+            let (head, hint, reclaim) = match plan {
+                ClaimPlan::Nothing { why, repair_ready_at } => {
+                    debug!(?why, cid, "nothing to claim");
+                    if let Some(r) = repair_ready_at {
+                        self.repair_ready_at(&conv, r).await?;
+                    }
+                    return Ok(ConvOutcome::Nothing);
+                }
+                ClaimPlan::DeadLetterExpired { head } => {
+                    self.recover_message(&conv, &head, now, false).await?;
+                    continue;
+                }
+                ClaimPlan::RecoverLocked { msg_sk } => {
+                    let k = key(rules::conversation_pk(cid), &msg_sk);
+                    match self.get(self.q(), k).await?.map(from_item::<MessageItem>).transpose()? {
+                        Some(m) => {
+                            self.recover_message(&conv, &m, now, false).await?;
+                        }
+                        None => self.drop_dangling_lock(&conv).await?,
+                    }
+                    continue;
+                }
+                ClaimPlan::Claim { head, hint } => (head, hint, false),
+                ClaimPlan::Reclaim { head, hint } => (head, hint, true),
+            };
+            // What the claim sees behind the head becomes the conversation's rank when it leaves.
+            let next_msg = open.get(1).filter(|m| m.sk != head.sk);
+            let next = if next_msg.is_some() { ", nextPr = :npr, nextSeq = :nseq" } else { " REMOVE nextPr, nextSeq" };
+            let lease = ids::lease_id(now, hint);
+            let until = now + self.policy.queue.lease_ms;
+            let ex = base_ex()
+                .val(":queued", s("queued"))
+                .val(":processing", s("processing"))
+                .val(":active", s("active"))
+                .val(":w", s(worker_id))
+                .val(":l", s(&lease))
+                .val(":old", s(head.lease_id.clone().unwrap_or_default()))
+                .val(":oldlock", s(conv.lock_lease_id.clone().unwrap_or_default()))
+                .val(":npr", n(next_msg.map_or(0.0, |m| m.priority)))
+                .val(":nseq", s(next_msg.map_or("", |m| m.sk.trim_start_matches("M#"))))
+                .val(":until", n(until))
+                .val(":now", n(now))
+                .val(":ou", n(now + self.policy.workers.stale_after_ms))
+                .val(":sk", s(&head.sk))
+                .val(":cid", s(cid))
+                .val(":agent", s(&head.agent_key))
+                .val(":one", n(1))
+                .val(":zero", n(0))
+                .val(":fly", s("fly"))
+                .val(":expired", s(rules::LEASE_EXPIRED_ERROR))
+                .val(":lshard", s(rules::locked_shard(cid, self.policy.queue.ready_shards)))
+                .val(":th", s(token_hash.unwrap_or_default()));
+            let worker_cond = if token_hash.is_some() {
+                "#st = :active AND tokenHash = :th AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
+            } else {
+                "(attribute_not_exists(workerId) OR #st = :active) AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
+            };
+            // A head left processing without a lock (a partial write, a hand edit) is reclaimed
+            // like an expired one, on the condition that the conversation is still unlocked.
+            let old_lease_cond =
+                if head.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
+            let (msg_update, msg_cond) = if reclaim {
+                (
+                    "SET claimedBy = :w, leaseId = :l, leaseExpiresAt = :until, attempts = attempts + :one, lastError = :expired",
+                    format!(
+                        "#st = :processing AND {old_lease_cond} AND (attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)"
+                    ),
+                )
+            } else {
+                (
+                    "SET #st = :processing, claimedBy = :w, leaseId = :l, leaseExpiresAt = :until",
+                    "#st = :queued AND scheduledFor <= :now".to_string(),
+                )
+            };
+            let owner_ok = "(attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now)";
+            let conv_cond = match (&conv.lock_lease_id, reclaim) {
+                (Some(_), true) => format!("lockLeaseId = :oldlock AND lockUntil <= :now AND {owner_ok}"),
+                _ => format!("attribute_not_exists(lockLeaseId) AND {owner_ok}"),
+            };
+            let items = vec![
+                tx_update(self.q(), key(&head.pk, &head.sk), msg_update, Some(&msg_cond), &ex),
+                tx_update(
+                    self.q(),
+                    key(&conv.pk, &conv.sk),
+                    &format!(
+                        "SET lockLeaseId = :l, lockWorkerId = :w, lockMsgSk = :sk, lockUntil = :until, lockHeartbeatAt = :now, \
+                         readyAt = :until, readyShard = :lshard, ownerId = :w, ownerUntil = :ou, rev = rev + :one{next}"
+                    ),
+                    Some(&conv_cond),
+                    &ex,
+                ),
+                tx_update(
+                    &self.tables.workers,
+                    worker_key(worker_id),
+                    "SET provider = if_not_exists(provider, :fly), #st = :active, #ld = if_not_exists(#ld, :zero) + :one, \
+                     heartbeatAt = :now, lastClaimAt = :now, assignedConversationId = :cid, assignedAgentKey = :agent, \
+                     assignedLeaseId = :l, assignedAt = if_not_exists(assignedAt, :now) REMOVE scheduledShutdownAt, stoppedAt",
+                    Some(worker_cond),
+                    &ex,
+                ),
+            ];
+            // I6 by the owner's own row: an owner whose lease calls went quiet keeps its
+            // conversation while its row says it is alive (the idle `worker-heartbeat`) and still
+            // assigned here — whether the assignment came from a claim or from `upsertWorkerState`.
+            let mut items = items;
+            if let Some(owner) = conv.owner_id.as_deref().filter(|o| *o != worker_id) {
+                items.push(self.owner_gone_check(owner, cid, now));
+            }
+            match self.transact(items).await {
+                Ok(()) => {
+                    // The holder of the recovered lease has one job less (it may be this worker,
+                    // whose load the claim just raised again).
+                    if reclaim && let Some(old) = &head.claimed_by {
+                        self.release_worker_load(old, head.lease_id.as_deref()).await?;
+                    }
+                    let attempts = head.attempts + u32::from(reclaim);
+                    return Ok(ConvOutcome::Claimed(ClaimedJob {
+                        message_id: head.message_id,
+                        conversation_id: head.conversation_id,
+                        agent_key: head.agent_key,
+                        lease_id: lease,
+                        lease_expires_at: until,
+                        attempts,
+                        payload: head.payload,
+                    }));
+                }
+                Err(TxError::Cancelled(r)) => {
+                    if let Some(w) = r.get(2).filter(|r| r.failed_condition()) {
+                        let row = w.item.clone().map(from_item::<WorkerItem>).transpose()?;
+                        if let Some(th) = token_hash {
+                            crate::workers::auth::check_row(row.as_ref(), th)?;
+                        }
+                        return Ok(ConvOutcome::WorkerRefused(row));
+                    }
+                    if let Some(o) = r.get(3).filter(|r| r.failed_condition()) {
+                        // The owner is alive: hide the conversation from the ready index until
+                        // its heartbeat would go stale.
+                        let hb = o
+                            .item
+                            .as_ref()
+                            .and_then(|i| i.get("heartbeatAt"))
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse::<i64>().ok())
+                            .unwrap_or(now);
+                        let until = hb + self.policy.workers.stale_after_ms;
+                        if conv.ready_at.is_some_and(|r| r < until) && conv.lock_lease_id.is_none() {
+                            self.repair_ready_at(&conv, Some(until)).await?;
+                        }
+                        return Ok(ConvOutcome::Nothing);
+                    }
+                    // Lost the race to another claimer: the conversation as it is now (returned
+                    // by the failed condition) is locked or owned by someone else, so move on to
+                    // the next candidate without reading it again.
+                    let taken = r
+                        .get(1)
+                        .filter(|x| x.failed_condition())
+                        .and_then(|x| x.item.clone())
+                        .and_then(|i| from_item::<ConversationItem>(i).ok())
+                        .is_some_and(|c| {
+                            c.lock_until.is_some_and(|t| t > now) && c.lock_worker_id.as_deref() != Some(worker_id)
+                        });
+                    if taken {
+                        return Ok(ConvOutcome::Nothing);
+                    }
+                    // Otherwise read again and decide again.
+                    if r.iter().any(Reason::conflict) {
+                        conflict_pause(attempt).await;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into_app("claim")),
+            }
+        }
+        Ok(ConvOutcome::Nothing)
+    }
+
+    /// A ConditionCheck that passes unless `owner` is alive and assigned to `cid`: row present,
+    /// `active`, heartbeat fresh (lease calls and the idle `worker-heartbeat` both refresh it).
+    pub(super) fn owner_gone_check(&self, owner: &str, cid: &str, now: Millis) -> TransactWriteItem {
+        let cond = "attribute_not_exists(workerId) OR #st <> :active OR heartbeatAt <= :stale \
+            OR attribute_not_exists(assignedConversationId) OR assignedConversationId <> :cid";
+        let ex = Ex::new()
+            .name("#st", "status")
+            .val(":active", s("active"))
+            .val(":stale", n(now - self.policy.workers.stale_after_ms))
+            .val(":cid", s(cid));
+        tx_check(&self.tables.workers, worker_key(owner), cond, &ex)
+    }
+
+    /// Move `readyAt` to what a claimer just learnt, unless the conversation changed meanwhile.
+    pub(super) async fn repair_ready_at(&self, conv: &ConversationItem, to: Option<Millis>) -> AppResult<()> {
+        let ex = Ex::new().val(":rev", n(conv.rev)).val(":one", n(1));
+        let (update, ex) = match to {
+            Some(t) => ("SET readyAt = :t, rev = rev + :one", ex.val(":t", n(t))),
+            None => ("SET rev = rev + :one REMOVE readyAt", ex),
+        };
+        let cond = "rev = :rev";
+        let (names, values) = ex.for_exprs(&[update, cond]);
+        let r = self
+            .client
+            .update_item()
+            .table_name(self.q())
+            .set_key(Some(key(&conv.pk, &conv.sk)))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        crate::adapters::dynamo::applied(r, "UpdateItem readyAt").map(|_| ())
+    }
+
+    /// Put back (or dead-letter) a message whose lease expired; the expiry counts as an attempt.
+    /// The sweep (`backoff`) requeues it with the same backoff as `fail`; a claim that finds it
+    /// takes it at once. A message left `processing` without the conversation's lock naming it
+    /// (a partial write or a hand edit) is repaired whatever its lease says: the lock is the truth
+    /// (I3), and the write is conditional on the conversation's `rev`.
+    /// Returns what happened, or `None` when the state moved on meanwhile.
+    pub(super) async fn recover_message(
+        &self,
+        conv: &ConversationItem,
+        m: &MessageItem,
+        now: Millis,
+        backoff: bool,
+    ) -> AppResult<Option<FailOutcome>> {
+        let orphan = conv.lock_msg_sk.as_deref() != Some(m.sk.as_str());
+        if m.status != MessageStatus::Processing || (!orphan && m.lease_expires_at.is_some_and(|t| t > now)) {
+            if !orphan && m.status != MessageStatus::Processing {
+                self.drop_dangling_lock(conv).await?;
+            }
+            return Ok(None);
+        }
+        if orphan && conv.lock_lease_id.is_some() && conv.lock_until.is_some_and(|t| t > now) {
+            // Another message holds the conversation's live lock: repaired once it is released.
+            return Ok(None);
+        }
+        let (attempts, outcome) = if backoff {
+            rules::plan_fail(m.attempts, m.max_attempts, now, ids::random_unit(), &self.policy.queue)
+        } else {
+            let n = m.attempts + 1;
+            (n, if n >= m.max_attempts { FailOutcome::DeadLetter } else { FailOutcome::Requeue { at: now } })
+        };
+        let dead = outcome == FailOutcome::DeadLetter;
+        let at = match outcome {
+            FailOutcome::Requeue { at } => at,
+            FailOutcome::DeadLetter => now,
+        };
+        let ex = base_ex()
+            .val(":processing", s("processing"))
+            .val(":old", s(m.lease_id.clone().unwrap_or_default()))
+            .val(":now", n(now))
+            .val(":at", n(at))
+            .val(":n", n(attempts))
+            .val(":err", s(rules::LEASE_EXPIRED_ERROR))
+            .val(":rev", n(conv.rev))
+            .val(":one", n(1))
+            .val(":ou", n(now))
+            .val(":dead", s("dead_letter"))
+            .val(":queued", s("queued"))
+            .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
+            .val(":skey", s(rules::status_key(at, m.sk.trim_start_matches("M#"))))
+            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
+        let lease_cond = if m.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
+        let msg_cond = if orphan {
+            format!("#st = :processing AND {lease_cond}")
+        } else {
+            format!("#st = :processing AND {lease_cond} AND leaseExpiresAt <= :now")
+        };
+        let retry = if backoff { "nextRetryAt = :at, " } else { "" };
+        // The lock's message is the head; an orphan may not be, and readyAt stays a lower bound.
+        let ready = if orphan { ":now" } else { ":at" };
+        let (msg_update, conv_update) = if dead {
+            let v = if conv.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last };
+            (
+                format!(
+                    "SET #st = :dead, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
+                ),
+                leave_update(v, false, Owner::Drop).0,
+            )
+        } else {
+            (
+                format!(
+                    "SET #st = :queued, attempts = :n, scheduledFor = :at, {retry}statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
+                ),
+                format!(
+                    "SET readyAt = {ready}, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId, ownerUntil"
+                ),
+            )
+        };
+        let items = vec![
+            tx_update(self.q(), key(&m.pk, &m.sk), &msg_update, Some(&msg_cond), &ex),
+            tx_update(self.q(), key(&conv.pk, &conv.sk), &conv_update, Some("rev = :rev"), &ex),
+        ];
+        match self.transact(items).await {
+            Ok(()) => {
+                if let Some(w) = &m.claimed_by {
+                    self.release_worker_load(w, m.lease_id.as_deref()).await?;
+                }
+                Ok(Some(outcome))
+            }
+            Err(TxError::Cancelled(_)) => Ok(None),
+            Err(e) => Err(e.into_app("recover expired lease")),
+        }
+    }
+
+    /// A lock naming a message that is gone or no longer processing: remove it.
+    pub(super) async fn drop_dangling_lock(&self, conv: &ConversationItem) -> AppResult<()> {
+        let now = self.now();
+        let ex = Ex::new()
+            .val(":rev", n(conv.rev))
+            .val(":one", n(1))
+            .val(":now", n(now))
+            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
+        let update = if conv.open_count > 0 {
+            format!("SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}")
+        } else {
+            format!("SET readyShard = :rshard, rev = rev + :one REMOVE readyAt, {CONV_LOCK_REMOVE}")
+        };
+        let items = vec![tx_update(self.q(), key(&conv.pk, &conv.sk), &update, Some("rev = :rev"), &ex)];
+        match self.transact(items).await {
+            Ok(()) | Err(TxError::Cancelled(_)) => Ok(()),
+            Err(e) => Err(e.into_app("drop lock")),
+        }
+    }
+
+    /// The holder of a recovered lease has one job less; its heartbeat is not touched (W7). When
+    /// `lease` is given and the row still records that lease as its assignment, the worker holds
+    /// no lock any more (a worker holds at most one) and its assignment is released too, so a slow
+    /// but alive worker can claim again. A stopped worker's row is left alone. One consistent
+    /// GetItem, then one UpdateItem conditional on what was read.
+    pub(super) async fn release_worker_load(&self, worker_id: &str, lease: Option<&str>) -> AppResult<()> {
+        for _ in 0..MAX_TX_RETRIES {
+            let Some(w) = self.get_worker(worker_id).await? else { return Ok(()) };
+            let plan = rules::plan_release(&w, lease);
+            if plan == rules::ReleasePlan::default() {
+                return Ok(());
+            }
+            let mut sets = Vec::new();
+            if plan.lower_load {
+                sets.push("SET #ld = #ld - :one");
+            }
+            if plan.unassign {
+                sets.push("REMOVE assignedConversationId, assignedAgentKey, assignedLeaseId, assignedAt");
+            }
+            let update = sets.join(" ");
+            let cond = "#st = :st AND #ld = :ld AND (assignedLeaseId = :al OR (attribute_not_exists(assignedLeaseId) AND :al = :none))";
+            let ex = Ex::new()
+                .name("#ld", "load")
+                .name("#st", "status")
+                .val(":one", n(1))
+                .val(":st", s(w.status.as_str()))
+                .val(":ld", n(w.load))
+                .val(":al", s(w.assigned_lease_id.clone().unwrap_or_default()))
+                .val(":none", s(""));
+            let (names, values) = ex.for_exprs(&[&update, cond]);
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.tables.workers)
+                .set_key(Some(worker_key(worker_id)))
+                .update_expression(update)
+                .condition_expression(cond)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await;
+            if crate::adapters::dynamo::applied(r, "UpdateItem worker load")?.is_some() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
