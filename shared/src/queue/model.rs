@@ -184,3 +184,13 @@ impl Default for QueuePolicy {
         }
     }
 }
+
+/// Where the store keeps a message: its item key and its sort keys in the conversation's open
+/// messages and in the status index (formats: `adapters/dynamo/keys.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageKeys {
+    pub pk: String,
+    pub sk: String,
+    pub open_key: String,
+    pub status_key: String,
+}

@@ -7,59 +7,11 @@ use crate::conversations::model::ConversationItem;
 use crate::error::{AppError, AppResult, LeaseRefusal};
 use crate::ids::{LeaseHint, truncate};
 use crate::queue::model::QueuePolicy;
-use crate::queue::model::{MessageItem, MessageStatus, Payload};
+use crate::queue::model::{MessageItem, MessageKeys, MessageStatus, Payload};
 use crate::workers::model::{WorkerItem, WorkerStatus};
 
-pub const CONV_SK: &str = "CONV";
-/// Sorts before every `Q#…` key, so the `open` index returns the conversation first.
-pub const CONV_OPEN_KEY: &str = "!CONV";
 pub const LEASE_EXPIRED_ERROR: &str = "Lease expired while processing";
 pub const MAX_ERROR_MESSAGE_CHARS: usize = 4_000;
-
-pub fn conversation_pk(conversation_id: &str) -> String {
-    format!("C#{conversation_id}")
-}
-pub fn message_sk(ulid: &str) -> String {
-    format!("M#{ulid}")
-}
-pub fn dedupe_sk(external_message_id: &str) -> String {
-    format!("X#{external_message_id}")
-}
-pub fn history_sk(ulid: &str) -> String {
-    format!("H#{ulid}")
-}
-/// Place of an open message in its conversation: due time given at enqueue, then creation.
-pub fn open_key(enqueued_for: Millis, ulid: &str) -> String {
-    format!("Q#{enqueued_for:013}#{ulid}")
-}
-pub fn status_key(scheduled_for: Millis, ulid: &str) -> String {
-    format!("{scheduled_for:013}#{ulid}")
-}
-/// DynamoDB TTL wants epoch seconds.
-pub fn ttl_seconds(at_ms: Millis) -> i64 {
-    at_ms.div_euclid(1000)
-}
-
-/// The shard of a conversation (FNV-1a of its id modulo `shards`).
-pub fn shard_of(conversation_id: &str, shards: u32) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in conversation_id.as_bytes() {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h % shards.max(1)
-}
-
-/// The `ready` index partition of an unlocked conversation: `r<shard>`.
-pub fn ready_shard(conversation_id: &str, shards: u32) -> String {
-    format!("r{}", shard_of(conversation_id, shards))
-}
-
-/// The `ready` index partition of a locked conversation: `l<shard>`. Busy conversations sit
-/// apart, so the partition unassigned claimers read holds only conversations that wait.
-pub fn locked_shard(conversation_id: &str, shards: u32) -> String {
-    format!("l{}", shard_of(conversation_id, shards))
-}
 
 fn check_text(field: &str, v: &str, max_bytes: usize) -> AppResult<()> {
     crate::ids::check_text(field, v, max_bytes)
@@ -360,6 +312,8 @@ pub fn plan_release(w: &WorkerItem, lease: Option<&str>) -> ReleasePlan {
 /// What a new message needs; see [`new_message`].
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    /// Where the store keeps the message (its key formats are the store's business).
+    pub keys: MessageKeys,
     pub conversation_id: String,
     pub agent_key: String,
     pub ulid: String,
@@ -374,15 +328,15 @@ pub struct NewMessage {
 pub fn new_message(m: NewMessage) -> MessageItem {
     let message_id = crate::ids::MessageRef { ulid: m.ulid.clone(), conversation_id: m.conversation_id.clone() }.id();
     MessageItem {
-        pk: conversation_pk(&m.conversation_id),
-        sk: message_sk(&m.ulid),
-        open_key: Some(open_key(m.due, &m.ulid)),
+        pk: m.keys.pk,
+        sk: m.keys.sk,
+        open_key: Some(m.keys.open_key),
         message_id,
         conversation_id: m.conversation_id,
         agent_key: m.agent_key,
         payload: m.payload,
         status: MessageStatus::Queued,
-        status_key: status_key(m.due, &m.ulid),
+        status_key: m.keys.status_key,
         priority: m.priority,
         scheduled_for: m.due,
         enqueued_for: m.due,
@@ -428,9 +382,9 @@ mod tests {
 
     fn conv() -> ConversationItem {
         ConversationItem {
-            pk: conversation_pk("c1"),
-            sk: CONV_SK.into(),
-            open_key: CONV_OPEN_KEY.into(),
+            pk: "C#c1".into(),
+            sk: "CONV".into(),
+            open_key: "!CONV".into(),
             conversation_id: "c1".into(),
             agent_key: "a".into(),
             created_at: 0,
@@ -509,6 +463,12 @@ mod tests {
 
     fn msg(ulid: &str, status: MessageStatus, scheduled_for: Millis) -> MessageItem {
         let mut m = new_message(NewMessage {
+            keys: MessageKeys {
+                pk: "C#c1".into(),
+                sk: format!("M#{ulid}"),
+                open_key: format!("Q#{scheduled_for:013}#{ulid}"),
+                status_key: format!("{scheduled_for:013}#{ulid}"),
+            },
             conversation_id: "c1".into(),
             agent_key: "a".into(),
             ulid: ulid.into(),
@@ -699,17 +659,5 @@ mod tests {
         assert!(validate_conversation_id("tg:1:2").is_ok());
         assert!(validate_conversation_id("a\nb").is_err());
         assert!(validate_worker_id(&"w".repeat(200)).is_err());
-    }
-
-    #[test]
-    fn shards_and_keys() {
-        assert_eq!(ready_shard("anything", 1), "r0");
-        assert_eq!(locked_shard("anything", 1), "l0");
-        assert_eq!(ready_shard("abc", 8)[1..], locked_shard("abc", 8)[1..]);
-        let s = ready_shard("abc", 8);
-        assert!(s.starts_with('r') && s[1..].parse::<u32>().unwrap() < 8);
-        assert!(open_key(5, "B") < open_key(10, "A"));
-        assert!(CONV_OPEN_KEY < open_key(0, "0").as_str());
-        assert_eq!(ttl_seconds(12_345), 12);
     }
 }

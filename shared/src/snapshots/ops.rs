@@ -14,8 +14,8 @@ use super::rules::{
     check_finalize, check_object, check_worker_scope, limit_in, pick_restore, status_after_finalize,
     user_agent_conversation, validate_sha256,
 };
-use crate::adapters::dynamo::Store;
 use crate::adapters::dynamo::snapshots::{FinalizeWrite, snapshot_sk};
+use crate::adapters::dynamo::{Store, keys};
 use crate::app::App;
 use crate::blob::snapshot_key;
 use crate::clock::Millis;
@@ -65,7 +65,7 @@ pub async fn prepare(app: &App, p: &Principal, w: &WorkerItem, a: &PrepareArgs) 
     let ulid = ids::ulid(now);
     let upload_until = now + pol.snapshots.upload_timeout_ms;
     let item = SnapshotItem {
-        pk: rules::conversation_pk(&a.conversation_id),
+        pk: keys::conversation_pk(&a.conversation_id),
         sk: snapshot_sk(&ulid),
         snapshot_id: format!("{ulid}:{}", a.conversation_id),
         workspace_id: a.workspace_id.clone(),

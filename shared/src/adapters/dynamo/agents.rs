@@ -1,6 +1,6 @@
 //! Agent profiles and runtime configuration (control table).
 
-use super::{Store, from_item, key, to_item};
+use super::{Store, from_item, keys, to_item};
 use crate::adapters::sdk_error;
 use crate::agents::model::{AgentProfile, ConfigureAgentArgs, MessageConfig};
 use crate::agents::rules::profile_secret_refs;
@@ -21,7 +21,7 @@ impl Store {
 
     pub async fn get_agent(&self, agent_key: &str) -> AppResult<Option<AgentProfile>> {
         rules::validate_agent_key(agent_key)?;
-        self.get(&self.tables.control, key(format!("AGENT#{agent_key}"), "PROFILE")).await?.map(from_item).transpose()
+        self.get(&self.tables.control, keys::agent_profile_key(agent_key)).await?.map(from_item).transpose()
     }
 
     /// `configureAgent`: returns the stored profile.
@@ -78,7 +78,7 @@ impl Store {
                 updated_at: prev.as_ref().map_or(now, |p| now.max(p.updated_at + 1)),
             };
             let mut item = to_item(&profile)?;
-            item.extend(key(format!("AGENT#{}", profile.agent_key), "PROFILE"));
+            item.extend(keys::agent_profile_key(&profile.agent_key));
             let req = self.client.put_item().table_name(&self.tables.control).set_item(Some(item));
             let req = match &prev {
                 None => req.condition_expression("attribute_not_exists(pk)"),
@@ -104,7 +104,7 @@ impl Store {
             return Ok(c);
         }
         let c = self
-            .get(&self.tables.control, key("CONFIG", "message"))
+            .get(&self.tables.control, keys::message_config_key())
             .await?
             .and_then(|mut i| i.remove("messageConfig"))
             .map(|v| {
@@ -127,14 +127,14 @@ impl Store {
             self.client
                 .delete_item()
                 .table_name(&self.tables.control)
-                .set_key(Some(key("CONFIG", "message")))
+                .set_key(Some(keys::message_config_key()))
                 .send()
                 .await
                 .map_err(|e| sdk_error("DeleteItem config", e))?;
             self.cache_message_config(now, None);
             return Ok(None);
         }
-        let mut item = key("CONFIG", "message");
+        let mut item = keys::message_config_key();
         item.insert(
             "messageConfig".into(),
             serde_dynamo::to_attribute_value(&norm).map_err(|e| AppError::internal(e.to_string()))?,

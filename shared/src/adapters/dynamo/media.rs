@@ -1,5 +1,6 @@
 //! Attachment rows, storage-id claims and message metadata (media domain's access patterns).
 
+use super::keys;
 use super::tx::{tx_put, tx_update};
 use super::{Ex, Item, Reason, Store, TxError, from_item, key, n, s, to_item};
 use crate::clock::Millis;
@@ -7,20 +8,10 @@ use crate::error::{AppError, AppResult};
 use crate::media::model::AttachmentItem;
 use crate::media::rules::check_distinct_storage_ids;
 use crate::queue::model::{AttachmentStatus, MessageItem};
-use crate::queue::rules;
 use crate::workers::auth::Principal;
 use std::collections::BTreeMap;
 
-pub fn attachment_sk(storage_id: &str) -> String {
-    format!("A#{storage_id}")
-}
-
-/// The claim of a storage id for one conversation (`pk = MEDIA#<storageId>`, `sk = MEDIA`): written
-/// with every attachment row, so a storage id belongs to one conversation for good and a message
-/// of another conversation cannot reference (download, or expire) its blob.
-pub fn storage_claim_key(storage_id: &str) -> Item {
-    key(format!("MEDIA#{storage_id}"), "MEDIA")
-}
+pub use super::keys::{attachment_sk, storage_claim_key};
 
 /// The condition of a claim's put (`:cid` = the conversation): unclaimed, or claimed by it already.
 pub const STORAGE_CLAIM_COND: &str = "attribute_not_exists(pk) OR conversationId = :cid";
@@ -148,7 +139,7 @@ impl Store {
             .expression_attribute_values(":expired", s("expired"))
             .expression_attribute_values(":ready", s("ready"))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + 30 * 86_400_000)))
+            .expression_attribute_values(":ttl", n(keys::ttl_seconds(now + 30 * 86_400_000)))
             .send()
             .await;
         Ok(super::applied(r, "UpdateItem attachment")?.is_some())

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod counter;
 pub mod hydration;
+pub mod keys;
 pub mod media;
 pub mod queue;
 pub mod schema;
@@ -94,9 +95,7 @@ pub fn s(v: impl Into<String>) -> AttributeValue {
 pub fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
-pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
-    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
-}
+pub use keys::key;
 
 pub fn to_item<T: serde::Serialize>(v: &T) -> AppResult<Item> {
     serde_dynamo::to_item(v).map_err(|e| AppError::internal(format!("encoding item: {e}")))

@@ -1,20 +1,18 @@
 //! Snapshot rows (snapshots domain's access patterns) and the `expiry` index the storage sweep reads.
 
+use super::keys;
 use super::tx::tx_update;
-use super::{Ex, Item, Reason, Store, TxError, from_item, key, n, s, schema, to_item};
+use super::{Ex, Reason, Store, TxError, from_item, key, n, s, schema, to_item};
 use crate::adapters::sdk_error;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::ids::{self, MessageRef};
-use crate::queue::rules;
 use crate::snapshots::model::{SnapshotItem, TOMBSTONE_RETENTION_MS};
 use crate::workers::auth::Principal;
 use crate::workers::model::{WorkerItem, WorkerStatus};
 use serde::de::DeserializeOwned;
 
-pub fn snapshot_sk(ulid: &str) -> String {
-    format!("S#{ulid}")
-}
+pub use super::keys::snapshot_sk;
 
 /// How a finalize transaction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +31,7 @@ impl Store {
             AppError::validation(format!("snapshotId '{}' is not a snapshot id", ids::truncate(id, 80)))
         })?;
         let item = self
-            .get(&self.tables.queue, key(rules::conversation_pk(&r.conversation_id), snapshot_sk(&r.ulid)))
+            .get(&self.tables.queue, key(keys::conversation_pk(&r.conversation_id), snapshot_sk(&r.ulid)))
             .await?
             .ok_or_else(|| AppError::not_found(format!("snapshot {id} does not exist")))?;
         from_item(item)
@@ -98,7 +96,7 @@ impl Store {
         };
         let worker_item = tx_update(
             &self.tables.workers,
-            Item::from([("workerId".to_string(), s(&p.worker_id))]),
+            keys::worker_key(&p.worker_id),
             worker_update,
             Some("#st = :seen AND tokenHash = :th"),
             &ex,
@@ -136,7 +134,7 @@ impl Store {
             .expression_attribute_values(":uploading", s("uploading"))
             .expression_attribute_values(":e", s(error))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
+            .expression_attribute_values(":ttl", n(keys::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
@@ -150,8 +148,8 @@ impl Store {
             .query()
             .table_name(&self.tables.queue)
             .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-            .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
-            .expression_attribute_values(":p", s("S#"))
+            .expression_attribute_values(":pk", s(keys::conversation_pk(cid)))
+            .expression_attribute_values(":p", s(keys::SNAPSHOT_PREFIX))
             .scan_index_forward(false)
             .limit(limit)
             .send()
@@ -174,7 +172,7 @@ impl Store {
             .expression_attribute_values(":expired", s("expired"))
             .expression_attribute_values(":ready", s("ready"))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":ttl", n(rules::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
+            .expression_attribute_values(":ttl", n(keys::ttl_seconds(now + TOMBSTONE_RETENTION_MS)))
             .send()
             .await;
         Ok(super::applied(r, "UpdateItem snapshot")?.is_some())
@@ -198,7 +196,8 @@ impl Store {
         let mut items = Vec::new();
         for k in out.items.unwrap_or_default() {
             let (Some(pk), Some(sk)) = (k.get("pk").cloned(), k.get("sk").cloned()) else { continue };
-            if let Some(item) = self.get(&self.tables.queue, Item::from([("pk".into(), pk), ("sk".into(), sk)])).await?
+            if let Some(item) =
+                self.get(&self.tables.queue, super::Item::from([("pk".into(), pk), ("sk".into(), sk)])).await?
             {
                 items.push(from_item(item)?);
             }

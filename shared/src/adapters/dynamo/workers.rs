@@ -1,5 +1,6 @@
 //! Worker rows: reads and `upsertWorkerState` with the allowed status transitions (spec §5.2, §14).
 
+use super::keys;
 use super::{Store, from_item, s, to_item};
 use crate::adapters::sdk_error;
 use crate::error::{AppError, AppResult};
@@ -7,12 +8,11 @@ use crate::queue::rules;
 use crate::workers::model::{ControlState, MintTokenArgs, MintedToken, UpsertWorkerArgs, WorkerItem, WorkerStatus};
 use crate::workers::rules::{apply_upsert, control_state, validate_upsert};
 use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashMap;
 
 impl Store {
     pub async fn get_worker(&self, worker_id: &str) -> AppResult<Option<WorkerItem>> {
         rules::validate_worker_id(worker_id)?;
-        let k = HashMap::from([("workerId".to_string(), s(worker_id))]);
+        let k = keys::worker_key(worker_id);
         self.get(&self.tables.workers, k).await?.map(from_item).transpose()
     }
 
@@ -65,7 +65,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.tables.workers)
-            .set_key(Some(HashMap::from([("workerId".to_string(), s(&a.worker_id))])))
+            .set_key(Some(keys::worker_key(&a.worker_id)))
             .update_expression(
                 "SET tokenHash = :h, tokenIssuedAt = :now, provider = if_not_exists(provider, :p), \
                  #st = if_not_exists(#st, :active), heartbeatAt = if_not_exists(heartbeatAt, :now), \
@@ -107,7 +107,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.tables.workers)
-            .set_key(Some(HashMap::from([("workerId".to_string(), s(worker_id))])))
+            .set_key(Some(keys::worker_key(worker_id)))
             .update_expression("REMOVE tokenHash, tokenIssuedAt")
             .condition_expression("attribute_exists(tokenHash)")
             .send()
@@ -125,7 +125,7 @@ impl Store {
         let ex = super::Ex::new().name("#st", "status").val(":th", s(&p.token_hash)).val(":stopped", s("stopped"));
         super::tx::tx_check(
             &self.tables.workers,
-            HashMap::from([("workerId".to_string(), s(&p.worker_id))]),
+            keys::worker_key(&p.worker_id),
             "tokenHash = :th AND #st <> :stopped",
             &ex,
         )
@@ -162,7 +162,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.tables.workers)
-            .set_key(Some(HashMap::from([("workerId".to_string(), s(&p.worker_id))])))
+            .set_key(Some(keys::worker_key(&p.worker_id)))
             .update_expression("SET heartbeatAt = :now")
             .condition_expression("tokenHash = :h AND #st IN (:active, :draining, :stopping)")
             .expression_attribute_names("#st", "status")

@@ -114,7 +114,7 @@ impl Store {
             .table_name(self.q())
             .index_name(schema::IDX_OPEN)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
+            .expression_attribute_values(":pk", s(keys::conversation_pk(cid)))
             .consistent_read(true)
             .limit(limit)
             .send()
@@ -122,7 +122,7 @@ impl Store {
             .map_err(|e| sdk_error("Query open", e))?;
         let mut items = out.items.unwrap_or_default().into_iter();
         let Some(first) = items.next() else { return Ok(None) };
-        if first.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) != Some(rules::CONV_SK) {
+        if first.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) != Some(keys::CONV_SK) {
             return Err(AppError::internal(format!("conversation '{cid}' has open messages but no conversation item")));
         }
         let conv: ConversationItem = from_item(first)?;
@@ -153,7 +153,7 @@ impl Store {
                     continue;
                 }
                 ClaimPlan::RecoverLocked { msg_sk } => {
-                    let k = key(rules::conversation_pk(cid), &msg_sk);
+                    let k = key(keys::conversation_pk(cid), &msg_sk);
                     match self.get(self.q(), k).await?.map(from_item::<MessageItem>).transpose()? {
                         Some(m) => {
                             self.recover_message(&conv, &m, now, false).await?;
@@ -179,7 +179,7 @@ impl Store {
                 .val(":old", s(head.lease_id.clone().unwrap_or_default()))
                 .val(":oldlock", s(conv.lock_lease_id.clone().unwrap_or_default()))
                 .val(":npr", n(next_msg.map_or(0.0, |m| m.priority)))
-                .val(":nseq", s(next_msg.map_or("", |m| m.sk.trim_start_matches("M#"))))
+                .val(":nseq", s(next_msg.map_or("", |m| keys::message_ulid(&m.sk))))
                 .val(":until", n(until))
                 .val(":now", n(now))
                 .val(":ou", n(now + self.policy.workers.stale_after_ms))
@@ -190,7 +190,7 @@ impl Store {
                 .val(":zero", n(0))
                 .val(":fly", s("fly"))
                 .val(":expired", s(rules::LEASE_EXPIRED_ERROR))
-                .val(":lshard", s(rules::locked_shard(cid, self.policy.queue.ready_shards)))
+                .val(":lshard", s(keys::locked_shard(cid, self.policy.queue.ready_shards)))
                 .val(":th", s(token_hash.unwrap_or_default()));
             let worker_cond = if token_hash.is_some() {
                 "#st = :active AND tokenHash = :th AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
@@ -399,9 +399,9 @@ impl Store {
             .val(":ou", n(now))
             .val(":dead", s("dead_letter"))
             .val(":queued", s("queued"))
-            .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
-            .val(":skey", s(rules::status_key(at, m.sk.trim_start_matches("M#"))))
-            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
+            .val(":ttl", n(keys::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
+            .val(":skey", s(keys::status_key(at, keys::message_ulid(&m.sk))))
+            .val(":rshard", s(keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
         let lease_cond = if m.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
         let msg_cond = if orphan {
             format!("#st = :processing AND {lease_cond}")
@@ -452,7 +452,7 @@ impl Store {
             .val(":rev", n(conv.rev))
             .val(":one", n(1))
             .val(":now", n(now))
-            .val(":rshard", s(rules::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
+            .val(":rshard", s(keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
         let update = if conv.open_count > 0 {
             format!("SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}")
         } else {

@@ -6,7 +6,7 @@ impl Store {
     /// `hasQueuedJobsForConversation`: queued messages (due or not). One GetItem.
     pub async fn has_queued(&self, cid: &str) -> AppResult<bool> {
         rules::validate_conversation_id(cid)?;
-        let Some(i) = self.get(self.q(), key(rules::conversation_pk(cid), rules::CONV_SK)).await? else {
+        let Some(i) = self.get(self.q(), key(keys::conversation_pk(cid), keys::CONV_SK)).await? else {
             return Ok(false);
         };
         let c: ConversationItem = from_item(i)?;
@@ -30,8 +30,8 @@ impl Store {
             .val(":cid", s(cid))
             .val(":a", s(agent_key))
             .val(":now", n(now))
-            .val(":ck", s(rules::CONV_OPEN_KEY))
-            .val(":shard", s(rules::ready_shard(cid, self.policy.queue.ready_shards)))
+            .val(":ck", s(keys::CONV_OPEN_KEY))
+            .val(":shard", s(keys::ready_shard(cid, self.policy.queue.ready_shards)))
             .val(":zero", n(0))
             .val(":one", n(1))
             .val(":w", s(worker_id))
@@ -41,7 +41,7 @@ impl Store {
             .client
             .update_item()
             .table_name(self.q())
-            .set_key(Some(key(rules::conversation_pk(cid), rules::CONV_SK)))
+            .set_key(Some(key(keys::conversation_pk(cid), keys::CONV_SK)))
             .update_expression(update)
             .condition_expression(cond)
             .set_expression_attribute_names(names)
@@ -52,7 +52,7 @@ impl Store {
     }
 
     pub async fn get_conversation(&self, cid: &str) -> AppResult<Option<ConversationItem>> {
-        self.get(self.q(), key(rules::conversation_pk(cid), rules::CONV_SK)).await?.map(from_item).transpose()
+        self.get(self.q(), key(keys::conversation_pk(cid), keys::CONV_SK)).await?.map(from_item).transpose()
     }
 
     pub async fn get_message(&self, message_id: &str) -> AppResult<Option<MessageItem>> {
@@ -82,7 +82,7 @@ impl Store {
         let workspace = a.workspace_id.clone().unwrap_or_else(|| "default".into());
         rules::validate_workspace_id(&workspace)?;
         let now = self.now();
-        let pk = rules::conversation_pk(&a.conversation_id);
+        let pk = keys::conversation_pk(&a.conversation_id);
         if a.messages.is_empty() {
             if let Some(p) = &a.holder {
                 let row = self.get_worker(&p.worker_id).await?;
@@ -106,7 +106,7 @@ impl Store {
         };
         let mut items = vec![tx_update(
             self.q(),
-            key(&pk, rules::CONV_SK),
+            key(&pk, keys::CONV_SK),
             "SET historyWorkspaceId = :ws, historyAt = :now",
             Some(cond),
             &ex,
@@ -116,7 +116,7 @@ impl Store {
             items.push(self.token_check(p));
         }
         for (i, m) in a.messages.iter().enumerate() {
-            let mut it = key(&pk, rules::history_sk(&ids::ulid(now)));
+            let mut it = key(&pk, keys::history_sk(&ids::ulid(now)));
             it.insert("role".into(), to_av(&m.role)?);
             it.insert("content".into(), s(&m.content));
             it.insert("at".into(), n(m.at.unwrap_or(now + i as i64)));
@@ -159,8 +159,8 @@ impl Store {
             .query()
             .table_name(self.q())
             .key_condition_expression("pk = :pk AND begins_with(sk, :h)")
-            .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
-            .expression_attribute_values(":h", s("H#"))
+            .expression_attribute_values(":pk", s(keys::conversation_pk(cid)))
+            .expression_attribute_values(":h", s(keys::HISTORY_PREFIX))
             .scan_index_forward(false)
             .consistent_read(true)
             .limit(limit.clamp(1, 2000))

@@ -28,10 +28,12 @@ impl Store {
             }
         };
         let cid = args.conversation_id;
+        let ulid = ids::ulid(now);
         let msg = rules::new_message(rules::NewMessage {
+            keys: keys::message_keys(&cid, &ulid, due),
             conversation_id: cid.clone(),
             agent_key: args.agent_key.clone(),
-            ulid: ids::ulid(now),
+            ulid,
             payload,
             priority,
             due,
@@ -49,18 +51,18 @@ impl Store {
             .val(":cid", s(&cid))
             .val(":now", n(now))
             .val(":due", n(due))
-            .val(":ck", s(rules::CONV_OPEN_KEY))
-            .val(":shard", s(rules::ready_shard(&cid, pol.ready_shards)))
+            .val(":ck", s(keys::CONV_OPEN_KEY))
+            .val(":shard", s(keys::ready_shard(&cid, pol.ready_shards)))
             .val(":zero", n(0))
             .val(":one", n(1))
-            .val(":seq", s(msg.sk.trim_start_matches("M#")))
+            .val(":seq", s(keys::message_ulid(&msg.sk)))
             .val(":p", n(priority));
         let mut lower = false;
         for attempt in 0..MAX_TX_RETRIES {
             let mut items = vec![
                 tx_check(
                     &self.tables.control,
-                    key(format!("AGENT#{}", args.agent_key), "PROFILE"),
+                    keys::agent_profile_key(&args.agent_key),
                     "attribute_exists(pk) AND enabled = :t",
                     &ex,
                 ),
@@ -68,9 +70,9 @@ impl Store {
                 tx_put(self.q(), msg_item.clone(), "attribute_not_exists(pk)", &ex),
             ];
             if let Some(x) = &external {
-                let mut d = key(rules::conversation_pk(&cid), rules::dedupe_sk(x));
+                let mut d = key(keys::conversation_pk(&cid), keys::dedupe_sk(x));
                 d.insert("messageId".into(), s(&message_id));
-                d.insert("ttl".into(), n(rules::ttl_seconds(now + pol.dead_letter_retention_ms)));
+                d.insert("ttl".into(), n(keys::ttl_seconds(now + pol.dead_letter_retention_ms)));
                 items.push(tx_put(self.q(), d, "attribute_not_exists(pk)", &ex));
             }
             let first_attachment = items.len();
@@ -168,6 +170,6 @@ impl Store {
                 "(attribute_not_exists(agentKey) OR agentKey = :a) AND (attribute_not_exists(readyAt) OR readyAt <= :due OR attribute_exists(lockLeaseId) OR ownerUntil >= readyAt)".to_string(),
             )
         };
-        tx_update(self.q(), key(rules::conversation_pk(cid), rules::CONV_SK), &update, Some(&cond), ex)
+        tx_update(self.q(), key(keys::conversation_pk(cid), keys::CONV_SK), &update, Some(&cond), ex)
     }
 }

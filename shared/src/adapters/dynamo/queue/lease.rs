@@ -34,7 +34,7 @@ impl Store {
                 tx_update(self.q(), self.msg_key(&mref), "SET leaseExpiresAt = :until", Some(LEASE_HELD), &ex),
                 tx_update(
                     self.q(),
-                    key(rules::conversation_pk(&mref.conversation_id), rules::CONV_SK),
+                    key(keys::conversation_pk(&mref.conversation_id), keys::CONV_SK),
                     "SET lockUntil = :until, readyAt = :until, lockHeartbeatAt = :now, ownerUntil = :ou, rev = rev + :one",
                     Some("lockLeaseId = :l"),
                     &ex,
@@ -67,7 +67,7 @@ impl Store {
             let ex = self
                 .lease_ex(a, now)
                 .val(":done", s("done"))
-                .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.done_retention_ms)));
+                .val(":ttl", n(keys::ttl_seconds(now + self.policy.queue.done_retention_ms)));
             let (cu, cc) = leave_update(variant, true, Owner::Refresh);
             let items = vec![
                 tx_update(
@@ -81,7 +81,7 @@ impl Store {
                 ),
                 tx_update(
                     self.q(),
-                    key(rules::conversation_pk(&mref.conversation_id), rules::CONV_SK),
+                    key(keys::conversation_pk(&mref.conversation_id), keys::CONV_SK),
                     &cu,
                     Some(&cc),
                     &ex,
@@ -131,12 +131,12 @@ impl Store {
                 .val(":err", s(rules::bounded_error(&a.error_message)))
                 .val(":queued", s("queued"))
                 .val(":dead", s("dead_letter"))
-                .val(":ttl", n(rules::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)));
+                .val(":ttl", n(keys::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)));
             let msg_cond = format!("{LEASE_HELD} AND attempts = :seen");
-            let ck = key(rules::conversation_pk(&mref.conversation_id), rules::CONV_SK);
+            let ck = key(keys::conversation_pk(&mref.conversation_id), keys::CONV_SK);
             let (msg_item, conv_item, result) = match outcome {
                 FailOutcome::Requeue { at } => {
-                    let ex = ex.clone().val(":at", n(at)).val(":skey", s(rules::status_key(at, &mref.ulid)));
+                    let ex = ex.clone().val(":at", n(at)).val(":skey", s(keys::status_key(at, &mref.ulid)));
                     (
                         tx_update(
                             self.q(),
@@ -192,13 +192,13 @@ impl Store {
     }
 
     pub(super) fn msg_key(&self, m: &MessageRef) -> Item {
-        key(rules::conversation_pk(&m.conversation_id), rules::message_sk(&m.ulid))
+        key(keys::conversation_pk(&m.conversation_id), keys::message_sk(&m.ulid))
     }
 
     pub(super) fn lease_ex(&self, a: &LeaseArgs, now: Millis) -> Ex {
         let cid = a.message_id.split_once(':').map(|(_, c)| c).unwrap_or_default();
         base_ex()
-            .val(":rshard", s(rules::ready_shard(cid, self.policy.queue.ready_shards)))
+            .val(":rshard", s(keys::ready_shard(cid, self.policy.queue.ready_shards)))
             .val(":processing", s("processing"))
             .val(":l", s(&a.lease_id))
             .val(":w", s(&a.worker_id))

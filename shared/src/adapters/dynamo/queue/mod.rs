@@ -9,6 +9,7 @@ mod lease;
 mod reads;
 mod recovery;
 
+use super::keys;
 use super::{Ex, Item, Reason, Store, TxError, conflict_pause, from_item, key, n, s, to_av, to_item};
 use crate::adapters::dynamo::schema;
 use crate::adapters::sdk_error;
@@ -36,9 +37,7 @@ fn worker_row_cond(a: &LeaseArgs) -> &'static str {
     if a.token_hash.is_some() { "tokenHash = :th AND #st <> :stopped" } else { "attribute_exists(workerId)" }
 }
 
-fn worker_key(worker_id: &str) -> Item {
-    Item::from([("workerId".to_string(), s(worker_id))])
-}
+use keys::worker_key;
 
 /// Names used by queue expressions (reserved words and all).
 fn base_ex() -> Ex {

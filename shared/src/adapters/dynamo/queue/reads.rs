@@ -138,8 +138,8 @@ impl Store {
                 .query()
                 .table_name(self.q())
                 .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
-                .expression_attribute_values(":pk", s(rules::conversation_pk(&a.conversation_id)))
-                .expression_attribute_values(":m", s("M#"))
+                .expression_attribute_values(":pk", s(keys::conversation_pk(&a.conversation_id)))
+                .expression_attribute_values(":m", s(keys::MESSAGE_PREFIX))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await

@@ -26,7 +26,7 @@ impl Store {
                 .map_err(|e| sdk_error("Query leases", e))?;
             for k in out.items.unwrap_or_default() {
                 let Some(pk) = k.get("pk").and_then(|v| v.as_s().ok()) else { continue };
-                let cid = pk.trim_start_matches("C#");
+                let cid = keys::conversation_id_of(pk);
                 let Some(conv) = self.get_conversation(cid).await? else { continue };
                 let (Some(sk), Some(until)) = (conv.lock_msg_sk.clone(), conv.lock_until) else { continue };
                 if until > now {
@@ -82,7 +82,7 @@ impl Store {
             else {
                 continue;
             };
-            let Some(conv) = self.get_conversation(pk.trim_start_matches("C#")).await? else { continue };
+            let Some(conv) = self.get_conversation(keys::conversation_id_of(pk)).await? else { continue };
             let Some(m) = self.get(self.q(), key(pk, sk)).await?.map(from_item::<MessageItem>).transpose()? else {
                 continue;
             };
@@ -133,12 +133,12 @@ impl Store {
                 .val(":one", n(1))
                 .val(":now", n(now))
                 .val(":due", n(now))
-                .val(":okey", s(rules::open_key(m.enqueued_for, &r.ulid)))
-                .val(":skey", s(rules::status_key(now, &r.ulid)))
+                .val(":okey", s(keys::open_key(m.enqueued_for, &r.ulid)))
+                .val(":skey", s(keys::status_key(now, &r.ulid)))
                 .val(":a", s(&m.agent_key))
                 .val(":cid", s(&r.conversation_id))
-                .val(":ck", s(rules::CONV_OPEN_KEY))
-                .val(":shard", s(rules::ready_shard(&r.conversation_id, self.policy.queue.ready_shards)))
+                .val(":ck", s(keys::CONV_OPEN_KEY))
+                .val(":shard", s(keys::ready_shard(&r.conversation_id, self.policy.queue.ready_shards)))
                 .val(":seq", s(&r.ulid))
                 .val(":p", n(m.priority));
             let mut lower = false;
@@ -192,8 +192,8 @@ impl Store {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
                 .filter_expression("#st = :dead")
                 .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":pk", s(rules::conversation_pk(cid)))
-                .expression_attribute_values(":m", s("M#"))
+                .expression_attribute_values(":pk", s(keys::conversation_pk(cid)))
+                .expression_attribute_values(":m", s(keys::MESSAGE_PREFIX))
                 .expression_attribute_values(":dead", s("dead_letter"))
                 .projection_expression("messageId")
                 .set_exclusive_start_key(start.take())

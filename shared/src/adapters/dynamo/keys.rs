@@ -1,0 +1,146 @@
+//! Every key of the DynamoDB tables, and its parsing, in one place (data model:
+//! `docs/data-model.md`). Domains never see these formats: they name things by id.
+
+use super::Item;
+use crate::clock::Millis;
+use crate::queue::model::MessageKeys;
+use std::collections::HashMap;
+
+/// The conversation item's sort key.
+pub const CONV_SK: &str = "CONV";
+/// Sorts before every `Q#…` key, so the `open` index returns the conversation first.
+pub const CONV_OPEN_KEY: &str = "!CONV";
+pub const LEASE_EXPIRED_ERROR: &str = "Lease expired while processing";
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 4_000;
+
+pub fn conversation_pk(conversation_id: &str) -> String {
+    format!("C#{conversation_id}")
+}
+pub fn message_sk(ulid: &str) -> String {
+    format!("M#{ulid}")
+}
+pub fn dedupe_sk(external_message_id: &str) -> String {
+    format!("X#{external_message_id}")
+}
+pub fn history_sk(ulid: &str) -> String {
+    format!("H#{ulid}")
+}
+/// Place of an open message in its conversation: due time given at enqueue, then creation.
+pub fn open_key(enqueued_for: Millis, ulid: &str) -> String {
+    format!("Q#{enqueued_for:013}#{ulid}")
+}
+pub fn status_key(scheduled_for: Millis, ulid: &str) -> String {
+    format!("{scheduled_for:013}#{ulid}")
+}
+/// DynamoDB TTL wants epoch seconds.
+pub fn ttl_seconds(at_ms: Millis) -> i64 {
+    at_ms.div_euclid(1000)
+}
+
+/// The shard of a conversation (FNV-1a of its id modulo `shards`).
+pub fn shard_of(conversation_id: &str, shards: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in conversation_id.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
+}
+
+/// The `ready` index partition of an unlocked conversation: `r<shard>`.
+pub fn ready_shard(conversation_id: &str, shards: u32) -> String {
+    format!("r{}", shard_of(conversation_id, shards))
+}
+
+/// The `ready` index partition of a locked conversation: `l<shard>`. Busy conversations sit
+/// apart, so the partition unassigned claimers read holds only conversations that wait.
+pub fn locked_shard(conversation_id: &str, shards: u32) -> String {
+    format!("l{}", shard_of(conversation_id, shards))
+}
+
+/// The keys of a new message: its item, its place among the conversation's open messages and
+/// in the `byStatus` index.
+pub fn message_keys(conversation_id: &str, ulid: &str, due: Millis) -> MessageKeys {
+    MessageKeys {
+        pk: conversation_pk(conversation_id),
+        sk: message_sk(ulid),
+        open_key: open_key(due, ulid),
+        status_key: status_key(due, ulid),
+    }
+}
+
+/// The prefix of every message item's sort key.
+pub const MESSAGE_PREFIX: &str = "M#";
+/// The prefix of every history entry's sort key.
+pub const HISTORY_PREFIX: &str = "H#";
+
+/// The conversation id of a conversation partition key (`C#<conversationId>`).
+pub fn conversation_id_of(pk: &str) -> &str {
+    pk.strip_prefix("C#").unwrap_or(pk)
+}
+
+/// The ULID of a message item's sort key (`M#<ULID>`).
+pub fn message_ulid(sk: &str) -> &str {
+    sk.strip_prefix("M#").unwrap_or(sk)
+}
+
+pub fn snapshot_sk(ulid: &str) -> String {
+    format!("S#{ulid}")
+}
+
+/// The prefix of every snapshot item of a conversation (newest first by ULID).
+pub const SNAPSHOT_PREFIX: &str = "S#";
+
+pub fn attachment_sk(storage_id: &str) -> String {
+    format!("A#{storage_id}")
+}
+
+/// The claim of a storage id for one conversation (`pk = MEDIA#<storageId>`, `sk = MEDIA`).
+pub fn storage_claim_key(storage_id: &str) -> Item {
+    key(format!("MEDIA#{storage_id}"), "MEDIA")
+}
+
+/// An agent profile in the control table.
+pub fn agent_profile_key(agent_key: &str) -> Item {
+    key(format!("AGENT#{agent_key}"), "PROFILE")
+}
+
+/// The message runtime config in the control table.
+pub fn message_config_key() -> Item {
+    key("CONFIG", "message")
+}
+
+/// A worker row.
+pub fn worker_key(worker_id: &str) -> Item {
+    HashMap::from([("workerId".to_string(), super::s(worker_id))])
+}
+
+/// A `pk`/`sk` key.
+pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), super::s(pk)), ("sk".to_string(), super::s(sk))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_and_keys() {
+        assert_eq!(ready_shard("anything", 1), "r0");
+        assert_eq!(locked_shard("anything", 1), "l0");
+        assert_eq!(ready_shard("abc", 8)[1..], locked_shard("abc", 8)[1..]);
+        let s = ready_shard("abc", 8);
+        assert!(s.starts_with('r') && s[1..].parse::<u32>().unwrap() < 8);
+        assert!(open_key(5, "B") < open_key(10, "A"));
+        assert!(CONV_OPEN_KEY < open_key(0, "0").as_str());
+        assert_eq!(ttl_seconds(12_345), 12);
+    }
+
+    #[test]
+    fn message_keys_parse_back() {
+        let k = message_keys("c", "01ARZ3NDEKTSV4RRFFQ69G5FAV", 7);
+        assert_eq!(k.pk, "C#c");
+        assert_eq!(message_ulid(&k.sk), "01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        assert!(k.open_key.starts_with("Q#0000000000007#"));
+    }
+}
