@@ -73,6 +73,7 @@ fn dispatch(db: &dynoxide::Database, op: &str, body: &str) -> dynoxide::Result<S
     match op {
         "CreateTable" => run(body, |r: a::create_table::CreateTableRequest| db.create_table(r)),
         "DescribeTable" => run(body, |r: a::describe_table::DescribeTableRequest| db.describe_table(r)),
+        "UpdateTable" => run(body, |r: a::update_table::UpdateTableRequest| db.update_table(r)),
         "DeleteTable" => run(body, |r: a::delete_table::DeleteTableRequest| db.delete_table(r)),
         "ListTables" => run(body, |r: a::list_tables::ListTablesRequest| db.list_tables(r)),
         "UpdateTimeToLive" => run(body, |r: a::update_time_to_live::UpdateTimeToLiveRequest| db.update_time_to_live(r)),

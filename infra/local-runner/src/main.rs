@@ -186,13 +186,40 @@ async fn embedded_client(db: dynoxide::Database) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk)
 }
 
+/// Turns off the DynamoDB Streams of the embedded tables (the schema enables one on the queue
+/// table for AWS): nothing reads a stream locally, and dynoxide numbers each stream record with
+/// `MAX(CAST(sequence_number AS INTEGER))` over all of the table's records, a scan on every
+/// write that made each enqueue slower the more the runner had written.
+async fn disable_streams(client: &aws_sdk_dynamodb::Client, tables: &[&str]) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::StreamSpecification;
+    for t in tables {
+        let d = client.describe_table().table_name(*t).send().await.map_err(|e| format!("describing {t}: {e:?}"))?;
+        let on = d.table().and_then(|t| t.stream_specification()).is_some_and(|s| s.stream_enabled());
+        if on {
+            let off = StreamSpecification::builder().stream_enabled(false).build().map_err(|e| e.to_string())?;
+            client
+                .update_table()
+                .table_name(*t)
+                .stream_specification(off)
+                .send()
+                .await
+                .map_err(|e| format!("turning off the stream of {t}: {e:?}"))?;
+        }
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<(), String> {
     // Before anything opens a file in the data dir.
     let _lock = args.data_dir.as_deref().map(lock_data_dir).transpose()?;
     let cfg = Config::from_env().map_err(|e| e.to_string())?;
     let clock: shared::clock::SharedClock = Arc::new(SystemClock);
     let (store, storage) = match &cfg.dynamodb_endpoint {
-        Some(ep) => (Store::from_config(&cfg, clock.clone(), None).await, format!("DynamoDB at {ep}")),
+        Some(ep) => {
+            let store = Store::from_config(&cfg, clock.clone(), None).await;
+            store.create_tables().await.map_err(|e| e.to_string())?;
+            (store, format!("DynamoDB at {ep}"))
+        }
         None => {
             let db = embedded_dynamodb(args.data_dir.as_deref())?;
             let client = embedded_client(db).await;
@@ -200,11 +227,13 @@ async fn run(args: Args) -> Result<(), String> {
                 Some(d) => format!("embedded DynamoDB (dynoxide, in process) in {}", d.display()),
                 None => "embedded DynamoDB (dynoxide, in process) in memory".to_string(),
             };
-            (Store::new(client, cfg.tables.clone(), cfg.policy.clone(), clock.clone()), label)
+            let store = Store::new(client.clone(), cfg.tables.clone(), cfg.policy.clone(), clock.clone());
+            store.create_tables().await.map_err(|e| e.to_string())?;
+            disable_streams(&client, &[&cfg.tables.queue, &cfg.tables.workers, &cfg.tables.control]).await?;
+            (store, label)
         }
     };
     let store = Arc::new(store);
-    store.create_tables().await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
         .await
         .map_err(|e| format!("binding 127.0.0.1:{}: {e}", args.port))?;

@@ -450,3 +450,50 @@ async fn the_embedded_dynamodb_listens_on_no_port() {
     let (st, _) = worker(&reqwest::Client::new(), &r, "claim", json!({})).await;
     assert_eq!(st, 200, "the store works through the in-process connection");
 }
+
+/// Figures, not a check: enqueue latency through the runner's Invoke path at 0, 1,000 and
+/// 4,000 queued, and `queueStats` at 4,000. `cargo test -p local-runner --test e2e --
+/// --ignored --nocapture enqueue_latency`.
+#[tokio::test]
+#[ignore]
+async fn enqueue_latency_by_queue_depth() {
+    let r = start(&[], &["--sweep-secs", "0"]);
+    let c = lambda(&r.base).await;
+    invoke(
+        &c,
+        json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": [], "enabled": true}}),
+    )
+    .await;
+    let mut queued = 0usize;
+    let sample = 200usize;
+    for target in [0usize, 1_000, 4_000] {
+        while queued < target {
+            let (err, v) = invoke(
+                &c,
+                json!({"op": "enqueue", "args": {"conversationId": format!("fill-{}", queued % 400), "agentKey": "bot",
+                    "payload": {"provider": "telegram", "providerUserId": "1", "messageText": "x"}}}),
+            )
+            .await;
+            assert_eq!(err, None, "{v}");
+            queued += 1;
+        }
+        let mut ms = Vec::new();
+        for i in 0..sample {
+            let t = std::time::Instant::now();
+            invoke(
+                &c,
+                json!({"op": "enqueue", "args": {"conversationId": format!("s-{target}-{i}"), "agentKey": "bot",
+                    "payload": {"provider": "telegram", "providerUserId": "1", "messageText": "x"}}}),
+            )
+            .await;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        queued += sample;
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / sample as f64;
+        println!("enqueue at {target:>5} queued: median {:.2} ms, mean {mean:.2} ms ({sample} calls)", ms[sample / 2]);
+    }
+    let t = std::time::Instant::now();
+    let (_, stats) = invoke(&c, json!({"op": "queueStats"})).await;
+    println!("queueStats at {queued} queued: {:.1} ms ({stats})", t.elapsed().as_secs_f64() * 1000.0);
+}
