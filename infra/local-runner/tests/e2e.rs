@@ -493,7 +493,13 @@ async fn enqueue_latency_by_queue_depth() {
         let mean = ms.iter().sum::<f64>() / sample as f64;
         println!("enqueue at {target:>5} queued: median {:.2} ms, mean {mean:.2} ms ({sample} calls)", ms[sample / 2]);
     }
-    let t = std::time::Instant::now();
-    let (_, stats) = invoke(&c, json!({"op": "queueStats"})).await;
-    println!("queueStats at {queued} queued: {:.1} ms ({stats})", t.elapsed().as_secs_f64() * 1000.0);
+    let mut ms = Vec::new();
+    let mut stats = Value::Null;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        stats = invoke(&c, json!({"op": "queueStats"})).await.1;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    println!("queueStats at {queued} queued: median {:.1} ms of 5 ({stats})", ms[2]);
 }
