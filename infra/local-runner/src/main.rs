@@ -1,41 +1,53 @@
 //! The local runner: every function's handler on localhost, with an embedded DynamoDB.
 //!
 //! - `POST /worker/<op>`: the `claim` function's routes (worker protocol).
-//! - `POST /2015-03-31/functions/<name>/invocations`: the Lambda Invoke REST path, so the AWS
-//!   SDK's Lambda client and `aws lambda invoke --endpoint-url` work unchanged.
+//! - `POST /2015-03-31/functions/<name>/invocations`: the Lambda Invoke REST path (qualified
+//!   names, ARNs, `Event` and `DryRun` invocations), so the AWS SDK's Lambda client and
+//!   `aws lambda invoke --endpoint-url` work unchanged; the functions are the `FUNCTIONS` table.
 //! - `PUT|GET /blobs/<key>?...`: the local blob store behind the presigned-style URLs that
 //!   snapshots and media hand out (HMAC-signed, expiring).
 //! - A timer runs the lease sweep (`releaseExpiredLeases`) and the storage sweep (snapshot and
 //!   media expiry) the way the scheduled rules do.
 //!
-//! Storage: dynoxide in-process (in memory, or a file under `--data-dir`), or the endpoint in
+//! Storage: dynoxide in-process, reached through an in-process connector with no listening port
+//! (in memory, or a file under `--data-dir`, which one runner at a time holds), or the endpoint in
 //! `DYNAMODB_ENDPOINT`; secrets in `<data-dir>/secrets.json` (or memory); blobs in
 //! `<data-dir>/blobs` (or a temporary directory).
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use serde_json::{Value, json};
 use shared::adapters::blob_local::LocalBlobs;
 use shared::adapters::secrets_file::FileSecretBackend;
 use shared::app::App;
 use shared::secrets::Secrets;
 use shared::{Config, Store, SystemClock};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod embedded;
 
 const USAGE: &str = "\
 local-runner: run agent-factory's functions on localhost
 
-USAGE: local-runner [--port N] [--data-dir DIR] [--sweep-secs N] [--worker ID]...
+USAGE: local-runner [--port N] [--data-dir DIR] [--sweep-secs N] [--read-timeout-ms N] [--worker ID]...
 
   --port N        listen on 127.0.0.1:N (default 8787; 0 picks a free port)
   --data-dir DIR  keep the embedded DynamoDB (DIR/dynamo.sqlite), the secrets (DIR/secrets.json)
-                  and the blobs (DIR/blobs) there (default: memory and a temporary directory)
+                  and the blobs (DIR/blobs) there (default: memory and a temporary directory);
+                  one runner at a time holds DIR (DIR/runner.lock), a second one is refused
   --sweep-secs N  run the lease and storage sweeps every N seconds (default 30; 0 = never)
+  --read-timeout-ms N
+                  a request's headers, and its body, must arrive within N ms (default 10000;
+                  blob uploads get 60 times as long)
   --worker ID     register worker ID and print its bearer token (repeatable); more tokens:
                   invoke op mintWorkerToken
 
@@ -47,16 +59,23 @@ ENVIRONMENT
 
 /// Largest upload the runner's blob route buffers (snapshots of a local worker).
 const LOCAL_BLOB_MAX_BYTES: usize = 1024 * 1024 * 1024;
+/// Largest request body of the Invoke path and the worker routes: Lambda's synchronous
+/// invocation payload limit.
+const API_MAX_BYTES: usize = 6 * 1024 * 1024;
+/// Blob uploads get this many read timeouts to arrive (a large snapshot takes a while).
+const BLOB_TIMEOUT_FACTOR: u32 = 60;
 
 struct Args {
     port: u16,
     data_dir: Option<std::path::PathBuf>,
     sweep_secs: u64,
+    read_timeout: Duration,
     workers: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { port: 8787, data_dir: None, sweep_secs: 30, workers: Vec::new() };
+    let mut a =
+        Args { port: 8787, data_dir: None, sweep_secs: 30, read_timeout: Duration::from_secs(10), workers: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -66,6 +85,14 @@ fn parse_args() -> Result<Args, String> {
             "--worker" => a.workers.push(val("--worker")?),
             "--sweep-secs" => {
                 a.sweep_secs = val("--sweep-secs")?.parse().map_err(|_| "--sweep-secs takes a number".to_string())?
+            }
+            "--read-timeout-ms" => {
+                let ms: u64 = val("--read-timeout-ms")?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| "--read-timeout-ms takes a positive number".to_string())?;
+                a.read_timeout = Duration::from_millis(ms);
             }
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -83,6 +110,21 @@ struct AppState {
     blobs: Arc<LocalBlobs>,
 }
 
+/// What a hosted function returns: its result, or the Lambda function error
+/// `(errorType, errorMessage)`.
+type FnResult = Result<Value, (String, String)>;
+type Handler = fn(Arc<App>, Value) -> Pin<Box<dyn Future<Output = FnResult> + Send>>;
+
+/// The functions the Invoke path hosts, by name: a new function is one line here.
+const FUNCTIONS: &[(&str, Handler)] = &[("enqueue", |app, payload| {
+    Box::pin(async move {
+        enqueue::handle(&app, payload).await.map_err(|e| {
+            let d = lambda_runtime::Diagnostic::from(e);
+            (d.error_type, d.error_message)
+        })
+    })
+})];
+
 #[tokio::main]
 async fn main() {
     shared::telemetry::init(false);
@@ -99,37 +141,99 @@ async fn main() {
     }
 }
 
-async fn start_embedded_dynamodb(data_dir: Option<&std::path::Path>) -> Result<String, String> {
-    let db = match data_dir {
+/// Take the data dir for this process: an exclusive OS lock on `DIR/runner.lock`, held until
+/// the process ends (the OS drops it on any exit, `kill -9` included).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("runner.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "the data dir {} is in use by another local-runner (it holds {}); stop that one or pass another --data-dir",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("locking {}: {e}", path.display())),
+    }
+}
+
+/// The embedded DynamoDB: a dynoxide database reached through an in-process connector (no
+/// listening port, see `embedded`).
+fn embedded_dynamodb(data_dir: Option<&std::path::Path>) -> Result<dynoxide::Database, String> {
+    match data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             let path = dir.join("dynamo.sqlite");
-            dynoxide::Database::new(&path.to_string_lossy()).map_err(|e| format!("opening {}: {e}", path.display()))?
+            dynoxide::Database::new(&path.to_string_lossy()).map_err(|e| format!("opening {}: {e}", path.display()))
         }
-        None => dynoxide::Database::memory().map_err(|e| format!("starting embedded DynamoDB: {e}"))?,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(dynoxide::server::serve_on(listener, db));
-    Ok(format!("http://{addr}"))
+        None => dynoxide::Database::memory().map_err(|e| format!("starting embedded DynamoDB: {e}")),
+    }
+}
+
+async fn embedded_client(db: dynoxide::Database) -> aws_sdk_dynamodb::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("embedded", "embedded", None, None, "static"))
+        .endpoint_url("http://embedded-dynamodb.invalid")
+        .http_client(embedded::InProcess(db))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+}
+
+/// Turns off the DynamoDB Streams of the embedded tables (the schema enables one on the queue
+/// table for AWS): nothing reads a stream locally, and dynoxide numbers each stream record with
+/// `MAX(CAST(sequence_number AS INTEGER))` over all of the table's records, a scan on every
+/// write that made each enqueue slower the more the runner had written.
+async fn disable_streams(client: &aws_sdk_dynamodb::Client, tables: &[&str]) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::StreamSpecification;
+    for t in tables {
+        let d = client.describe_table().table_name(*t).send().await.map_err(|e| format!("describing {t}: {e:?}"))?;
+        let on = d.table().and_then(|t| t.stream_specification()).is_some_and(|s| s.stream_enabled());
+        if on {
+            let off = StreamSpecification::builder().stream_enabled(false).build().map_err(|e| e.to_string())?;
+            client
+                .update_table()
+                .table_name(*t)
+                .stream_specification(off)
+                .send()
+                .await
+                .map_err(|e| format!("turning off the stream of {t}: {e:?}"))?;
+        }
+    }
+    Ok(())
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
-    let storage = match &cfg.dynamodb_endpoint {
-        Some(ep) => format!("DynamoDB at {ep}"),
+    // Before anything opens a file in the data dir.
+    let _lock = args.data_dir.as_deref().map(lock_data_dir).transpose()?;
+    let cfg = Config::from_env().map_err(|e| e.to_string())?;
+    let clock: shared::clock::SharedClock = Arc::new(SystemClock);
+    let (store, storage) = match &cfg.dynamodb_endpoint {
+        Some(ep) => {
+            let store = Store::from_config(&cfg, clock.clone(), None).await;
+            store.create_tables().await.map_err(|e| e.to_string())?;
+            (store, format!("DynamoDB at {ep}"))
+        }
         None => {
-            let ep = start_embedded_dynamodb(args.data_dir.as_deref()).await?;
-            cfg.dynamodb_endpoint = Some(ep);
-            match &args.data_dir {
-                Some(d) => format!("embedded DynamoDB (dynoxide) in {}", d.display()),
-                None => "embedded DynamoDB (dynoxide) in memory".to_string(),
-            }
+            let db = embedded_dynamodb(args.data_dir.as_deref())?;
+            let client = embedded_client(db).await;
+            let label = match &args.data_dir {
+                Some(d) => format!("embedded DynamoDB (dynoxide, in process) in {}", d.display()),
+                None => "embedded DynamoDB (dynoxide, in process) in memory".to_string(),
+            };
+            let store = Store::new(client.clone(), cfg.tables.clone(), cfg.policy.clone(), clock.clone());
+            store.create_tables().await.map_err(|e| e.to_string())?;
+            disable_streams(&client, &[&cfg.tables.queue, &cfg.tables.workers, &cfg.tables.control]).await?;
+            (store, label)
         }
     };
-    let clock: shared::clock::SharedClock = Arc::new(SystemClock);
-    let store = Arc::new(Store::from_config(&cfg, clock.clone(), None).await);
-    store.create_tables().await.map_err(|e| e.to_string())?;
+    let store = Arc::new(store);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
         .await
         .map_err(|e| format!("binding 127.0.0.1:{}: {e}", args.port))?;
@@ -182,34 +286,126 @@ async fn run(args: Args) -> Result<(), String> {
         });
     }
 
+    let api_body = BodyPolicy { limit: API_MAX_BYTES, deadline: args.read_timeout };
+    let blob_body =
+        BodyPolicy { limit: LOCAL_BLOB_MAX_BYTES, deadline: args.read_timeout.saturating_mul(BLOB_TIMEOUT_FACTOR) };
     let router = Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route("/worker/{op}", post(worker).get(worker))
-        .route("/blobs/{*key}", put(blob).get(blob).layer(axum::extract::DefaultBodyLimit::max(LOCAL_BLOB_MAX_BYTES)))
-        .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+        .route(
+            "/worker/{op}",
+            post(worker).get(worker).route_layer(axum::middleware::from_fn_with_state(api_body, read_body)),
+        )
+        .route(
+            "/blobs/{*key}",
+            put(blob).get(blob).route_layer(axum::middleware::from_fn_with_state(blob_body, read_body)),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke).route_layer(axum::middleware::from_fn_with_state(api_body, read_body)),
+        )
+        .fallback(|uri: Uri| async move {
+            json_error(StatusCode::NOT_FOUND, "NotFound", &format!("no route {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                &format!("{method} is not allowed on {}", uri.path()),
+            )
+        })
+        // `read_body` enforces each route's limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
     // A closed stdout (a parent that stopped reading) must not stop the runner.
+    let names: Vec<&str> = FUNCTIONS.iter().map(|(n, _)| *n).collect();
     let banner = format!(
         "local-runner listening on http://{addr}\n  storage: {storage}; tables {}, {}, {}\n  \
          blobs: {}\n  \
          worker routes: POST http://{addr}/worker/<op>  (Authorization: Bearer <worker token>)\n  \
-         lambda invoke: POST http://{addr}/2015-03-31/functions/enqueue/invocations\n{tokens}",
+         lambda invoke: POST http://{addr}/2015-03-31/functions/<name>/invocations  (functions: {})\n{tokens}",
         cfg.tables.queue,
         cfg.tables.workers,
         cfg.tables.control,
-        blob_root.display()
+        blob_root.display(),
+        names.join(", ")
     );
     {
         use std::io::Write;
         let mut out = std::io::stdout();
         let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+    serve(listener, router, args.read_timeout).await
+}
+
+/// HTTP/1 on `listener` with a deadline on each request's headers (a client that sends them
+/// slowly, or not at all, is disconnected); `read_body` puts the deadline on bodies.
+async fn serve(listener: tokio::net::TcpListener, router: Router, header_timeout: Duration) -> Result<(), String> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(router.clone()),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// The runner's own HTTP errors: `{"error":{"code","message"}}`.
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+}
+
+#[derive(Clone, Copy)]
+struct BodyPolicy {
+    limit: usize,
+    deadline: Duration,
+}
+
+/// Reads the whole request body before the handler runs: within the route's deadline (408
+/// otherwise) and its size limit (413 otherwise).
+async fn read_body(State(p): State<BodyPolicy>, req: Request, next: Next) -> Response {
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            &format!("the request body is over this route's limit of {} bytes", p.limit),
+        )
+    };
+    let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > p.limit as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, p.limit));
+    match tokio::time::timeout(p.deadline, read).await {
+        Err(_) => json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            &format!("the request body did not arrive within {} ms", p.deadline.as_millis()),
+        ),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => too_large(),
+        Ok(Err(_)) => json_error(StatusCode::BAD_REQUEST, "BadRequest", "the request body could not be read"),
+        Ok(Ok(collected)) => next.run(Request::from_parts(parts, Body::from(collected.to_bytes()))).await,
+    }
 }
 
 /// `/worker/<op>`: hand the request to the `claim` function's handler as API Gateway would.
@@ -220,7 +416,7 @@ async fn worker(State(st): State<AppState>, method: Method, uri: Uri, headers: H
     }
     let req = match req.body(lambda_http::Body::Binary(body.to_vec())) {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
     };
     let resp = claim::handle(&st.app, req).await;
     let (parts, body) = resp.into_parts();
@@ -232,53 +428,131 @@ async fn worker(State(st): State<AppState>, method: Method, uri: Uri, headers: H
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// The Lambda Invoke API: 200 with the result, or 200 with `X-Amz-Function-Error` and
-/// `{"errorType","errorMessage"}` as Lambda reports a function error.
-async fn invoke(State(st): State<AppState>, Path(name): Path<String>, body: Bytes) -> Response {
-    let fname = name.rsplit(':').next().unwrap_or(&name).to_string();
-    if fname != "enqueue" {
-        let msg =
-            format!("Function not found: {name} (this runner invokes: enqueue; the worker routes are under /worker/)");
-        return Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .header("x-amzn-ErrorType", "ResourceNotFoundException")
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::json!({ "Type": "User", "message": msg }).to_string()))
-            .unwrap_or_default();
+/// A Lambda API error: the status, `x-amzn-ErrorType`, and a body that both the AWS SDKs
+/// (`Type`, `message`) and the runner's convention (`error.code`, `error.message`) read.
+fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .header("x-amzn-ErrorType", error_type)
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({ "Type": "User", "message": message, "error": { "code": error_type, "message": message } })
+                .to_string(),
+        ))
+        .unwrap_or_default()
+}
+
+/// A Lambda API error before the function runs: status, `x-amzn-ErrorType`, message.
+struct LambdaError(StatusCode, &'static str, String);
+
+/// The hosted function that `FunctionName` (and the `Qualifier` query parameter) name, as
+/// Lambda reads them: `name`, `name:qualifier`, `<account>:function:name[:qualifier]` or
+/// `arn:<partition>:lambda:<region>:<account>:function:name[:qualifier]`. Only `$LATEST`
+/// exists locally; any other qualifier is not found, as an unpublished version is on AWS.
+fn resolve_function(raw: &str, query: Option<&str>) -> Result<Handler, LambdaError> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (name, qualifier) = match parts.as_slice() {
+        ["arn", _, "lambda", _, _, "function", name] => (*name, None),
+        ["arn", _, "lambda", _, _, "function", name, q] => (*name, Some(*q)),
+        [_, "function", name] => (*name, None),
+        [_, "function", name, q] => (*name, Some(*q)),
+        [name] => (*name, None),
+        [name, q] => (*name, Some(*q)),
+        _ => {
+            return Err(LambdaError(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                format!("'{raw}' is not a function name, a qualified name or a function ARN"),
+            ));
+        }
+    };
+    let query_qualifier = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("Qualifier="));
+    let query_qualifier = query_qualifier.map(|q| q.replace("%24", "$"));
+    if let (Some(a), Some(b)) = (qualifier, query_qualifier.as_deref())
+        && a != b
+    {
+        return Err(LambdaError(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            "The derived qualifier from the function name does not match the specified qualifier.".into(),
+        ));
     }
-    let payload: serde_json::Value = if body.is_empty() {
-        serde_json::Value::Null
+    let names: Vec<&str> = FUNCTIONS.iter().map(|(n, _)| *n).collect();
+    let not_found = || {
+        LambdaError(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!(
+                "Function not found: {raw} (this runner invokes: {} at $LATEST; the worker routes are under /worker/)",
+                names.join(", ")
+            ),
+        )
+    };
+    if qualifier.or(query_qualifier.as_deref()).is_some_and(|q| q != "$LATEST") {
+        return Err(not_found());
+    }
+    FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, h)| *h).ok_or_else(not_found)
+}
+
+/// The Lambda Invoke API. `X-Amz-Invocation-Type`: `RequestResponse` (default) answers 200 with
+/// the result, or 200 with `X-Amz-Function-Error` and `{"errorType","errorMessage"}` as Lambda
+/// reports a function error; `Event` answers 202 at once and runs the function in the
+/// background; `DryRun` answers 204 and runs nothing.
+async fn invoke(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let handler = match resolve_function(&name, uri.query()) {
+        Ok(h) => h,
+        Err(LambdaError(status, error_type, message)) => return lambda_error(status, error_type, &message),
+    };
+    let kind = headers.get("x-amz-invocation-type").map(|v| v.to_str().unwrap_or("?")).unwrap_or("RequestResponse");
+    if !matches!(kind, "RequestResponse" | "Event" | "DryRun") {
+        return lambda_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun",
+        );
+    }
+    if kind == "DryRun" {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let payload: Value = if body.is_empty() {
+        Value::Null
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
-                return Response::builder()
-                    .status(StatusCode::BAD_REQUEST)
-                    .header("x-amzn-ErrorType", "InvalidRequestContentException")
-                    .header("content-type", "application/json")
-                    .body(Body::from(
-                        serde_json::json!({ "Type": "User", "message": format!("Could not parse request body into json: {e}") })
-                            .to_string(),
-                    ))
-                    .unwrap_or_default();
+                return lambda_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    &format!("Could not parse request body into json: {e}"),
+                );
             }
         }
     };
+    if kind == "Event" {
+        let app = st.app.clone();
+        tokio::spawn(async move {
+            if let Err((error_type, _)) = handler(app, payload).await {
+                tracing::warn!(function = %name, error_type, "asynchronous invocation failed");
+            }
+        });
+        return StatusCode::ACCEPTED.into_response();
+    }
     let builder = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
         .header("x-amz-executed-version", "$LATEST");
-    match enqueue::handle(&st.app, payload).await {
+    match handler(st.app.clone(), payload).await {
         Ok(v) => builder.body(Body::from(v.to_string())).unwrap_or_default(),
-        Err(e) => {
-            let d = lambda_runtime::Diagnostic::from(e);
-            builder
-                .header("x-amz-function-error", "Unhandled")
-                .body(Body::from(
-                    serde_json::json!({ "errorType": d.error_type, "errorMessage": d.error_message }).to_string(),
-                ))
-                .unwrap_or_default()
-        }
+        Err((error_type, error_message)) => builder
+            .header("x-amz-function-error", "Unhandled")
+            .body(Body::from(json!({ "errorType": error_type, "errorMessage": error_message }).to_string()))
+            .unwrap_or_default(),
     }
 }
 

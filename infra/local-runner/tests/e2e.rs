@@ -193,3 +193,313 @@ async fn the_runner_keeps_its_data_in_a_data_dir() {
     drop(r);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs the runner expecting it to refuse to start: its exit status and stderr.
+fn start_refused(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local-runner"))
+        .args(["--port", "0", "--sweep-secs", "0"])
+        .args(args)
+        .env_remove("DYNAMODB_ENDPOINT")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start local-runner");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            return (st.code(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, "still running after 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn a_second_runner_is_refused_the_data_dir_the_first_holds() {
+    let dir = std::env::temp_dir().join(format!("af-runner-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_string_lossy().to_string();
+    let first = start(&[], &["--data-dir", &d]);
+    let c = lambda(&first.base).await;
+    let (err, _) =
+        invoke(&c, json!({"op": "importSecret", "args": {"secretRef": "fly.apiToken", "plaintextValue": "first"}}))
+            .await;
+    assert_eq!(err, None);
+
+    let (code, stderr) = start_refused(&["--data-dir", &d]);
+    assert_eq!(code, Some(1), "the second runner must not start: {stderr}");
+    assert!(stderr.contains("in use by another local-runner"), "{stderr}");
+
+    // The first runner still serves, and what it acknowledged is kept.
+    let (err, _) =
+        invoke(&c, json!({"op": "importSecret", "args": {"secretRef": "fly.other", "plaintextValue": "second"}})).await;
+    assert_eq!(err, None);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = start(&[], &["--data-dir", &d]);
+    let c = lambda(&again.base).await;
+    let (_, status) =
+        invoke(&c, json!({"op": "secretStatus", "args": {"secretRefs": ["fly.apiToken", "fly.other"]}})).await;
+    assert_eq!(
+        (status[0]["hasActive"].clone(), status[1]["hasActive"].clone()),
+        (json!(true), json!(true)),
+        "{status}"
+    );
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a raw TCP client gets after sending `sent` and then nothing: the bytes the runner
+/// answered before it closed the connection, or `None` if it still held it open after 5 s.
+fn raw_exchange(base: &str, sent: &[u8]) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(sent).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&got).into_owned());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_request_headers_and_bodies_are_cut_off() {
+    let r = start(&[], &["--read-timeout-ms", "500"]);
+    let t = std::time::Instant::now();
+    // Nothing at all, then headers that never end: the connection is closed.
+    assert!(raw_exchange(&r.base, b"").is_some(), "an idle connection is held open");
+    let partial = b"POST /2015-03-31/functions/enqueue/invocations HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n";
+    assert!(raw_exchange(&r.base, partial).is_some(), "a request with unfinished headers is held open");
+    // Full headers, a body that stops short: 408 with the JSON error body, then closed.
+    let short = b"POST /2015-03-31/functions/enqueue/invocations HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"op\":";
+    let got = raw_exchange(&r.base, short).expect("a request with an unfinished body is held open");
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains(r#""code":"RequestTimeout""#), "{got}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // Nothing ran, and the runner still serves.
+    let (_, stats) = invoke(&lambda(&r.base).await, json!({"op": "queueStats"})).await;
+    assert_eq!(stats["queuedReady"], 0);
+}
+
+async fn queued_ready(c: &aws_sdk_lambda::Client) -> i64 {
+    invoke(c, json!({"op": "queueStats"})).await.1["queuedReady"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn invoke_honours_invocation_types_and_qualified_names() {
+    use aws_sdk_lambda::types::InvocationType;
+    let r = start(&[], &[]);
+    let c = lambda(&r.base).await;
+    invoke(
+        &c,
+        json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": [], "enabled": true}}),
+    )
+    .await;
+    let msg = |conv: &str| {
+        Blob::new(
+            json!({"op": "enqueue", "args": {"conversationId": conv, "agentKey": "bot",
+                "payload": {"provider": "telegram", "providerUserId": "1", "messageText": "x"}}})
+            .to_string(),
+        )
+    };
+    // DryRun: 204, nothing runs.
+    let out = c
+        .invoke()
+        .function_name("enqueue")
+        .invocation_type(InvocationType::DryRun)
+        .payload(msg("dry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status_code(), 204);
+    // Event: 202 at once, the function runs in the background.
+    let out = c
+        .invoke()
+        .function_name("enqueue")
+        .invocation_type(InvocationType::Event)
+        .payload(msg("ev"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status_code(), 202);
+    let mut n = 0;
+    for _ in 0..100 {
+        n = queued_ready(&c).await;
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(n, 1, "the Event invocation ran once and the DryRun did not run");
+
+    // Qualified names and ARNs, as code written against AWS passes them.
+    for (i, name) in [
+        "enqueue:$LATEST",
+        "arn:aws:lambda:us-east-1:123456789012:function:enqueue",
+        "arn:aws:lambda:eu-west-1:123456789012:function:enqueue:$LATEST",
+        "123456789012:function:enqueue",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = c.invoke().function_name(name).payload(msg(&format!("q{i}"))).send().await.expect(name);
+        assert_eq!((out.status_code(), out.function_error()), (200, None), "{name}");
+    }
+    let out = c.invoke().function_name("enqueue").qualifier("$LATEST").payload(msg("q-param")).send().await.unwrap();
+    assert_eq!(out.status_code(), 200);
+    assert_eq!(queued_ready(&c).await, 6);
+    // Versions other than $LATEST do not exist locally; neither does another function.
+    for name in ["enqueue:7", "arn:aws:lambda:us-east-1:123456789012:function:nope", "nope:$LATEST"] {
+        let e = c.invoke().function_name(name).payload(msg("no")).send().await.unwrap_err();
+        assert!(e.into_service_error().is_resource_not_found_exception(), "{name}");
+    }
+    assert_eq!(queued_ready(&c).await, 6, "a refused invocation runs nothing");
+}
+
+#[tokio::test]
+async fn every_runner_http_error_is_a_json_error_body() {
+    let r = start(&[], &["--worker", "w"]);
+    let http = reqwest::Client::new();
+    let check = |resp: reqwest::Response, status: u16, code: &'static str| async move {
+        let st = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({st}): {text}"));
+        assert_eq!((st, v["error"]["code"].as_str()), (status, Some(code)), "{text}");
+        assert!(v["error"]["message"].is_string(), "{text}");
+    };
+    check(http.get(format!("{}/nope", r.base)).send().await.unwrap(), 404, "NotFound").await;
+    check(http.delete(format!("{}/worker/claim", r.base)).send().await.unwrap(), 405, "MethodNotAllowed").await;
+    check(http.post(format!("{}/health", r.base)).send().await.unwrap(), 405, "MethodNotAllowed").await;
+    // Above the body limit (6 MiB): 413 as soon as the headers say so, and for a chunked body
+    // once it passes the limit.
+    for path in ["/2015-03-31/functions/enqueue/invocations", "/worker/claim"] {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 7340032\r\n\r\n");
+        let got = raw_exchange(&r.base, head.as_bytes()).expect("answered");
+        assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+        assert!(got.contains(r#"{"error":{"code":"PayloadTooLarge","message":"#), "{got}");
+    }
+    // A chunked body (no length up front) is cut off once it passes the limit.
+    let got = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(r.base.trim_start_matches("http://")).unwrap();
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = w.write_all(
+                b"POST /2015-03-31/functions/enqueue/invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            let chunk = [b"100000\r\n".as_slice(), &vec![b' '; 0x100000], b"\r\n"].concat();
+            for _ in 0..8 {
+                if w.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = s.read(&mut got).unwrap_or(0);
+        String::from_utf8_lossy(&got[..n]).into_owned()
+    };
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    // The Lambda path's own errors carry the same body next to Lambda's.
+    let nf = http.post(format!("{}/2015-03-31/functions/nope/invocations", r.base)).body("{}").send().await.unwrap();
+    assert_eq!(nf.headers()["x-amzn-errortype"], "ResourceNotFoundException");
+    check(nf, 404, "ResourceNotFoundException").await;
+}
+
+/// The sockets a process listens on (Linux: `/proc`).
+fn listening_sockets(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| l.to_string_lossy().strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(3) == Some(&"0A") && cols.get(9).is_some_and(|i| inodes.contains(*i))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn the_embedded_dynamodb_listens_on_no_port() {
+    let r = start(&[], &["--worker", "w"]);
+    // Only the runner's own HTTP port: no DynamoDB endpoint another process could use.
+    assert_eq!(listening_sockets(r.child.id()), 1);
+    let (st, _) = worker(&reqwest::Client::new(), &r, "claim", json!({})).await;
+    assert_eq!(st, 200, "the store works through the in-process connection");
+}
+
+/// Figures, not a check: enqueue latency through the runner's Invoke path at 0, 1,000 and
+/// 4,000 queued, and `queueStats` at 4,000. `cargo test -p local-runner --test e2e --
+/// --ignored --nocapture enqueue_latency`.
+#[tokio::test]
+#[ignore]
+async fn enqueue_latency_by_queue_depth() {
+    let r = start(&[], &["--sweep-secs", "0"]);
+    let c = lambda(&r.base).await;
+    invoke(
+        &c,
+        json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": [], "enabled": true}}),
+    )
+    .await;
+    let mut queued = 0usize;
+    let sample = 200usize;
+    for target in [0usize, 1_000, 4_000] {
+        while queued < target {
+            let (err, v) = invoke(
+                &c,
+                json!({"op": "enqueue", "args": {"conversationId": format!("fill-{}", queued % 400), "agentKey": "bot",
+                    "payload": {"provider": "telegram", "providerUserId": "1", "messageText": "x"}}}),
+            )
+            .await;
+            assert_eq!(err, None, "{v}");
+            queued += 1;
+        }
+        let mut ms = Vec::new();
+        for i in 0..sample {
+            let t = std::time::Instant::now();
+            invoke(
+                &c,
+                json!({"op": "enqueue", "args": {"conversationId": format!("s-{target}-{i}"), "agentKey": "bot",
+                    "payload": {"provider": "telegram", "providerUserId": "1", "messageText": "x"}}}),
+            )
+            .await;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        queued += sample;
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / sample as f64;
+        println!("enqueue at {target:>5} queued: median {:.2} ms, mean {mean:.2} ms ({sample} calls)", ms[sample / 2]);
+    }
+    let mut ms = Vec::new();
+    let mut stats = Value::Null;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        stats = invoke(&c, json!({"op": "queueStats"})).await.1;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    println!("queueStats at {queued} queued: median {:.1} ms of 5 ({stats})", ms[2]);
+}

@@ -1,7 +1,8 @@
 //! Queue benchmark against the DynamoDB at `DYNAMODB_ENDPOINT` (DynamoDB Local via
 //! `infra/scripts/bench.sh`). Prints figures; asserts only that nothing was lost or duplicated.
 //!
-//! 1. DynamoDB requests per message, enqueue to complete (counted by an SDK interceptor).
+//! 1. DynamoDB requests and capacity units (read, write) per message, enqueue to complete (counted
+//!    by an SDK interceptor that asks for `ReturnConsumedCapacity=TOTAL` and sums the responses).
 //! 2. claim+complete cost at a shallow and a deep queue, and the ratio.
 //! 3. claim+complete throughput with 8 concurrent claim loops.
 //! 4. A whole job through the worker protocol (token auth, hydration, heartbeat, history,
@@ -74,8 +75,10 @@ async fn fill(store: &Arc<Store>, prefix: &str, n: usize, convs: usize) {
 }
 
 async fn requests_per_message(samples: usize) {
-    println!("\n1. DynamoDB requests per message, enqueue -> claim -> complete ({samples} messages each)");
-    println!("   {:<58} {:>9} {:>22}", "pattern", "req/msg", "by operation");
+    println!(
+        "\n1. DynamoDB requests and capacity units per message, enqueue -> claim -> complete ({samples} messages each)"
+    );
+    println!("   {:<58} {:>9} {:>8} {:>8} {:>22}", "pattern", "req/msg", "RCU/msg", "WCU/msg", "by operation");
     // Sticky worker, one message at a time (a chat turn).
     for (label, per_conv, sticky) in [
         ("sticky worker, one message per conversation", 1usize, true),
@@ -103,7 +106,15 @@ async fn requests_per_message(samples: usize) {
         }
         let ops = e.counter.by_operation();
         let total = e.counter.total();
-        println!("   {:<58} {:>9.2} {:>22}", label, total as f64 / n as f64, format!("{ops:?}"));
+        let cu = e.counter.capacity();
+        println!(
+            "   {:<58} {:>9.2} {:>8.2} {:>8.2} {:>22}",
+            label,
+            total as f64 / n as f64,
+            cu.read / n as f64,
+            cu.write / n as f64,
+            format!("{ops:?}")
+        );
     }
 }
 
