@@ -286,6 +286,34 @@ pub fn applied(
     }
 }
 
+impl Store {
+    /// One conditional UpdateItem carrying the names and values its expressions use: whether it
+    /// applied (a failed condition is a normal outcome of a race, not an error).
+    pub async fn update_if(
+        &self,
+        table: &str,
+        key: Item,
+        update: &str,
+        cond: &str,
+        ex: &Ex,
+        what: &str,
+    ) -> AppResult<bool> {
+        let (names, values) = ex.for_exprs(&[update, cond]);
+        let r = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        Ok(applied(r, what)?.is_some())
+    }
+}
+
 /// A short random pause before retrying a conflicted transaction.
 pub async fn conflict_pause(attempt: u32) {
     let ms = 5 + (crate::ids::random_unit() * 20.0 * f64::from(attempt + 1)) as u64;

@@ -337,19 +337,7 @@ impl Store {
             None => ("SET rev = rev + :one REMOVE readyAt", ex),
         };
         let cond = "rev = :rev";
-        let (names, values) = ex.for_exprs(&[update, cond]);
-        let r = self
-            .client
-            .update_item()
-            .table_name(self.q())
-            .set_key(Some(key(&conv.pk, &conv.sk)))
-            .update_expression(update)
-            .condition_expression(cond)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .send()
-            .await;
-        crate::adapters::dynamo::applied(r, "UpdateItem readyAt").map(|_| ())
+        self.update_if(self.q(), key(&conv.pk, &conv.sk), update, cond, &ex, "UpdateItem readyAt").await.map(|_| ())
     }
 
     /// Put back (or dead-letter) a message whose lease expired; the expiry counts as an attempt.
@@ -494,19 +482,10 @@ impl Store {
                 .val(":ld", n(w.load))
                 .val(":al", s(w.assigned_lease_id.clone().unwrap_or_default()))
                 .val(":none", s(""));
-            let (names, values) = ex.for_exprs(&[&update, cond]);
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.tables.workers)
-                .set_key(Some(worker_key(worker_id)))
-                .update_expression(update)
-                .condition_expression(cond)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .send()
-                .await;
-            if crate::adapters::dynamo::applied(r, "UpdateItem worker load")?.is_some() {
+            if self
+                .update_if(&self.tables.workers, worker_key(worker_id), &update, cond, &ex, "UpdateItem worker load")
+                .await?
+            {
                 return Ok(());
             }
         }

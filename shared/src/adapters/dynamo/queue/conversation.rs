@@ -36,19 +36,16 @@ impl Store {
             .val(":one", n(1))
             .val(":w", s(worker_id))
             .val(":ou", n(now + self.policy.workers.stale_after_ms));
-        let (names, values) = ex.for_exprs(&[update, cond]);
-        let r = self
-            .client
-            .update_item()
-            .table_name(self.q())
-            .set_key(Some(key(keys::conversation_pk(cid), keys::CONV_SK)))
-            .update_expression(update)
-            .condition_expression(cond)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .send()
-            .await;
-        crate::adapters::dynamo::applied(r, "UpdateItem conversation owner").map(|_| ())
+        self.update_if(
+            self.q(),
+            key(keys::conversation_pk(cid), keys::CONV_SK),
+            update,
+            cond,
+            &ex,
+            "UpdateItem conversation owner",
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn get_conversation(&self, cid: &str) -> AppResult<Option<ConversationItem>> {
