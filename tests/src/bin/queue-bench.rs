@@ -88,6 +88,7 @@ async fn requests_per_message(samples: usize) {
         let e = env_system(Policies::default()).await;
         seed_agent(&e.store, "bot", true).await;
         let convs = (samples / per_conv).max(1);
+        e.counter.count_capacity(true);
         e.counter.reset();
         let mut n = 0;
         for c in 0..convs {
