@@ -137,13 +137,16 @@ impl Secrets {
     /// The active value, from the cache when it is younger than the TTL.
     pub async fn get(&self, secret_ref: &str) -> AppResult<Option<SecretValue>> {
         let now = self.clock.now_ms();
-        if let Some((at, v)) = self.cache.lock().expect("cache lock").get(secret_ref)
+        if let Some((at, v)) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(secret_ref)
             && now - *at < self.ttl_ms
         {
             return Ok(v.clone());
         }
         let v = self.backend.get(secret_ref).await?;
-        self.cache.lock().expect("cache lock").insert(secret_ref.to_string(), (now, v.clone()));
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(secret_ref.to_string(), (now, v.clone()));
         Ok(v)
     }
 
@@ -159,6 +162,6 @@ impl Secrets {
 
     /// Drop a ref from this process's cache (after a write through this process).
     pub fn forget(&self, secret_ref: &str) {
-        self.cache.lock().expect("cache lock").remove(secret_ref);
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(secret_ref);
     }
 }

@@ -138,7 +138,7 @@ impl Authenticator {
     /// Trust a principal verified by the caller (see [`Authenticator::claimed`]) for the cache time.
     pub fn remember(&self, p: &Principal, now: Millis, ttl: Millis) {
         if ttl > 0 {
-            let mut c = self.cache.lock().expect("auth cache");
+            let mut c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if c.len() > 10_000 {
                 c.clear();
             }
@@ -151,7 +151,8 @@ impl Authenticator {
         let Claimed(p) = Self::claimed(header)?;
         let ttl = store.policy.workers.auth_cache_ms;
         if ttl > 0
-            && let Some((at, id)) = self.cache.lock().expect("auth cache").get(&p.token_hash)
+            && let Some((at, id)) =
+                self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&p.token_hash)
             && store.now() - *at < ttl
             && *id == p.worker_id
         {
@@ -166,7 +167,7 @@ impl Authenticator {
         let Claimed(p) = Self::claimed(header)?;
         let row = store.get_worker(&p.worker_id).await?;
         if let Err(e) = check_row(row.as_ref(), &p.token_hash) {
-            self.cache.lock().expect("auth cache").remove(&p.token_hash);
+            self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&p.token_hash);
             return Err(e);
         }
         let Some(row) = row else {
@@ -178,7 +179,7 @@ impl Authenticator {
 
     /// Forget every cached verification (after a revoke through this process).
     pub fn clear(&self) {
-        self.cache.lock().expect("auth cache").clear();
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 }
 
