@@ -21,6 +21,7 @@ pub mod ids;
 pub mod media;
 pub mod protocol;
 pub mod queue;
+pub mod reconcile;
 #[cfg(feature = "aws")]
 pub mod secrets;
 pub mod snapshots;
