@@ -65,6 +65,11 @@ pub struct Config {
     pub blob_bucket: Option<String>,
     /// Send S3 calls here (`S3_ENDPOINT`, e.g. moto_server; path-style addressing).
     pub s3_endpoint: Option<String>,
+    /// This deployment's id (`DEPLOYMENT_ID`, default `local`): tagged on every machine and
+    /// volume it creates, so cleanup and orphan detection never touch another deployment's.
+    pub deployment_id: String,
+    /// Fly Machines API base URL (`FLY_API_BASE`, default `https://api.machines.dev/v1`).
+    pub fly_api_base: String,
 }
 
 fn env_num<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, key: &str, default: T) -> Result<T, AppError> {
@@ -85,7 +90,7 @@ impl Config {
 
     /// Reads: `TABLE_PREFIX` (default `agent-factory-`), `QUEUE_TABLE`, `WORKERS_TABLE`,
     /// `CONTROL_TABLE`, `DYNAMODB_ENDPOINT`, `LEASE_MS`, `STALE_AFTER_MS`, `MAX_ATTEMPTS`,
-    /// `DONE_RETENTION_DAYS`, `READY_SHARDS`.
+    /// `DONE_RETENTION_DAYS`, `READY_SHARDS`, `DEPLOYMENT_ID`, `FLY_API_BASE`, ...
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, AppError> {
         let prefix = get("TABLE_PREFIX").unwrap_or_else(|| "agent-factory-".to_string());
         let mut tables = TableNames::with_prefix(&prefix);
@@ -138,6 +143,8 @@ impl Config {
             secrets_endpoint: opt("SECRETSMANAGER_ENDPOINT"),
             blob_bucket: opt("BLOB_BUCKET"),
             s3_endpoint: opt("S3_ENDPOINT"),
+            deployment_id: opt("DEPLOYMENT_ID").unwrap_or_else(|| "local".to_string()),
+            fly_api_base: opt("FLY_API_BASE").unwrap_or_else(|| "https://api.machines.dev/v1".to_string()),
         })
     }
 }
