@@ -16,6 +16,9 @@ pub struct ConversationItem {
     pub created_at: Millis,
     /// Open (queued + processing) messages.
     pub open_count: i64,
+    /// Index partition: `d<n>` unlocked and due when written (also in the `due` index), `r<n>`
+    /// unlocked and waiting for its time, `l<n>` locked; absent while nothing is open.
+    #[serde(default)]
     pub ready_shard: String,
     /// Earliest time a claim can succeed (never later than the truth); absent when nothing is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +57,12 @@ pub struct ConversationItem {
     pub next_priority: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_seq: Option<String>,
+    /// The `due` index sort key (see `keys::due_rank`); meaningful while `readyShard` is `d<n>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_rank: Option<String>,
+    /// The rank the conversation takes when the claimed head leaves (set with `nextPr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rank: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

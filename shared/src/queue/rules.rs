@@ -405,6 +405,8 @@ mod tests {
             head_seq: None,
             next_priority: None,
             next_seq: None,
+            due_rank: None,
+            next_rank: None,
         }
     }
 

@@ -135,6 +135,9 @@ async fn no_head_of_line_blocking_behind_busy_conversations() {
         assert_eq!(job.payload.message_text, "first");
     }
     e.clock.advance(10);
+    // (This process's promotion of newly due conversations, one Query a second at most, is done
+    // by this empty poll, so the claim below is counted alone.)
+    assert!(e.store.claim("probe", None).await.unwrap().is_none());
     let ready = e.store.enqueue(enq("quiet", "bot", "me please")).await.unwrap();
     e.counter.reset();
     let job = e.store.claim("fresh-worker", None).await.unwrap().expect("the ready conversation is found");
@@ -758,4 +761,113 @@ async fn priority_order_is_deterministic_and_follows_the_head() {
     a.e.clock.advance(420_001); // "first" is gone: c is open to anyone
     let t = a.mint("next").await;
     assert_eq!(worker_claim(&a, &t, json!({})).await["payload"]["messageText"], "high");
+}
+
+/// Defect 3: priority is global, not ranked within the first page of ready conversations. Thirty
+/// conversations wait at priority 50, then one arrives at 100: the 100 is claimed first, then the
+/// fifties in insertion order.
+#[tokio::test]
+async fn priority_is_global_beyond_the_first_page() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    for i in 0..30 {
+        e.store.enqueue(enq(&format!("p50-{i:02}"), "bot", "x")).await.unwrap();
+        e.clock.advance(1);
+    }
+    let mut high = enq("p100", "bot", "urgent");
+    high.priority = Some(100.0);
+    e.store.enqueue(high).await.unwrap();
+    e.clock.advance(1);
+    assert_eq!(e.store.claim("w-first", None).await.unwrap().unwrap().conversation_id, "p100");
+    for i in 0..5 {
+        let j = e.store.claim(&format!("w{i}"), None).await.unwrap().unwrap();
+        assert_eq!(j.conversation_id, format!("p50-{i:02}"));
+    }
+}
+
+/// A conversation that was not due when written (scheduled, backing off, or written before the
+/// `due` index existed) joins the global order when its time comes, at its own priority.
+#[tokio::test]
+async fn conversations_not_due_when_written_are_promoted_in_order() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut later = enq("later", "bot", "scheduled");
+    later.priority = Some(90.0);
+    later.scheduled_for = Some(T0 + 5_000);
+    e.store.enqueue(later).await.unwrap();
+    for c in ["now-1", "now-2", "now-3"] {
+        e.store.enqueue(enq(c, "bot", "x")).await.unwrap();
+    }
+    // A conversation as the previous code wrote it: in `r0`, without a rank.
+    e.store.enqueue(enq("legacy", "bot", "old")).await.unwrap();
+    e.store
+        .client
+        .update_item()
+        .table_name(&e.tables.queue)
+        .key("pk", shared::adapters::dynamo::s("C#legacy"))
+        .key("sk", shared::adapters::dynamo::s("CONV"))
+        .update_expression("SET readyShard = :r REMOVE dueRank")
+        .expression_attribute_values(":r", shared::adapters::dynamo::s("r0"))
+        .send()
+        .await
+        .unwrap();
+    e.clock.advance(1);
+    assert_eq!(e.store.claim("w1", None).await.unwrap().unwrap().conversation_id, "now-1");
+    e.clock.advance(5_000);
+    // Due now, and ahead of the fifties by priority.
+    assert_eq!(e.store.claim("w2", None).await.unwrap().unwrap().conversation_id, "later");
+    assert_eq!(e.store.claim("w3", None).await.unwrap().unwrap().conversation_id, "now-2");
+    assert_eq!(e.store.claim("w4", None).await.unwrap().unwrap().conversation_id, "now-3");
+    assert_eq!(e.store.claim("w5", None).await.unwrap().unwrap().conversation_id, "legacy");
+    assert!(e.store.claim("w6", None).await.unwrap().is_none());
+}
+
+/// A message enqueued while the head is being processed, into a conversation with nothing else
+/// open, gives the conversation its priority when the head leaves.
+#[tokio::test]
+async fn a_message_enqueued_behind_a_claimed_head_sets_the_next_priority() {
+    let e = env().await;
+    seed_agent(&e.store, "bot", true).await;
+    let mut low = enq("c", "bot", "low");
+    low.priority = Some(10.0);
+    e.store.enqueue(low).await.unwrap();
+    e.clock.advance(1);
+    let j = e.store.claim("owner", Some("c")).await.unwrap().unwrap();
+    let mut high = enq("c", "bot", "high");
+    high.priority = Some(95.0);
+    e.store.enqueue(high).await.unwrap();
+    e.store.enqueue(enq("d", "bot", "mid")).await.unwrap();
+    e.store.complete(&lease(&j, "owner")).await.unwrap();
+    let conv = e.store.get_conversation("c").await.unwrap().unwrap();
+    assert_eq!(conv.priority, Some(95.0));
+    e.clock.advance(420_001); // the owner is gone: c is open to anyone
+    assert_eq!(e.store.claim("other", None).await.unwrap().unwrap().payload.message_text, "high");
+}
+
+/// A queue table made before the `due` index existed (a kept `--data-dir`, an older deployment's
+/// local tables) gets the index when the tables are ensured again.
+#[tokio::test]
+async fn tables_made_by_an_older_version_get_the_missing_index() {
+    use shared::adapters::dynamo::schema;
+    let e = env().await;
+    let name = format!("{}-old", e.tables.queue);
+    let full = schema::TABLES.iter().find(|t| t.logical == schema::QUEUE).unwrap();
+    let gsis: Vec<schema::IndexDef> = full.gsis.iter().filter(|g| g.name != schema::IDX_DUE).cloned().collect();
+    let attrs: Vec<(&str, schema::AttrType)> =
+        full.attributes.iter().filter(|(a, _)| *a != "dueRank").cloned().collect();
+    let old = schema::TableDef {
+        gsis: Box::leak(gsis.into_boxed_slice()),
+        attributes: Box::leak(attrs.into_boxed_slice()),
+        ..full.clone()
+    };
+    assert!(schema::create_table(&e.store.client, &old, &name).await.unwrap());
+    let indexes = |d: aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput| -> Vec<String> {
+        d.table.unwrap().global_secondary_indexes.unwrap().into_iter().filter_map(|g| g.index_name).collect()
+    };
+    let before = indexes(e.store.client.describe_table().table_name(&name).send().await.unwrap());
+    assert!(!before.contains(&"due".to_string()));
+    assert!(!schema::create_table(&e.store.client, full, &name).await.unwrap());
+    let after = indexes(e.store.client.describe_table().table_name(&name).send().await.unwrap());
+    assert!(after.contains(&"due".to_string()), "{after:?}");
+    assert_eq!(after.len(), full.gsis.len());
 }

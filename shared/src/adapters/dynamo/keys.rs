@@ -58,6 +58,27 @@ pub fn locked_shard(conversation_id: &str, shards: u32) -> String {
     format!("l{}", shard_of(conversation_id, shards))
 }
 
+/// The `ready`/`due` partition of an unlocked conversation that was due when it was written:
+/// `d<shard>`. Its `dueRank` orders it in the `due` index (priority, due time, insertion order).
+pub fn due_shard(conversation_id: &str, shards: u32) -> String {
+    format!("d{}", shard_of(conversation_id, shards))
+}
+
+/// The partition of an unlocked conversation whose head is due at `due`, written at `now`:
+/// `d<shard>` when due, `r<shard>` (waiting for promotion) when not.
+pub fn unlocked_shard(conversation_id: &str, shards: u32, due: Millis, now: Millis) -> String {
+    if due <= now { due_shard(conversation_id, shards) } else { ready_shard(conversation_id, shards) }
+}
+
+/// `dueRank`: the `due` index sort key of a conversation whose head has `priority`, is due at
+/// `due` and has ULID `ulid`. Ascending order = highest priority first, then the earlier due
+/// time, then insertion order. Priorities are finite and non-negative (enqueue clamps them), so
+/// their IEEE bits sort like their values; the bits are inverted so higher sorts first.
+pub fn due_rank(priority: f64, due: Millis, ulid: &str) -> String {
+    let bits = if priority.is_finite() && priority > 0.0 { priority.to_bits() } else { 0 };
+    format!("{:016x}#{:013}#{ulid}", u64::MAX - bits, due.max(0))
+}
+
 /// The keys of a new message: its item, its place among the conversation's open messages and
 /// in the `byStatus` index.
 pub fn message_keys(conversation_id: &str, ulid: &str, due: Millis) -> MessageKeys {
@@ -127,6 +148,9 @@ mod tests {
     #[test]
     fn shards_and_keys() {
         assert_eq!(ready_shard("anything", 1), "r0");
+        assert_eq!(due_shard("anything", 1), "d0");
+        assert_eq!(unlocked_shard("x", 1, 10, 10), "d0");
+        assert_eq!(unlocked_shard("x", 1, 11, 10), "r0");
         assert_eq!(locked_shard("anything", 1), "l0");
         assert_eq!(ready_shard("abc", 8)[1..], locked_shard("abc", 8)[1..]);
         let s = ready_shard("abc", 8);
@@ -142,5 +166,22 @@ mod tests {
         assert_eq!(k.pk, "C#c");
         assert_eq!(message_ulid(&k.sk), "01ARZ3NDEKTSV4RRFFQ69G5FAV");
         assert!(k.open_key.starts_with("Q#0000000000007#"));
+    }
+
+    #[test]
+    fn due_rank_orders_priority_then_due_time_then_insertion() {
+        let mut v = [
+            due_rank(50.0, 10, "01B"),
+            due_rank(100.0, 99, "01Z"),
+            due_rank(50.0, 10, "01A"),
+            due_rank(50.5, 500, "01C"),
+            due_rank(0.0, 1, "01D"),
+            due_rank(50.0, 5, "01E"),
+            due_rank(-3.0, 0, "01F"),
+        ];
+        v.sort();
+        let order: Vec<&str> = v.iter().map(|r| r.rsplit('#').next().unwrap()).collect();
+        assert_eq!(order, vec!["01Z", "01C", "01E", "01A", "01B", "01F", "01D"]);
+        assert_eq!(due_rank(7.25, 3, "u").len(), 16 + 1 + 13 + 1 + 1);
     }
 }

@@ -36,11 +36,13 @@ pub struct Store {
     pub policy: Policies,
     pub clock: SharedClock,
     message_config: Mutex<Option<(Millis, Option<MessageConfig>)>>,
+    /// When this process last promoted each shard (`queue::promote`).
+    promoted_at: Mutex<HashMap<u32, Millis>>,
 }
 
 impl Store {
     pub fn new(client: Client, tables: TableNames, policy: Policies, clock: SharedClock) -> Self {
-        Self { client, tables, policy, clock, message_config: Mutex::new(None) }
+        Self { client, tables, policy, clock, message_config: Mutex::new(None), promoted_at: Mutex::default() }
     }
 
     pub fn now(&self) -> Millis {

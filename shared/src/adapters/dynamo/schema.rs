@@ -21,6 +21,10 @@ pub const IDX_OPEN: &str = "open";
 /// Sparse global index of the queue table: conversations with open work, by `readyAt`;
 /// partition `r<shard>` for unlocked conversations, `l<shard>` for locked ones.
 pub const IDX_READY: &str = "ready";
+/// Sparse global index of the queue table: conversations that were due when written (partition
+/// `d<shard>`), by `dueRank` (priority, then due time, then insertion order). Unassigned claims
+/// take the first claimable entry, so priority is global across the queue.
+pub const IDX_DUE: &str = "due";
 /// Global index of the queue table: messages by status, then due time.
 pub const IDX_BY_STATUS: &str = "byStatus";
 /// Sparse global index of the queue table (keys only): things that expire with a side effect,
@@ -85,6 +89,7 @@ pub const TABLES: &[TableDef] = &[
             ("openKey", AttrType::S),
             ("readyShard", AttrType::S),
             ("readyAt", AttrType::N),
+            ("dueRank", AttrType::S),
             ("status", AttrType::S),
             ("statusKey", AttrType::S),
             ("expiryKind", AttrType::S),
@@ -93,6 +98,7 @@ pub const TABLES: &[TableDef] = &[
         lsis: &[IndexDef { name: IDX_OPEN, hash: "pk", range: Some("openKey"), include: None }],
         gsis: &[
             IndexDef { name: IDX_READY, hash: "readyShard", range: Some("readyAt"), include: None },
+            IndexDef { name: IDX_DUE, hash: "readyShard", range: Some("dueRank"), include: None },
             IndexDef {
                 name: IDX_BY_STATUS,
                 hash: "status",
@@ -167,7 +173,20 @@ pub async fn create_table(
 ) -> Result<bool, aws_sdk_dynamodb::Error> {
     // Look first: emulators disagree on the error a second CreateTable returns.
     match client.describe_table().table_name(name).send().await {
-        Ok(_) => return Ok(false),
+        Ok(d) => {
+            // A table made by an older version (a kept `--data-dir`): add the indexes it lacks.
+            let have: Vec<String> = d
+                .table
+                .and_then(|t| t.global_secondary_indexes)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|g| g.index_name)
+                .collect();
+            for g in def.gsis.iter().filter(|g| !have.iter().any(|h| h == g.name)) {
+                add_gsi(client, def, name, g).await?;
+            }
+            return Ok(false);
+        }
         Err(e) => {
             let e = aws_sdk_dynamodb::Error::from(e);
             if !matches!(e, aws_sdk_dynamodb::Error::ResourceNotFoundException(_)) {
@@ -239,4 +258,32 @@ pub async fn create_table(
             .await?;
     }
     Ok(true)
+}
+
+/// Add one global secondary index to an existing table (DynamoDB backfills it).
+async fn add_gsi(
+    client: &aws_sdk_dynamodb::Client,
+    def: &TableDef,
+    name: &str,
+    g: &IndexDef,
+) -> Result<(), aws_sdk_dynamodb::Error> {
+    use aws_sdk_dynamodb::types::{CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate};
+    let mut req = client.update_table().table_name(name);
+    for (attr, ty) in def.attributes.iter().filter(|(a, _)| *a == g.hash || Some(*a) == g.range) {
+        let t = match ty {
+            AttrType::S => ScalarAttributeType::S,
+            AttrType::N => ScalarAttributeType::N,
+        };
+        req = req.attribute_definitions(
+            AttributeDefinition::builder().attribute_name(*attr).attribute_type(t).build().expect("attr"),
+        );
+    }
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(g.name)
+        .set_key_schema(Some(keys(g.hash, g.range)))
+        .projection(projection(g.include))
+        .build()
+        .expect("gsi");
+    req.global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build()).send().await?;
+    Ok(())
 }

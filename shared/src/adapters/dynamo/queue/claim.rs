@@ -5,7 +5,9 @@ use super::*;
 
 impl Store {
     /// `claim`. With `conversation_id` (a sticky worker): one Query + one TransactWriteItems.
-    /// Without: one Query of the `ready` index first. Never returns `None` while a message this
+    /// Without: one Query of the `due` index first (highest priority, then earliest due, then
+    /// first enqueued, across the shard), promotion of newly due conversations at most once a
+    /// second, then expired locks. Never returns `None` while a message this
     /// worker may take is claimable.
     #[instrument(skip(self))]
     pub async fn claim(&self, worker_id: &str, conversation_id: Option<&str>) -> AppResult<Option<ClaimedJob>> {
@@ -31,61 +33,31 @@ impl Store {
         }
         let shards = self.policy.queue.ready_shards.max(1);
         let start = (ids::random_u128() % u128::from(shards)) as u32;
-        // Per shard: conversations that wait (`r`), then locked ones whose lease ran out (`l`).
-        let partitions = (0..shards).flat_map(|i| {
-            let n = (start + i) % shards;
-            [format!("r{n}"), format!("l{n}")]
-        });
-        for shard in partitions {
-            let mut page_start: Option<Item> = None;
+        for i in 0..shards {
+            let shard = (start + i) % shards;
+            // Due conversations in their global order (`d<n>` of the `due` index); promotion
+            // first when its slot came, else only when `d<n>` had nothing for this worker.
+            let mut promoted = self.take_promotion_slot(shard, self.now());
+            if promoted {
+                self.promote_due(shard, READY_PAGE).await?;
+            }
             loop {
-                let now = self.now();
-                let ex = Ex::new().val(":s", s(&shard)).val(":now", n(now)).val(":w", s(worker_id));
-                let kc = "readyShard = :s AND readyAt <= :now";
-                let filter = "attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now";
-                let (names, values) = ex.for_exprs(&[kc, filter]);
-                let out = self
-                    .client
-                    .query()
-                    .table_name(self.q())
-                    .index_name(schema::IDX_READY)
-                    .key_condition_expression(kc)
-                    .filter_expression(filter)
-                    .set_expression_attribute_names(names)
-                    .set_expression_attribute_values(values)
-                    .limit(READY_PAGE)
-                    .set_exclusive_start_key(page_start.take())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("Query ready", e))?;
-                let mut cands: Vec<ConversationItem> =
-                    out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<_>>()?;
-                order_candidates(&mut cands);
-                for c in cands {
-                    match self.claim_in_conversation(worker_id, &c.conversation_id, token_hash).await? {
-                        ConvOutcome::Claimed(j) => return Ok(Some(j)),
-                        ConvOutcome::Nothing => {}
-                        ConvOutcome::WorkerRefused(w) => {
-                            let Some(w) = w else { return Ok(None) };
-                            if w.status != crate::workers::model::WorkerStatus::Active {
-                                return Ok(None);
-                            }
-                            match w.assigned_conversation_id {
-                                Some(a) if a != c.conversation_id => {
-                                    return Ok(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
-                                        ConvOutcome::Claimed(j) => Some(j),
-                                        _ => None,
-                                    });
-                                }
-                                _ => {}
-                            }
+                match self.claim_from_partition(worker_id, token_hash, schema::IDX_DUE, &format!("d{shard}")).await? {
+                    Some(found) => return Ok(found),
+                    None if promoted => break,
+                    None => {
+                        promoted = true;
+                        if self.promote_due(shard, READY_PAGE).await? == 0 {
+                            break;
                         }
                     }
                 }
-                match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => page_start = Some(k),
-                    _ => break,
-                }
+            }
+            // Then locked conversations whose lease ran out (`l<n>` of the `ready` index).
+            if let Some(found) =
+                self.claim_from_partition(worker_id, token_hash, schema::IDX_READY, &format!("l{shard}")).await?
+            {
+                return Ok(found);
             }
         }
         // The ready index hides a conversation from everyone but its live owner; an owner that
@@ -100,6 +72,71 @@ impl Store {
             });
         }
         Ok(None)
+    }
+
+    /// Try the candidates of one index partition in index order, page by page: `Some(result)` ends
+    /// the claim (a job, or `None` when the worker row refuses), `None` = nothing here.
+    async fn claim_from_partition(
+        &self,
+        worker_id: &str,
+        token_hash: Option<&str>,
+        index: &str,
+        partition: &str,
+    ) -> AppResult<Option<Option<ClaimedJob>>> {
+        let by_rank = index == schema::IDX_DUE;
+        let mut page_start: Option<Item> = None;
+        loop {
+            let now = self.now();
+            let ex = Ex::new().val(":s", s(partition)).val(":now", n(now)).val(":w", s(worker_id));
+            let kc = if by_rank { "readyShard = :s" } else { "readyShard = :s AND readyAt <= :now" };
+            let filter = "attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now";
+            let (names, values) = ex.for_exprs(&[kc, filter]);
+            let out = self
+                .client
+                .query()
+                .table_name(self.q())
+                .index_name(index)
+                .key_condition_expression(kc)
+                .filter_expression(filter)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .limit(READY_PAGE)
+                .set_exclusive_start_key(page_start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query ready", e))?;
+            let mut cands: Vec<ConversationItem> =
+                out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<_>>()?;
+            // The `due` index is already in claim order (`dueRank`); expired locks by due time.
+            if !by_rank {
+                order_candidates(&mut cands);
+            }
+            for c in cands {
+                match self.claim_in_conversation(worker_id, &c.conversation_id, token_hash).await? {
+                    ConvOutcome::Claimed(j) => return Ok(Some(Some(j))),
+                    ConvOutcome::Nothing => {}
+                    ConvOutcome::WorkerRefused(w) => {
+                        let Some(w) = w else { return Ok(Some(None)) };
+                        if w.status != crate::workers::model::WorkerStatus::Active {
+                            return Ok(Some(None));
+                        }
+                        match w.assigned_conversation_id {
+                            Some(a) if a != c.conversation_id => {
+                                return Ok(Some(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
+                                    ConvOutcome::Claimed(j) => Some(j),
+                                    _ => None,
+                                }));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => page_start = Some(k),
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// The conversation item and its first open messages, strongly consistent, in one Query.
@@ -167,7 +204,11 @@ impl Store {
             };
             // What the claim sees behind the head becomes the conversation's rank when it leaves.
             let next_msg = open.get(1).filter(|m| m.sk != head.sk);
-            let next = if next_msg.is_some() { ", nextPr = :npr, nextSeq = :nseq" } else { " REMOVE nextPr, nextSeq" };
+            let next = if next_msg.is_some() {
+                ", nextPr = :npr, nextSeq = :nseq, nextRank = :nrank REMOVE dueRank"
+            } else {
+                " REMOVE dueRank, nextPr, nextSeq, nextRank"
+            };
             let lease = ids::lease_id(now, hint);
             let until = now + self.policy.queue.lease_ms;
             let ex = base_ex()
@@ -180,6 +221,12 @@ impl Store {
                 .val(":oldlock", s(conv.lock_lease_id.clone().unwrap_or_default()))
                 .val(":npr", n(next_msg.map_or(0.0, |m| m.priority)))
                 .val(":nseq", s(next_msg.map_or("", |m| keys::message_ulid(&m.sk))))
+                .val(
+                    ":nrank",
+                    s(next_msg.map_or(String::new(), |m| {
+                        keys::due_rank(m.priority, m.scheduled_for, keys::message_ulid(&m.sk))
+                    })),
+                )
                 .val(":until", n(until))
                 .val(":now", n(now))
                 .val(":ou", n(now + self.policy.workers.stale_after_ms))
@@ -330,11 +377,19 @@ impl Store {
     }
 
     /// Move `readyAt` to what a claimer just learnt, unless the conversation changed meanwhile.
+    /// An unlocked conversation that is not due any more leaves the `due` index for `r<n>`, where
+    /// promotion finds it again when its time comes.
     pub(super) async fn repair_ready_at(&self, conv: &ConversationItem, to: Option<Millis>) -> AppResult<()> {
+        let now = self.now();
+        let shards = self.policy.queue.ready_shards;
         let ex = Ex::new().val(":rev", n(conv.rev)).val(":one", n(1));
         let (update, ex) = match to {
+            Some(t) if conv.lock_lease_id.is_none() && t > now => (
+                "SET readyAt = :t, readyShard = :rshard, rev = rev + :one REMOVE dueRank",
+                ex.val(":t", n(t)).val(":rshard", s(keys::ready_shard(&conv.conversation_id, shards))),
+            ),
             Some(t) => ("SET readyAt = :t, rev = rev + :one", ex.val(":t", n(t))),
-            None => ("SET rev = rev + :one REMOVE readyAt", ex),
+            None => ("SET rev = rev + :one REMOVE readyAt, dueRank", ex),
         };
         let cond = "rev = :rev";
         self.update_if(self.q(), key(&conv.pk, &conv.sk), update, cond, &ex, "UpdateItem readyAt").await.map(|_| ())
@@ -390,6 +445,19 @@ impl Store {
             .val(":ttl", n(keys::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
             .val(":skey", s(keys::status_key(at, keys::message_ulid(&m.sk))))
             .val(":rshard", s(keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
+        // Requeued at once (a claim's takeover), the head goes straight back into the `due` index
+        // at its rank; with a backoff (or an orphan that may not be the head) it waits in `r<n>`.
+        let (ushard, urank) = if !orphan && at <= now {
+            (
+                keys::due_shard(&conv.conversation_id, self.policy.queue.ready_shards),
+                keys::due_rank(m.priority, at, keys::message_ulid(&m.sk)),
+            )
+        } else {
+            (keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards), String::new())
+        };
+        let ex = leave_vals(ex, &conv.conversation_id, &self.policy.queue, now)
+            .val(":ushard", s(ushard))
+            .val(":urank", s(&urank));
         let lease_cond = if m.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
         let msg_cond = if orphan {
             format!("#st = :processing AND {lease_cond}")
@@ -412,9 +480,15 @@ impl Store {
                 format!(
                     "SET #st = :queued, attempts = :n, scheduledFor = :at, {retry}statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
                 ),
-                format!(
-                    "SET readyAt = {ready}, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId, ownerUntil"
-                ),
+                if urank.is_empty() {
+                    format!(
+                        "SET readyAt = {ready}, readyShard = :ushard, rev = rev + :one REMOVE dueRank, {CONV_LOCK_REMOVE}, ownerId, ownerUntil"
+                    )
+                } else {
+                    format!(
+                        "SET readyAt = {ready}, readyShard = :ushard, dueRank = :urank, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, ownerId, ownerUntil"
+                    )
+                },
             )
         };
         let items = vec![
@@ -442,9 +516,9 @@ impl Store {
             .val(":now", n(now))
             .val(":rshard", s(keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
         let update = if conv.open_count > 0 {
-            format!("SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}")
+            format!("SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE dueRank, {CONV_LOCK_REMOVE}")
         } else {
-            format!("SET readyShard = :rshard, rev = rev + :one REMOVE readyAt, {CONV_LOCK_REMOVE}")
+            format!("SET rev = rev + :one REMOVE readyShard, readyAt, dueRank, {CONV_LOCK_REMOVE}")
         };
         let items = vec![tx_update(self.q(), key(&conv.pk, &conv.sk), &update, Some("rev = :rev"), &ex)];
         match self.transact(items).await {

@@ -23,7 +23,7 @@ impl Store {
         rules::validate_agent_key(agent_key)?;
         let now = self.now();
         let update = "SET conversationId = if_not_exists(conversationId, :cid), agentKey = if_not_exists(agentKey, :a), \
-            createdAt = if_not_exists(createdAt, :now), openKey = :ck, readyShard = if_not_exists(readyShard, :shard), \
+            createdAt = if_not_exists(createdAt, :now), openKey = :ck, \
             openCount = if_not_exists(openCount, :zero), rev = if_not_exists(rev, :zero) + :one, ownerId = :w, ownerUntil = :ou";
         let cond = "attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now";
         let ex = Ex::new()
@@ -31,7 +31,6 @@ impl Store {
             .val(":a", s(agent_key))
             .val(":now", n(now))
             .val(":ck", s(keys::CONV_OPEN_KEY))
-            .val(":shard", s(keys::ready_shard(cid, self.policy.queue.ready_shards)))
             .val(":zero", n(0))
             .val(":one", n(1))
             .val(":w", s(worker_id))

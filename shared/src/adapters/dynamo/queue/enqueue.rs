@@ -52,11 +52,11 @@ impl Store {
             .val(":now", n(now))
             .val(":due", n(due))
             .val(":ck", s(keys::CONV_OPEN_KEY))
-            .val(":shard", s(keys::ready_shard(&cid, pol.ready_shards)))
             .val(":zero", n(0))
             .val(":one", n(1))
             .val(":seq", s(keys::message_ulid(&msg.sk)))
             .val(":p", n(priority));
+        let ex = head_vals(ex, &cid, pol.ready_shards, due, now, priority, keys::message_ulid(&msg.sk));
         let mut lower = false;
         for attempt in 0..MAX_TX_RETRIES {
             let mut items = vec![
@@ -154,22 +154,41 @@ impl Store {
 
     /// The conversation half of enqueue/redrive. `lower` = this message makes the conversation
     /// ready earlier than its current `readyAt`.
+    ///
+    /// Uses `:shard` and `:rank` from [`head_vals`]. A conversation that had nothing open takes the
+    /// new message as its head: partition `d<n>` at the message's rank when it is due, `r<n>` when
+    /// not. One that has open messages keeps its partition and head; the message is planted as the
+    /// "next head" (`nextPr`, `nextSeq`, `nextRank`, only if absent), which a claim overwrites with
+    /// what it sees, so a message enqueued while the head is being processed, into a conversation
+    /// with nothing else open, still gives the conversation its priority when the head leaves.
+    /// (On an unlocked conversation `dueRank` may be planted on an `r<n>`/`l<n>` item, which the
+    /// claimers' `d<n>` queries never read.)
     pub(super) fn enqueue_conv_update(&self, cid: &str, lower: bool, ex: &Ex) -> TransactWriteItem {
-        let common = "conversationId = if_not_exists(conversationId, :cid), agentKey = if_not_exists(agentKey, :a), \
-            createdAt = if_not_exists(createdAt, :now), openKey = :ck, readyShard = if_not_exists(readyShard, :shard), \
-            openCount = if_not_exists(openCount, :zero) + :one, #pr = if_not_exists(#pr, :p), headSeq = if_not_exists(headSeq, :seq), \
-            rev = if_not_exists(rev, :zero) + :one";
+        let base = "conversationId = if_not_exists(conversationId, :cid), agentKey = if_not_exists(agentKey, :a), \
+            createdAt = if_not_exists(createdAt, :now), openKey = :ck, \
+            openCount = if_not_exists(openCount, :zero) + :one, rev = if_not_exists(rev, :zero) + :one, \
+            nextPr = if_not_exists(nextPr, :p), nextSeq = if_not_exists(nextSeq, :seq), nextRank = if_not_exists(nextRank, :rank)";
+        let keep_head = "readyShard = if_not_exists(readyShard, :shard), dueRank = if_not_exists(dueRank, :rank), \
+            #pr = if_not_exists(#pr, :p), headSeq = if_not_exists(headSeq, :seq)";
+        // Due earlier than the unlocked conversation's head: the message becomes the head.
+        let new_head = "readyShard = :shard, dueRank = :rank, #pr = :p, headSeq = :seq";
         let (update, cond) = if lower {
             (
-                format!("SET {common}, readyAt = :due"),
+                format!("SET {base}, {new_head}, readyAt = :due"),
                 "agentKey = :a AND readyAt > :due AND attribute_not_exists(lockLeaseId) AND (attribute_not_exists(ownerUntil) OR ownerUntil < readyAt)".to_string(),
             )
         } else {
             (
-                format!("SET {common}, readyAt = if_not_exists(readyAt, :due)"),
+                format!("SET {base}, {keep_head}, readyAt = if_not_exists(readyAt, :due)"),
                 "(attribute_not_exists(agentKey) OR agentKey = :a) AND (attribute_not_exists(readyAt) OR readyAt <= :due OR attribute_exists(lockLeaseId) OR ownerUntil >= readyAt)".to_string(),
             )
         };
         tx_update(self.q(), key(keys::conversation_pk(cid), keys::CONV_SK), &update, Some(&cond), ex)
     }
+}
+
+/// `:shard` and `:rank` of [`Store::enqueue_conv_update`] for a message of `cid` due at `due`,
+/// with priority `p` and ULID `seq`, written at `now`.
+pub(super) fn head_vals(ex: Ex, cid: &str, shards: u32, due: Millis, now: Millis, p: f64, seq: &str) -> Ex {
+    ex.val(":shard", s(keys::unlocked_shard(cid, shards, due, now))).val(":rank", s(keys::due_rank(p, due, seq)))
 }

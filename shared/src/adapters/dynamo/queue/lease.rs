@@ -151,7 +151,7 @@ impl Store {
                             self.q(),
                             ck,
                             &format!(
-                                "SET readyAt = :at, readyShard = :rshard, ownerUntil = :ou, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}"
+                                "SET readyAt = :at, readyShard = :rshard, ownerUntil = :ou, rev = rev + :one REMOVE dueRank, {CONV_LOCK_REMOVE}"
                             ),
                             Some("lockLeaseId = :l"),
                             &ex,
@@ -197,7 +197,7 @@ impl Store {
 
     pub(super) fn lease_ex(&self, a: &LeaseArgs, now: Millis) -> Ex {
         let cid = a.message_id.split_once(':').map(|(_, c)| c).unwrap_or_default();
-        base_ex()
+        leave_vals(base_ex(), cid, &self.policy.queue, now)
             .val(":rshard", s(keys::ready_shard(cid, self.policy.queue.ready_shards)))
             .val(":processing", s("processing"))
             .val(":l", s(&a.lease_id))

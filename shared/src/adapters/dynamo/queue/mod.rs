@@ -6,6 +6,7 @@ mod claim;
 mod conversation;
 mod enqueue;
 mod lease;
+mod promote;
 mod reads;
 mod recovery;
 
@@ -17,7 +18,7 @@ use crate::clock::Millis;
 use crate::conversations::model::ConversationItem;
 use crate::error::{AppError, AppResult, LeaseRefusal};
 use crate::ids::{self, LeaseHint, MessageRef};
-use crate::queue::model::{ClaimedJob, MessageItem, MessageStatus};
+use crate::queue::model::{ClaimedJob, MessageItem, MessageStatus, QueuePolicy};
 use crate::queue::rules::{self, ClaimPlan, FailOutcome};
 use crate::queue::*;
 use crate::workers::model::WorkerItem;
@@ -51,10 +52,19 @@ fn base_ex() -> Ex {
 
 const CONV_LOCK_REMOVE: &str = "lockLeaseId, lockWorkerId, lockMsgSk, lockUntil, lockHeartbeatAt";
 const CLAIM_FIELDS: &str = "claimedBy, leaseId, leaseExpiresAt";
-/// When the head leaves and others wait, the next message's priority and ULID (as the claim saw
-/// them) become the conversation's: its priority is always its current head's.
-const NEXT_HEAD_SET: &str = "#pr = if_not_exists(nextPr, #pr), headSeq = if_not_exists(nextSeq, :noseq)";
-const NEXT_REMOVE: &str = "nextPr, nextSeq";
+/// When the head leaves and others wait, the next message's priority, ULID and rank (as the claim
+/// saw them, or as the first enqueue after the claim planted them) become the conversation's: its
+/// priority is always its current head's, and it enters the `due` index at the head's rank
+/// (`:frank` only for items written before ranks existed).
+const NEXT_HEAD_SET: &str = "#pr = if_not_exists(nextPr, #pr), headSeq = if_not_exists(nextSeq, :noseq), \
+    dueRank = if_not_exists(nextRank, :frank)";
+const NEXT_REMOVE: &str = "nextPr, nextSeq, nextRank";
+
+/// The values every `leave_update` needs besides the lease's: `:dshard`, `:frank`.
+fn leave_vals(ex: Ex, cid: &str, pol: &QueuePolicy, now: Millis) -> Ex {
+    ex.val(":dshard", s(keys::due_shard(cid, pol.ready_shards)))
+        .val(":frank", s(keys::due_rank(pol.default_priority, now, "~")))
+}
 
 /// The outcome of trying one conversation.
 enum ConvOutcome {
@@ -103,13 +113,13 @@ fn leave_update(v: LeaveVariant, require_lock: bool, owner: Owner) -> (String, S
     match v {
         LeaveVariant::More => (
             format!(
-                "SET openCount = openCount - :one, readyAt = :now, readyShard = :rshard, {owner_set}{NEXT_HEAD_SET}, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, {NEXT_REMOVE}{owner_remove}"
+                "SET openCount = openCount - :one, readyAt = :now, readyShard = :dshard, {owner_set}{NEXT_HEAD_SET}, rev = rev + :one REMOVE {CONV_LOCK_REMOVE}, {NEXT_REMOVE}{owner_remove}"
             ),
             format!("{lock_cond}openCount > :one"),
         ),
         LeaveVariant::Last => (
             format!(
-                "SET openCount = openCount - :one, readyShard = :rshard, {owner_set}rev = rev + :one REMOVE readyAt, #pr, headSeq, {NEXT_REMOVE}, {CONV_LOCK_REMOVE}{owner_remove}"
+                "SET openCount = openCount - :one, {owner_set}rev = rev + :one REMOVE readyShard, readyAt, dueRank, #pr, headSeq, {NEXT_REMOVE}, {CONV_LOCK_REMOVE}{owner_remove}"
             ),
             format!("{lock_cond}openCount = :one"),
         ),

@@ -3,14 +3,17 @@
 use super::*;
 
 impl Store {
-    /// `releaseExpiredLeases` / `releaseStuckJobs`: recover up to `limit` expired leases found
-    /// in the locked partitions (`l<shard>`) of the `ready` index. Claims do this by themselves; the sweep keeps stats and
+    /// `releaseExpiredLeases` / `releaseStuckJobs`: promote up to `limit` newly due conversations
+    /// per shard, and recover up to `limit` expired leases found in the locked partitions
+    /// (`l<shard>`) of the `ready` index. Claims do this by themselves; the sweep keeps stats and
     /// worker loads honest when nobody claims.
     pub async fn release_expired_leases(&self, limit: Option<i64>) -> AppResult<ReleaseResult> {
         let limit = limit.unwrap_or(100).clamp(1, 1000) as i32;
         let now = self.now();
         let mut res = ReleaseResult::default();
         for shard in 0..self.policy.queue.ready_shards.max(1) {
+            // Conversations whose time came join the `due` index even when nobody claims.
+            self.promote_due(shard, limit).await?;
             let out = self
                 .client
                 .query()
@@ -138,9 +141,17 @@ impl Store {
                 .val(":a", s(&m.agent_key))
                 .val(":cid", s(&r.conversation_id))
                 .val(":ck", s(keys::CONV_OPEN_KEY))
-                .val(":shard", s(keys::ready_shard(&r.conversation_id, self.policy.queue.ready_shards)))
                 .val(":seq", s(&r.ulid))
                 .val(":p", n(m.priority));
+            let ex = enqueue::head_vals(
+                ex,
+                &r.conversation_id,
+                self.policy.queue.ready_shards,
+                now,
+                now,
+                m.priority,
+                &r.ulid,
+            );
             let mut lower = false;
             let mut ok = false;
             for attempt in 0..MAX_TX_RETRIES {
