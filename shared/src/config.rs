@@ -17,6 +17,7 @@ pub struct Policies {
     pub secrets: SecretsPolicy,
     pub snapshots: SnapshotPolicy,
     pub media: MediaPolicy,
+    pub access: crate::access::model::AccessPolicy,
 }
 
 /// Physical table names.
@@ -125,6 +126,13 @@ impl Config {
             },
             history: d.history,
             media: d.media,
+            access: crate::access::model::AccessPolicy {
+                user_token_secret_ref: get("USER_TOKEN_SECRET_REF")
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty()),
+                issuer: get("USER_TOKEN_ISSUER").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
+                audience: get("USER_TOKEN_AUDIENCE").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
+            },
         };
         if policy.queue.lease_ms <= 0 || policy.workers.stale_after_ms <= 0 {
             return Err(AppError::validation("LEASE_MS and STALE_AFTER_MS must be positive"));

@@ -3,6 +3,7 @@
 //! outside HTTP APIs, the op envelope and the worker protocol, shared by every Lambda function,
 //! the local runner, the reference worker and the CLI.
 
+pub mod access;
 #[cfg(feature = "aws")]
 pub mod adapters;
 pub mod agents;

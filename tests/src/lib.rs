@@ -333,3 +333,22 @@ pub async fn secret_op(
     let app = shared::app::App::new(store.clone(), s.clone(), blobs);
     shared::envelope::dispatch(&app, &[&shared::secrets::ops::TABLE], shared::envelope::Envelope::new(name, args)).await
 }
+
+/// Invoke the function that serves `payload.op`, as its caller would: `enqueue` (producer ops),
+/// `api` (end-user ops; trusted-backend mode unless the policy sets a user-token key) or `admin`
+/// (everything else, and unknown ops).
+pub async fn invoke(app: &shared::app::App, payload: serde_json::Value) -> Result<serde_json::Value, AppError> {
+    let op = payload.get("op").and_then(|v| v.as_str()).unwrap_or_default();
+    if enqueue::op_names().contains(&op) {
+        enqueue::handle(app, payload).await
+    } else if api::op_names().contains(&op) {
+        api::handle(app, payload).await
+    } else {
+        admin::handle(app, payload).await
+    }
+}
+
+/// Every op of every op-envelope function.
+pub fn all_op_names() -> Vec<&'static str> {
+    [enqueue::op_names(), admin::op_names(), api::op_names()].concat()
+}

@@ -20,7 +20,7 @@ async fn neither_worker_tokens_nor_secrets_reach_the_logs() {
     let TOKEN = token.as_str();
     seed_agent(&e.store, "bot", true).await;
     let (buf, _guard) = capture_logs();
-    let imported = enqueue::handle(
+    let imported = invoke(
         &a.app,
         json!({"op": "importSecret", "args": {"secretRef": "telegram.botToken.bot", "plaintextValue": BOT_TOKEN}}),
     )
@@ -36,11 +36,9 @@ async fn neither_worker_tokens_nor_secrets_reach_the_logs() {
     assert_eq!(st, 403);
     let (st, bundle) = a.call("POST", "/worker/hydration", Some(TOKEN), json!({"messageId": job["messageId"]})).await;
     assert_eq!((st, bundle["telegramBotToken"].as_str()), (200, Some(BOT_TOKEN)), "the holder gets the token");
-    let status = enqueue::handle(&a.app, json!({"op": "getSecretsStatus", "args": {"agentKey": "bot"}})).await.unwrap();
+    let status = invoke(&a.app, json!({"op": "getSecretsStatus", "args": {"agentKey": "bot"}})).await.unwrap();
     assert!(!status.to_string().contains(BOT_TOKEN));
-    enqueue::handle(&a.app, json!({"op": "deleteSecret", "args": {"secretRef": "telegram.botToken.bot"}}))
-        .await
-        .unwrap();
+    invoke(&a.app, json!({"op": "deleteSecret", "args": {"secretRef": "telegram.botToken.bot"}})).await.unwrap();
     let logs = buf.text();
     assert!(logs.contains("malformed worker token"), "the refusal is logged: {logs}");
     assert!(logs.contains("is not leased to worker"), "the hydration refusal is logged: {logs}");

@@ -1,6 +1,7 @@
-//! The `enqueue` function: producer and queue-administration ops through the op envelope
-//! `{"op": ..., "args": {...}}`. Errors become Lambda function errors whose `errorType` is a
-//! stable code (`ValidationError`, `NotFound`, `Conflict`, ...), through
+//! The `enqueue` function: the producer's ops through the op envelope `{"op": ..., "args": {...}}`
+//! (`enqueue`, `hasQueuedJobsForConversation`). Operator ops are the `admin` function's, ops that
+//! act for one end user the `api` function's. Errors become Lambda function errors whose
+//! `errorType` is a stable code (`ValidationError`, `NotFound`, `Conflict`, ...), through
 //! `From<AppError> for Diagnostic` in `shared`.
 
 use serde_json::Value;
@@ -9,14 +10,7 @@ use shared::app::App;
 use shared::envelope::OpTable;
 
 /// The op tables this function serves, in lookup order.
-pub const TABLES: &[&OpTable<App>] = &[
-    &shared::queue::ops::TABLE,
-    &shared::conversations::ops::TABLE,
-    &shared::agents::ops::TABLE,
-    &shared::workers::ops::TABLE,
-    &shared::secrets::ops::TABLE,
-    &shared::snapshots::ops::TABLE,
-];
+pub const TABLES: &[&OpTable<App>] = &[&shared::queue::ops::PRODUCER_TABLE];
 
 /// Every op this function serves.
 pub fn op_names() -> Vec<&'static str> {

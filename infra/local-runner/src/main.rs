@@ -115,15 +115,18 @@ struct AppState {
 type FnResult = Result<Value, (String, String)>;
 type Handler = fn(Arc<App>, Value) -> Pin<Box<dyn Future<Output = FnResult> + Send>>;
 
+/// A function error as the Lambda runtime reports it.
+fn function_error(e: shared::AppError) -> (String, String) {
+    let d = lambda_runtime::Diagnostic::from(e);
+    (d.error_type, d.error_message)
+}
+
 /// The functions the Invoke path hosts, by name: a new function is one line here.
-const FUNCTIONS: &[(&str, Handler)] = &[("enqueue", |app, payload| {
-    Box::pin(async move {
-        enqueue::handle(&app, payload).await.map_err(|e| {
-            let d = lambda_runtime::Diagnostic::from(e);
-            (d.error_type, d.error_message)
-        })
-    })
-})];
+const FUNCTIONS: &[(&str, Handler)] = &[
+    ("enqueue", |app, payload| Box::pin(async move { enqueue::handle(&app, payload).await.map_err(function_error) })),
+    ("admin", |app, payload| Box::pin(async move { admin::handle(&app, payload).await.map_err(function_error) })),
+    ("api", |app, payload| Box::pin(async move { api::handle(&app, payload).await.map_err(function_error) })),
+];
 
 #[tokio::main]
 async fn main() {

@@ -9,19 +9,27 @@ use crate::{AppResult, BoxFut};
 use serde_json::Value;
 use serde_json::json;
 
-pub const TABLE: OpTable<App> = OpTable {
+/// The producer's ops (the `enqueue` function): messages in, and whether a conversation waits.
+pub const PRODUCER_TABLE: OpTable<App> = OpTable {
     domain: "queue",
     ops: &[
         Op { name: "enqueue", run: enqueue },
+        op!(App, "hasQueuedJobsForConversation", |app, a: ConversationArgs| {
+            json!({ "hasQueued": app.store.has_queued(&a.conversation_id).await? })
+        }),
+    ],
+};
+
+/// Queue administration (the `admin` function).
+pub const TABLE: OpTable<App> = OpTable {
+    domain: "queue",
+    ops: &[
         op!(App, "queueStats", |app, _a: NoArgs| app.store.queue_stats().await?),
         op!(App, "listJobsByStatus", |app, a: ListByStatusArgs| app.store.list_jobs_by_status(&a).await?),
         op!(App, "listQueueItemsForConversation", |app, a: ListConversationArgs| app
             .store
             .list_conversation_items(&a)
             .await?),
-        op!(App, "hasQueuedJobsForConversation", |app, a: ConversationArgs| {
-            json!({ "hasQueued": app.store.has_queued(&a.conversation_id).await? })
-        }),
         op!(App, "releaseStuckJobs", |app, a: ReleaseArgs| app.store.release_expired_leases(a.limit).await?),
         op!(App, "releaseExpiredLeases", |app, a: ReleaseArgs| app.store.release_expired_leases(a.limit).await?),
         op!(App, "redriveDeadLetters", |app, a: RedriveArgs| app.store.redrive(a).await?),

@@ -174,7 +174,6 @@ pub struct ListSnapshotsArgs {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserAgentSnapshotsArgs {
-    pub consumer_user_id: String,
     pub agent_key: String,
     #[serde(default)]
     pub limit: Option<i64>,

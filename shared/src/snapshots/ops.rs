@@ -216,13 +216,14 @@ pub async fn list_for_conversation(app: &App, a: &ListSnapshotsArgs) -> AppResul
     Ok(out)
 }
 
-/// `listSnapshotsForUserAgent`.
-pub async fn list_for_user_agent(app: &App, a: &UserAgentSnapshotsArgs) -> AppResult<Vec<SnapshotView>> {
+/// `listSnapshotsForUserAgent`: the snapshots of `user`'s conversation with the agent.
+pub async fn list_for_user_agent(
+    app: &App,
+    user: &crate::access::model::ConsumerUserId,
+    a: &UserAgentSnapshotsArgs,
+) -> AppResult<Vec<SnapshotView>> {
     rules::validate_agent_key(&a.agent_key)?;
-    if a.consumer_user_id.trim().is_empty() || a.consumer_user_id.len() > 256 {
-        return Err(AppError::validation("consumerUserId must be 1 to 256 characters"));
-    }
-    let cid = user_agent_conversation(&a.consumer_user_id, &a.agent_key);
+    let cid = user_agent_conversation(user.as_str(), &a.agent_key);
     list_for_conversation(app, &ListSnapshotsArgs { conversation_id: cid, limit: a.limit }).await
 }
 
@@ -255,19 +256,27 @@ pub async fn sweep(app: &App, limit: Option<i64>) -> AppResult<SweepResult> {
     Ok(res)
 }
 
-/// The snapshot and storage ops served through the op envelope.
+/// The snapshot and storage ops for operators (the `admin` function).
 pub const TABLE: crate::envelope::OpTable<App> = crate::envelope::OpTable {
     domain: "snapshots",
     ops: &[
         crate::op!(App, "listSnapshotsForConversation", |app, a: ListSnapshotsArgs| list_for_conversation(app, &a)
             .await?),
-        crate::op!(App, "listSnapshotsForUserAgent", |app, a: UserAgentSnapshotsArgs| list_for_user_agent(app, &a)
-            .await?),
-        crate::op!(App, "getLatestSnapshotForUserAgent", |app, a: UserAgentSnapshotsArgs| {
-            let a = UserAgentSnapshotsArgs { limit: Some(1), ..a };
-            list_for_user_agent(app, &a).await?.into_iter().next()
-        }),
         crate::op!(App, "expireStorage", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
         crate::op!(App, "expireOldDataSnapshots", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
+    ],
+};
+
+/// The snapshot ops that act for one end user (the `api` function): the user is the caller's.
+pub const USER_TABLE: crate::envelope::OpTable<crate::access::ops::UserCtx> = crate::envelope::OpTable {
+    domain: "snapshots",
+    ops: &[
+        crate::op!(crate::access::ops::UserCtx, "listSnapshotsForUserAgent", |c, a: UserAgentSnapshotsArgs| {
+            list_for_user_agent(&c.app, &c.user, &a).await?
+        }),
+        crate::op!(crate::access::ops::UserCtx, "getLatestSnapshotForUserAgent", |c, a: UserAgentSnapshotsArgs| {
+            let a = UserAgentSnapshotsArgs { limit: Some(1), ..a };
+            list_for_user_agent(&c.app, &c.user, &a).await?.into_iter().next()
+        }),
     ],
 };

@@ -11,7 +11,7 @@ async fn call(a: &AppEnv, method: &str, path: &str, token: Option<&str>, body: V
 #[tokio::test]
 async fn enqueue_function_takes_the_op_envelope() {
     let a = app_env().await;
-    let r = enqueue::handle(
+    let r = invoke(
         &a.app,
         json!({"op": "configureAgent", "args": {"agentKey": "support-bot", "version": "3", "secretsRef": ["telegram.botToken.support-bot"], "enabled": true}}),
     )
@@ -19,15 +19,15 @@ async fn enqueue_function_takes_the_op_envelope() {
     .unwrap();
     assert_eq!(r["agentKey"], "support-bot");
     let ev: Value = serde_json::from_str(&fixture("invoke-enqueue.json")).unwrap();
-    let first = enqueue::handle(&a.app, ev.clone()).await.unwrap();
+    let first = invoke(&a.app, ev.clone()).await.unwrap();
     let id = first["messageId"].as_str().unwrap().to_string();
     assert!(id.ends_with(":telegram:support-bot:5550001"), "{id}");
     assert_eq!(first["deduplicated"], false);
-    let again = enqueue::handle(&a.app, ev).await.unwrap();
+    let again = invoke(&a.app, ev).await.unwrap();
     assert_eq!((again["messageId"].as_str(), again["deduplicated"].as_bool()), (Some(id.as_str()), Some(true)));
-    let stats = enqueue::handle(&a.app, json!({"op": "queueStats"})).await.unwrap();
+    let stats = invoke(&a.app, json!({"op": "queueStats"})).await.unwrap();
     assert_eq!(stats["queuedReady"], 1);
-    let rows = enqueue::handle(
+    let rows = invoke(
         &a.app,
         json!({"op": "listQueueItemsForConversation", "args": {"conversationId": "telegram:support-bot:5550001"}}),
     )
@@ -122,7 +122,7 @@ async fn enqueue_function_errors_are_precise_and_change_nothing() {
         (json!({"op": "queueStats", "args": {"verbose": true}}), "ValidationError", "unknown field `verbose`"),
     ];
     for (payload, code, text) in cases {
-        let err = enqueue::handle(&a.app, payload.clone()).await.unwrap_err();
+        let err = invoke(&a.app, payload.clone()).await.unwrap_err();
         let d = lambda_runtime::Diagnostic::from(err);
         assert_eq!(d.error_type, code, "{payload}");
         assert!(d.error_message.contains(text), "{payload}: '{}' should say '{text}'", d.error_message);
@@ -386,7 +386,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("deleteSecret", json!({"secretRef": "a.b"})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
-    for op in enqueue::op_names() {
+    for op in all_op_names() {
         assert!(covered.contains(&op), "op {op} has no sample here");
     }
     let mut calls = 0;
@@ -394,7 +394,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         for args in one_leaf_mutations(sample) {
             let before = snapshot(e).await;
             calls += 1;
-            match enqueue::handle(&a.app, json!({"op": op, "args": args})).await {
+            match invoke(&a.app, json!({"op": op, "args": args})).await {
                 Ok(_) => {}
                 Err(err) => {
                     let (args, msg) = (short(&args), short(&json!(err.to_string())));
@@ -406,7 +406,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         }
     }
     for name in ["x".repeat(3_000), String::new(), "a\u{0}".into()] {
-        let err = enqueue::handle(&a.app, json!({"op": name, "args": {}})).await.unwrap_err();
+        let err = invoke(&a.app, json!({"op": name, "args": {}})).await.unwrap_err();
         assert_eq!(code(&err), "ValidationError");
     }
     // Out-of-range limits of the snapshot ops are refused (the README gives their ranges).
@@ -416,7 +416,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("expireStorage", json!({"limit": 1001})),
         ("expireStorage", json!({"limit": -5})),
     ] {
-        let err = enqueue::handle(&a.app, json!({"op": op, "args": args})).await.unwrap_err();
+        let err = invoke(&a.app, json!({"op": op, "args": args})).await.unwrap_err();
         assert_eq!(code(&err), "ValidationError", "{op} {args}");
     }
 
@@ -502,18 +502,16 @@ async fn concurrent_configure_agent_calls_keep_each_others_fields() {
     for round in 0..10 {
         let agent = format!("bot{round}");
         let base = json!({"agentKey": agent, "version": "1", "secretsRef": [], "enabled": true});
-        enqueue::handle(&a.app, json!({"op": "configureAgent", "args": base})).await.unwrap();
+        invoke(&a.app, json!({"op": "configureAgent", "args": base})).await.unwrap();
         let mut with_identity = base.clone();
         with_identity["botIdentity"] = json!(format!("id-{round}"));
         let mut with_bridge = base.clone();
         with_bridge["bridgeConfig"] = json!({"enabled": false, "baseUrl": "https://bridge.example"});
         let (a1, a2) = (a.clone(), a.clone());
-        let t1 = tokio::spawn(async move {
-            enqueue::handle(&a1.app, json!({"op": "configureAgent", "args": with_identity})).await
-        });
-        let t2 = tokio::spawn(async move {
-            enqueue::handle(&a2.app, json!({"op": "configureAgent", "args": with_bridge})).await
-        });
+        let t1 =
+            tokio::spawn(async move { invoke(&a1.app, json!({"op": "configureAgent", "args": with_identity})).await });
+        let t2 =
+            tokio::spawn(async move { invoke(&a2.app, json!({"op": "configureAgent", "args": with_bridge})).await });
         t1.await.unwrap().unwrap();
         t2.await.unwrap().unwrap();
         let p = a.e.store.get_agent(&agent).await.unwrap().unwrap();
@@ -544,7 +542,7 @@ async fn queue_stats_cost_is_bounded_in_depth() {
     later.scheduled_for = Some(T0 + 60_000);
     a.e.store.enqueue(later).await.unwrap();
     a.e.counter.reset();
-    let stats = enqueue::handle(&a.app, json!({"op": "queueStats"})).await.unwrap();
+    let stats = invoke(&a.app, json!({"op": "queueStats"})).await.unwrap();
     assert_eq!(
         (stats["queuedReady"].as_u64(), stats["queuedScheduled"].as_u64(), stats["capped"].as_bool()),
         (Some(1_000), Some(1), Some(true)),

@@ -2,6 +2,7 @@
 //! against DynamoDB Local and moto_server (`bash infra/scripts/test.sh` starts both); the tests
 //! that capture logs have a binary of their own (`logs.rs`), since a log subscriber is global.
 
+mod access;
 mod blobs;
 mod concurrency;
 mod functions;

@@ -530,11 +530,11 @@ async fn request_counts_do_not_depend_on_depth() {
 use serde_json::{Value, json};
 
 async fn op(a: &AppEnv, op: &str, args: Value) -> Value {
-    enqueue::handle(&a.app, json!({"op": op, "args": args})).await.unwrap_or_else(|e| panic!("{op}: {e:?}"))
+    invoke(&a.app, json!({"op": op, "args": args})).await.unwrap_or_else(|e| panic!("{op}: {e:?}"))
 }
 
 async fn op_err(a: &AppEnv, op: &str, args: Value) -> String {
-    let e = enqueue::handle(&a.app, json!({"op": op, "args": args})).await.expect_err("refused");
+    let e = invoke(&a.app, json!({"op": op, "args": args})).await.expect_err("refused");
     format!("{e:?}")
 }
 

@@ -105,16 +105,30 @@ fn functions_get_the_configuration_they_read() {
     .unwrap();
     assert_eq!((cfg.blob_bucket.as_deref(), cfg.secrets_prefix.as_str()), (Some("b"), "p/"));
     assert_eq!(t["Resources"]["BlobBucket"]["Type"], "AWS::S3::Bucket");
-    // The scheduled sweeps invoke ops the enqueue function serves.
-    for ev in t["Resources"]["EnqueueFunction"]["Properties"]["Events"].as_object().unwrap().values() {
-        let input: serde_json::Value = serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
-        let op = input["op"].as_str().unwrap();
-        assert!(enqueue::op_names().contains(&op), "scheduled op '{op}' is not served");
+    // The scheduled sweeps invoke ops the function they are attached to serves.
+    let served: [(&str, Vec<&str>); 3] = [
+        ("EnqueueFunction", enqueue::op_names()),
+        ("AdminFunction", admin::op_names()),
+        ("ApiFunction", api::op_names()),
+    ];
+    for (f, ops) in &served {
+        let events = t["Resources"][f]["Properties"]["Events"].as_object().cloned().unwrap_or_default();
+        for ev in events.values().filter(|e| e["Type"] == "Schedule") {
+            let input: serde_json::Value = serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
+            let op = input["op"].as_str().unwrap();
+            assert!(ops.contains(&op), "{f}: scheduled op '{op}' is not served");
+        }
     }
+    // The end-user function gets the user-token setting, and only it.
+    assert_eq!(
+        t["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]["USER_TOKEN_SECRET_REF"],
+        json!({"Ref": "UserTokenSecretRef"})
+    );
+    assert!(vars.get("USER_TOKEN_SECRET_REF").is_none());
     let claim = &t["Resources"]["ClaimFunction"]["Properties"];
     let ev = claim["Events"].as_object().unwrap().values().next().unwrap();
     assert_eq!((ev["Type"].as_str(), ev["Properties"]["Path"].as_str()), (Some("HttpApi"), Some("/worker/{op}")));
-    for f in ["EnqueueFunction", "ClaimFunction"] {
+    for f in ["EnqueueFunction", "AdminFunction", "ApiFunction", "ClaimFunction"] {
         assert_eq!(t["Resources"][f]["Metadata"]["BuildMethod"], "rust-cargolambda", "{f}");
     }
     assert_eq!(t["Globals"]["Function"]["Runtime"], "provided.al2023");

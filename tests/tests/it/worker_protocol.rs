@@ -249,7 +249,7 @@ async fn tokens_bind_the_worker_and_stop_working_when_revoked_replaced_or_stoppe
     assert_eq!(snapshot(&a.e).await, before);
     assert_eq!(a.post("heartbeat", &t1b, lease.clone()).await.0, 200);
     // Revoked.
-    let r = enqueue::handle(&a.app, json!({"op": "revokeWorkerToken", "args": {"workerId": "w1"}})).await.unwrap();
+    let r = invoke(&a.app, json!({"op": "revokeWorkerToken", "args": {"workerId": "w1"}})).await.unwrap();
     assert_eq!(r["revoked"], true);
     let before = snapshot(&a.e).await;
     let (st, _) = a.post("complete", &t1b, lease.clone()).await;
@@ -262,15 +262,15 @@ async fn tokens_bind_the_worker_and_stop_working_when_revoked_replaced_or_stoppe
     }
     let (st, body) = a.post("control-state", &t3, json!({})).await;
     assert_eq!((st, err(&body).0), (401, "Unauthorized"), "{body}");
-    let e = enqueue::handle(&a.app, json!({"op": "mintWorkerToken", "args": {"workerId": "w3"}})).await.unwrap_err();
+    let e = invoke(&a.app, json!({"op": "mintWorkerToken", "args": {"workerId": "w3"}})).await.unwrap_err();
     assert_eq!(e.code().as_str(), "Conflict");
     // The minted token is shown once and never stored.
-    let minted = enqueue::handle(&a.app, json!({"op": "mintWorkerToken", "args": {"workerId": "w4"}})).await.unwrap();
+    let minted = invoke(&a.app, json!({"op": "mintWorkerToken", "args": {"workerId": "w4"}})).await.unwrap();
     let tok = minted["token"].as_str().unwrap();
     assert!(!snapshot(&a.e).await.iter().any(|i| i.contains(tok)), "only a hash is stored");
-    let shown = enqueue::handle(&a.app, json!({"op": "getWorker", "args": {"workerId": "w4"}})).await.unwrap();
+    let shown = invoke(&a.app, json!({"op": "getWorker", "args": {"workerId": "w4"}})).await.unwrap();
     assert!(shown.get("tokenHash").is_none(), "{shown}");
-    let upserted = enqueue::handle(
+    let upserted = invoke(
         &a.app,
         json!({"op": "upsertWorkerState", "args": {"workerId": "w4", "provider": "fly", "status": "active", "load": 0}}),
     )
@@ -417,19 +417,18 @@ async fn snapshots_are_verified_guarded_and_restored_from_the_newest_good_one() 
     assert_eq!(r["snapshotId"], id1, "the newest good snapshot, not the newest row");
     assert_eq!(r["sha256"], sha.as_str());
     assert_eq!(a.blob("GET", r["downloadUrl"].as_str().unwrap(), None, vec![]).await, (200, archive.clone()));
-    let list = enqueue::handle(&a.app, json!({"op": "listSnapshotsForConversation", "args": {"conversationId": "c1"}}))
-        .await
-        .unwrap();
+    let list =
+        invoke(&a.app, json!({"op": "listSnapshotsForConversation", "args": {"conversationId": "c1"}})).await.unwrap();
     let statuses: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, vec!["uploading", "failed", "ready"], "newest first");
     assert!(list[0]["downloadUrl"].is_null() && list[2]["downloadUrl"].is_string());
 
     // The sweep: the upload window closes (1 h), then retention ends (7 days): objects deleted.
     a.e.clock.advance(3_600_000);
-    let r = enqueue::handle(&a.app, json!({"op": "expireStorage", "args": {}})).await.unwrap();
+    let r = invoke(&a.app, json!({"op": "expireStorage", "args": {}})).await.unwrap();
     assert_eq!(r["uploadsTimedOut"], 1, "{r}");
     a.e.clock.advance(7 * 86_400_000);
-    let r = enqueue::handle(&a.app, json!({"op": "expireOldDataSnapshots", "args": {"limit": 10}})).await.unwrap();
+    let r = invoke(&a.app, json!({"op": "expireOldDataSnapshots", "args": {"limit": 10}})).await.unwrap();
     assert_eq!(r["snapshotsExpired"], 1, "{r}");
     use shared::blob::BlobBackend;
     assert_eq!(
@@ -468,8 +467,7 @@ async fn control_state_gives_reasons_and_the_idle_heartbeat_keeps_a_worker_alive
     a.e.store.upsert_worker_state(&UpsertWorkerArgs::status("w1", "fly", WorkerStatus::Draining)).await.unwrap();
     let (_, cs) = a.post("control-state", &t, json!({})).await;
     assert_eq!(cs["reasons"], json!(["status_draining", "idle_timeout"]));
-    let via_op =
-        enqueue::handle(&a.app, json!({"op": "getWorkerControlState", "args": {"workerId": "nobody"}})).await.unwrap();
+    let via_op = invoke(&a.app, json!({"op": "getWorkerControlState", "args": {"workerId": "nobody"}})).await.unwrap();
     assert_eq!((via_op["reasons"].clone(), via_op["action"].as_str()), (json!(["missing_worker"]), Some("exit")));
 }
 
@@ -491,10 +489,10 @@ async fn media_expires_with_its_blob_and_the_payload_copy() {
     assert_eq!(code(&reuse), "Conflict", "{reuse}");
     assert_eq!(snapshot(&a.e).await, before_reuse);
     // Before retention ends the sweep leaves it alone.
-    let swept = enqueue::handle(&a.app, json!({"op": "expireStorage"})).await.unwrap();
+    let swept = invoke(&a.app, json!({"op": "expireStorage"})).await.unwrap();
     assert_eq!(swept["mediaExpired"], 0);
     a.e.clock.advance(604_800_000);
-    let swept = enqueue::handle(&a.app, json!({"op": "expireStorage"})).await.unwrap();
+    let swept = invoke(&a.app, json!({"op": "expireStorage"})).await.unwrap();
     assert_eq!(swept["mediaExpired"], 1, "{swept}");
     assert_eq!(a.blobs.size("media/mPHOTO9").await.unwrap(), None, "the blob is deleted");
     let m = a.e.store.get_message(&r.message_id).await.unwrap().unwrap();
@@ -628,7 +626,7 @@ async fn the_deployed_wiring_runs_a_job_and_a_snapshot_on_moto() {
     shared::adapters::s3::S3Blobs::connect(&bucket, Some(&moto)).await.ensure_bucket().await.unwrap();
     let run = |v: Value| {
         let app = app.clone();
-        async move { enqueue::handle(&app, v).await }
+        async move { invoke(&app, v).await }
     };
     run(json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": ["telegram.botToken.bot"], "enabled": true}}))
         .await
@@ -738,12 +736,10 @@ async fn racing_finalize_and_fail_have_exactly_one_winner() {
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: exactly one winner, got {winners:?}");
-        let list = enqueue::handle(
-            &a.app,
-            json!({"op": "listSnapshotsForConversation", "args": {"conversationId": "c1", "limit": 1}}),
-        )
-        .await
-        .unwrap();
+        let list =
+            invoke(&a.app, json!({"op": "listSnapshotsForConversation", "args": {"conversationId": "c1", "limit": 1}}))
+                .await
+                .unwrap();
         let want = if winners[0] == "snapshot-finalize" { "ready" } else { "failed" };
         assert_eq!(list[0]["status"], want, "round {round}: the row agrees with the winner");
     }
@@ -822,7 +818,7 @@ async fn attachments_cannot_cross_conversations() {
     assert_eq!(code(&e), "Conflict", "{e}");
     assert_eq!(snapshot(&a.e).await, before, "nothing written for Q");
     // The sweep leaves P's blob alone; P's worker still downloads it.
-    let r = enqueue::handle(&a.app, json!({"op": "expireStorage", "args": {}})).await.unwrap();
+    let r = invoke(&a.app, json!({"op": "expireStorage", "args": {}})).await.unwrap();
     assert_eq!(r["mediaExpired"], 0, "{r}");
     assert_eq!(a.blobs.size("media/mP").await.unwrap(), Some(18));
     // The same conversation may reference it again only as before (one row per storage id).

@@ -37,7 +37,7 @@ pub struct Store {
     pub clock: SharedClock,
     message_config: Mutex<Option<(Millis, Option<MessageConfig>)>>,
     /// When this process last promoted each shard (`queue::promote`).
-    promoted_at: Mutex<HashMap<u32, Millis>>,
+    promoted_at: Mutex<HashMap<u32, queue::PromotionState>>,
 }
 
 impl Store {

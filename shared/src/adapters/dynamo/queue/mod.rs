@@ -7,6 +7,7 @@ mod conversation;
 mod enqueue;
 mod lease;
 mod promote;
+pub(crate) use promote::PromotionState;
 mod reads;
 mod recovery;
 

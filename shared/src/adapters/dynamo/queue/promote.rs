@@ -6,23 +6,49 @@
 
 use super::*;
 
-/// How often one process promotes a shard while `d<n>` still has work.
+/// The least time between two promotions of a shard by one process while `d<n>` has work ...
 pub(super) const PROMOTE_EVERY_MS: Millis = 1_000;
+/// ... and the most, when the last promotion saw nothing coming due (another process may have
+/// written a backoff since).
+pub(super) const PROMOTE_AT_LEAST_EVERY_MS: Millis = 5_000;
+
+/// What one process knows of a shard's `r<n>` partition.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PromotionState {
+    /// When it last promoted.
+    last: Millis,
+    /// The earliest `readyAt` it saw still waiting then.
+    next_due: Option<Millis>,
+}
 
 impl Store {
-    /// Whether this process should promote shard `n` now (at most once per [`PROMOTE_EVERY_MS`]);
-    /// taking the slot records the time.
+    /// Whether this process should promote shard `n` now: not within [`PROMOTE_EVERY_MS`] of the
+    /// last time, and then when the earliest waiting conversation it saw has come due, or
+    /// [`PROMOTE_AT_LEAST_EVERY_MS`] after the last time. Taking the slot records the time.
     pub(super) fn take_promotion_slot(&self, shard: u32, now: Millis) -> bool {
-        let mut last = self.promoted_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let due = last.get(&shard).is_none_or(|t| now - t >= PROMOTE_EVERY_MS || now < *t);
+        let mut states = self.promoted_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = match states.get(&shard) {
+            None => true,
+            Some(st) if now < st.last => true,
+            Some(st) => {
+                now - st.last >= PROMOTE_EVERY_MS
+                    && (st.next_due.is_some_and(|t| t <= now) || now - st.last >= PROMOTE_AT_LEAST_EVERY_MS)
+            }
+        };
         if due {
-            last.insert(shard, now);
+            states.entry(shard).or_default().last = now;
         }
         due
     }
 
+    fn record_next_due(&self, shard: u32, next_due: Option<Millis>) {
+        let mut states = self.promoted_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        states.entry(shard).or_default().next_due = next_due;
+    }
+
     /// Move up to `limit` conversations of `r<shard>` whose `readyAt` has come into `d<shard>`.
-    /// One Query, then one conditional UpdateItem per conversation (on `rev`: a conversation that
+    /// One Query (the partition's first `limit` entries by `readyAt`, due or not, so the earliest
+    /// one still waiting is known), then one conditional UpdateItem per conversation (on `rev`: a conversation that
     /// changed meanwhile is left to whoever changed it). Returns how many moved.
     pub(super) async fn promote_due(&self, shard: u32, limit: i32) -> AppResult<usize> {
         let now = self.now();
@@ -31,20 +57,26 @@ impl Store {
             .query()
             .table_name(self.q())
             .index_name(schema::IDX_READY)
-            .key_condition_expression("readyShard = :s AND readyAt <= :now")
+            .key_condition_expression("readyShard = :s")
             .expression_attribute_values(":s", s(format!("r{shard}")))
-            .expression_attribute_values(":now", n(now))
             .limit(limit)
             .send()
             .await
             .map_err(|e| sdk_error("Query ready (promote)", e))?;
+        let more = out.last_evaluated_key.as_ref().is_some_and(|k| !k.is_empty());
         let mut moved = 0;
+        let mut next_due = None;
         for item in out.items.unwrap_or_default() {
             let conv: ConversationItem = from_item(item)?;
+            let Some(at) = conv.ready_at else { continue };
+            if at > now {
+                // In `readyAt` order: the rest is not due either.
+                next_due = Some(at);
+                break;
+            }
             if conv.lock_lease_id.is_some() || conv.open_count <= 0 {
                 continue;
             }
-            let Some(at) = conv.ready_at else { continue };
             let rank = keys::due_rank(
                 conv.priority.unwrap_or(self.policy.queue.default_priority),
                 at,
@@ -63,6 +95,8 @@ impl Store {
                 moved += 1;
             }
         }
+        // A full page all due: more may wait behind it, so the next slot promotes again.
+        self.record_next_due(shard, next_due.or(more.then_some(now)));
         Ok(moved)
     }
 }

@@ -1,0 +1,48 @@
+//! The end user a call acts for, and how the deployment authenticates end users.
+
+use crate::error::{AppError, AppResult};
+
+/// An end user's id in the consumer's system (`consumerUserId`): 1 to 256 characters, no
+/// control characters, not blank. Only [`ConsumerUserId::parse`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConsumerUserId(String);
+
+impl ConsumerUserId {
+    pub fn parse(s: &str) -> AppResult<Self> {
+        if s.trim().is_empty() || s.chars().count() > 256 || s.chars().any(char::is_control) {
+            return Err(AppError::validation(
+                "consumerUserId must be 1 to 256 characters, not blank, without control characters",
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConsumerUserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How `api` learns the end user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessPolicy {
+    /// Secret ref of the HS256 key user tokens are signed with (`USER_TOKEN_SECRET_REF`). `None`:
+    /// trusted-backend mode.
+    pub user_token_secret_ref: Option<String>,
+    /// Required `iss` of user tokens (`USER_TOKEN_ISSUER`), when set.
+    pub issuer: Option<String>,
+    /// Required `aud` of user tokens (`USER_TOKEN_AUDIENCE`), when set.
+    pub audience: Option<String>,
+}
+
+impl AccessPolicy {
+    /// The mode's name, as readiness reports show it.
+    pub fn mode(&self) -> &'static str {
+        if self.user_token_secret_ref.is_some() { "userToken" } else { "trustedBackend" }
+    }
+}

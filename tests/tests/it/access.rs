@@ -1,0 +1,153 @@
+//! Who may call what: `enqueue` serves the producer's ops, `admin` the operator's, `api` the end
+//! user's; `api` takes the user from a verified token when the deployment configures a key, and
+//! from the arguments only in trusted-backend mode.
+
+use integration_tests::*;
+use serde_json::{Value, json};
+use shared::access::model::AccessPolicy;
+use shared::config::Policies;
+use shared::workers::model::WorkerPolicy;
+
+const KEY_REF: &str = "api.userTokenKey";
+
+async fn token_env() -> AppEnv {
+    app_env_with(Policies {
+        workers: WorkerPolicy { auth_cache_ms: 0, ..WorkerPolicy::default() },
+        access: AccessPolicy {
+            user_token_secret_ref: Some(KEY_REF.into()),
+            issuer: Some("consumer".into()),
+            ..AccessPolicy::default()
+        },
+        ..Policies::default()
+    })
+    .await
+}
+
+fn token(user: &str, key: &[u8], exp_s: i64) -> String {
+    shared::access::token::sign(&json!({"sub": user, "exp": exp_s, "iss": "consumer"}), key).unwrap()
+}
+
+/// A snapshot (uploading) of `user`'s conversation with `bot`, made through the worker protocol.
+async fn user_snapshot(a: &AppEnv, user: &str) {
+    a.e.store
+        .configure_agent(
+            serde_json::from_value(json!({"agentKey": "bot", "version": "1", "enabled": true, "secretsRef": []}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cid = shared::snapshots::rules::user_agent_conversation(user, "bot");
+    a.e.store.enqueue(enq(&cid, "bot", "hello")).await.unwrap();
+    let t = a.mint(&format!("w-{user}")).await;
+    let (st, job) = a.post("claim", &t, json!({"conversationId": cid})).await;
+    assert_eq!(st, 200, "{job}");
+    let prep = json!({"workspaceId": "default", "agentKey": "bot", "conversationId": cid, "reason": "manual"});
+    let (st, p) = a.post("snapshot-prepare", &t, prep).await;
+    assert_eq!(st, 200, "{p}");
+}
+
+#[tokio::test]
+async fn each_function_serves_only_its_callers_ops() {
+    let a = app_env().await;
+    let (producer, admin_ops, user_ops) = (enqueue::op_names(), admin::op_names(), api::op_names());
+    for op in all_op_names() {
+        let n = [&producer, &admin_ops, &user_ops].iter().filter(|l| l.contains(&op)).count();
+        assert_eq!(n, 1, "{op} is served by {n} functions");
+    }
+    assert_eq!(producer, vec!["enqueue", "hasQueuedJobsForConversation"]);
+    let before = snapshot(&a.e).await;
+    let refused = [
+        enqueue::handle(&a.app, json!({"op": "importSecret", "args": {"secretRef": "a.b", "plaintextValue": "v"}}))
+            .await,
+        enqueue::handle(&a.app, json!({"op": "configureAgent", "args": {"agentKey": "x", "version": "1"}})).await,
+        admin::handle(&a.app, json!({"op": "listSnapshotsForUserAgent", "args": {"agentKey": "bot"}})).await,
+        api::handle(&a.app, json!({"op": "mintWorkerToken", "args": {"workerId": "w"}})).await,
+        api::handle(&a.app, json!({"op": "enqueue", "args": {}})).await,
+    ];
+    for r in refused {
+        let e = r.unwrap_err();
+        assert_eq!(code(&e), "ValidationError");
+        assert!(e.to_string().contains("unknown op"), "{e}");
+    }
+    assert_eq!(snapshot(&a.e).await, before);
+}
+
+#[tokio::test]
+async fn trusted_backend_mode_takes_the_user_from_the_arguments() {
+    let a = app_env().await;
+    user_snapshot(&a, "u2").await;
+    let list = |args: Value| api::handle(&a.app, json!({"op": "listSnapshotsForUserAgent", "args": args}));
+    assert_eq!(list(json!({"consumerUserId": "u2", "agentKey": "bot"})).await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(list(json!({"consumerUserId": "u1", "agentKey": "bot"})).await.unwrap(), json!([]));
+    let e = list(json!({"agentKey": "bot"})).await.unwrap_err();
+    assert_eq!((code(&e), e.to_string().contains("consumerUserId is required")), ("ValidationError", true), "{e}");
+    for bad in [json!(""), json!(7), json!("a\u{0}b")] {
+        let e = list(json!({"consumerUserId": bad, "agentKey": "bot"})).await.unwrap_err();
+        assert_eq!(code(&e), "ValidationError", "{e}");
+    }
+    // A token is not silently ignored where nothing verifies it.
+    let e = api::handle(
+        &a.app,
+        json!({"op": "listSnapshotsForUserAgent", "args": {"agentKey": "bot"}, "userToken": "x.y.z"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("verifies no user tokens"), "{e}");
+}
+
+#[tokio::test]
+async fn with_a_key_the_user_is_the_verified_tokens_only() {
+    let a = token_env().await;
+    a.secret(KEY_REF, "k-0123456789abcdef0123456789abcdef").await;
+    let key = b"k-0123456789abcdef0123456789abcdef";
+    user_snapshot(&a, "u2").await;
+    let exp = (a.app.now() / 1000) + 600;
+    let call = |tok: Option<String>, args: Value| {
+        let mut p = json!({"op": "listSnapshotsForUserAgent", "args": args});
+        if let Some(t) = tok {
+            p["userToken"] = json!(t);
+        }
+        api::handle(&a.app, p)
+    };
+    // Its own data through its token.
+    let mine = call(Some(token("u2", key, exp)), json!({"agentKey": "bot"})).await.unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    let latest = api::handle(
+        &a.app,
+        json!({"op": "getLatestSnapshotForUserAgent", "args": {"agentKey": "bot"}, "userToken": token("u2", key, exp)}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(latest["conversationId"], "user-agent:bot:u2");
+    // Another user's token does not reach it, with or without naming u2 in the args.
+    assert_eq!(call(Some(token("u1", key, exp)), json!({"agentKey": "bot"})).await.unwrap(), json!([]));
+    let e = call(Some(token("u1", key, exp)), json!({"consumerUserId": "u2", "agentKey": "bot"})).await.unwrap_err();
+    assert_eq!(code(&e), "Forbidden", "{e}");
+    // Naming oneself is fine.
+    assert!(call(Some(token("u2", key, exp)), json!({"consumerUserId": "u2", "agentKey": "bot"})).await.is_ok());
+    // No token, a forged one, an expired one, a wrong issuer: 401, and the body never has the token.
+    let forged = token("u2", b"another key", exp);
+    let expired = token("u2", key, exp - 3_600);
+    let wrong_iss = shared::access::token::sign(&json!({"sub": "u2", "exp": exp, "iss": "x"}), key).unwrap();
+    for (tok, why) in [
+        (None, "pass 'userToken'"),
+        (Some(forged.clone()), "bad signature"),
+        (Some(expired), "expired"),
+        (Some(wrong_iss), "issuer"),
+        (Some("not-a-token".into()), "compact JWS"),
+    ] {
+        let e = call(tok.clone(), json!({"consumerUserId": "u2", "agentKey": "bot"})).await.unwrap_err();
+        assert_eq!(code(&e), "Unauthorized", "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+        if let Some(t) = tok {
+            assert!(!e.to_string().contains(&t));
+        }
+    }
+    // Unknown ops are named before any authentication.
+    let e = api::handle(&a.app, json!({"op": "nope"})).await.unwrap_err();
+    assert!(e.to_string().contains("unknown op 'nope'"), "{e}");
+    // Bad envelopes.
+    for bad in [json!([1]), json!({"op": "listSnapshotsForUserAgent", "extra": 1}), json!("x")] {
+        assert_eq!(code(&api::handle(&a.app, bad).await.unwrap_err()), "ValidationError");
+    }
+}
