@@ -1,5 +1,5 @@
 //! End to end through the local runner binary with its embedded DynamoDB (dynoxide): the AWS
-//! SDK's Lambda client invokes `enqueue` and the admin ops; a worker speaks HTTP to `/worker/*`
+//! SDK's Lambda client invokes `enqueue` and `admin`'s ops; a worker speaks HTTP to `/worker/*`
 //! with the token the runner minted, and uploads/downloads snapshots through `/blobs/*`.
 
 use aws_sdk_lambda::primitives::Blob;
@@ -63,7 +63,12 @@ async fn lambda(base: &str) -> aws_sdk_lambda::Client {
 }
 
 async fn invoke(c: &aws_sdk_lambda::Client, payload: Value) -> (Option<String>, Value) {
-    let out = c.invoke().function_name("enqueue").payload(Blob::new(payload.to_string())).send().await.expect("invoke");
+    // The producer's ops are `enqueue`'s, the operator's `admin`'s.
+    let function = match payload["op"].as_str() {
+        Some("enqueue" | "hasQueuedJobsForConversation") => "enqueue",
+        _ => "admin",
+    };
+    let out = c.invoke().function_name(function).payload(Blob::new(payload.to_string())).send().await.expect("invoke");
     let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
     (out.function_error().map(str::to_string), body)
 }
