@@ -14,11 +14,14 @@ pub struct App {
     pub secrets: Secrets,
     pub blobs: Arc<dyn BlobBackend>,
     pub auth: Arc<Authenticator>,
+    /// End users' token keys from `USER_TOKEN_JWKS_URL` (the `api` function).
+    pub jwks: Arc<crate::adapters::jwks::JwksCache>,
 }
 
 impl App {
     pub fn new(store: Arc<Store>, secrets: Secrets, blobs: Arc<dyn BlobBackend>) -> Self {
-        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()) }
+        let jwks = Arc::new(crate::adapters::jwks::JwksCache::new(store.policy.access.jwks_url.clone()));
+        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()), jwks }
     }
 
     pub fn now(&self) -> crate::clock::Millis {

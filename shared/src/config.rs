@@ -130,6 +130,7 @@ impl Config {
                 user_token_secret_ref: get("USER_TOKEN_SECRET_REF")
                     .map(|v| v.trim().to_string())
                     .filter(|v| !v.is_empty()),
+                jwks_url: get("USER_TOKEN_JWKS_URL").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
                 issuer: get("USER_TOKEN_ISSUER").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
                 audience: get("USER_TOKEN_AUDIENCE").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
             },

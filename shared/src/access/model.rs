@@ -31,9 +31,12 @@ impl std::fmt::Display for ConsumerUserId {
 /// How `api` learns the end user.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccessPolicy {
-    /// Secret ref of the HS256 key user tokens are signed with (`USER_TOKEN_SECRET_REF`). `None`:
-    /// trusted-backend mode.
+    /// Secret ref of the HS256 key user tokens are signed with (`USER_TOKEN_SECRET_REF`). With
+    /// neither this nor `jwks_url`: trusted-backend mode.
     pub user_token_secret_ref: Option<String>,
+    /// URL of the JSON Web Key Set whose RS256/ES256 keys sign user tokens
+    /// (`USER_TOKEN_JWKS_URL`), e.g. an identity provider's `/.well-known/jwks.json`.
+    pub jwks_url: Option<String>,
     /// Required `iss` of user tokens (`USER_TOKEN_ISSUER`), when set.
     pub issuer: Option<String>,
     /// Required `aud` of user tokens (`USER_TOKEN_AUDIENCE`), when set.
@@ -43,6 +46,11 @@ pub struct AccessPolicy {
 impl AccessPolicy {
     /// The mode's name, as readiness reports show it.
     pub fn mode(&self) -> &'static str {
-        if self.user_token_secret_ref.is_some() { "userToken" } else { "trustedBackend" }
+        if self.verifies_tokens() { "userToken" } else { "trustedBackend" }
+    }
+
+    /// Whether `api` takes the user from verified tokens only.
+    pub fn verifies_tokens(&self) -> bool {
+        self.user_token_secret_ref.is_some() || self.jwks_url.is_some()
     }
 }

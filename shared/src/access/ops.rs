@@ -27,7 +27,8 @@ pub struct ApiEnvelope {
     pub user_token: Option<String>,
 }
 
-/// The end user of a call. With a user-token key configured: the verified token's `sub` only
+/// The end user of a call. With user-token keys configured (an HS256 secret, a JWKS URL, or
+/// both): the verified token's `sub` only
 /// (an `args.consumerUserId` naming anyone else is refused); without: `args.consumerUserId`
 /// (trusted-backend mode). Either way `consumerUserId` is taken out of the args, so no op reads
 /// it from there.
@@ -38,37 +39,43 @@ pub async fn resolve_user(app: &App, token: Option<&str>, args: &mut Option<Valu
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err(AppError::validation("consumerUserId must be a string")),
     };
-    match &policy.user_token_secret_ref {
-        Some(secret_ref) => {
-            let Some(token) = token else {
-                return Err(AppError::Unauthorized(
-                    "this deployment takes the user from a user token: pass 'userToken' with the call".into(),
-                ));
-            };
-            let key = app.secrets.get(secret_ref).await?.ok_or_else(|| {
+    if policy.verifies_tokens() {
+        let Some(token) = token else {
+            return Err(AppError::Unauthorized(
+                "this deployment takes the user from a user token: pass 'userToken' with the call".into(),
+            ));
+        };
+        let parsed = super::token::parse(token)?;
+        let hs256 = match (&policy.user_token_secret_ref, parsed.alg.as_str()) {
+            (Some(secret_ref), "HS256") => Some(app.secrets.get(secret_ref).await?.ok_or_else(|| {
                 AppError::internal(format!("the user-token key '{secret_ref}' is not in the secret store"))
-            })?;
-            let user = super::token::verify(token, key.expose().as_bytes(), policy, app.now())?;
-            if named.is_some_and(|n| n != user.as_str()) {
-                return Err(AppError::Forbidden(
-                    "consumerUserId in the arguments is not the user of the token; omit it".into(),
-                ));
-            }
-            Ok(user)
+            })?),
+            _ => None,
+        };
+        let jwks = match parsed.alg.as_str() {
+            "RS256" | "ES256" => app.jwks.keys(app.now(), parsed.kid.as_deref()).await?,
+            _ => None,
+        };
+        let keys =
+            super::token::VerifyKeys { hs256: hs256.as_ref().map(|k| k.expose().as_bytes()), jwks: jwks.as_deref() };
+        let user = super::token::verify_parsed(&parsed, &keys, policy, app.now())?;
+        if named.is_some_and(|n| n != user.as_str()) {
+            return Err(AppError::Forbidden(
+                "consumerUserId in the arguments is not the user of the token; omit it".into(),
+            ));
         }
-        None => {
-            if token.is_some() {
-                return Err(AppError::validation(
-                    "userToken given, but this deployment verifies no user tokens (USER_TOKEN_SECRET_REF is not \
-                     set): it trusts its caller and takes args.consumerUserId",
-                ));
-            }
-            let Some(named) = named else {
-                return Err(AppError::validation("args.consumerUserId is required (trusted-backend mode)"));
-            };
-            ConsumerUserId::parse(&named)
-        }
+        return Ok(user);
     }
+    if token.is_some() {
+        return Err(AppError::validation(
+            "userToken given, but this deployment verifies no user tokens (neither USER_TOKEN_SECRET_REF \
+             nor USER_TOKEN_JWKS_URL is set): it trusts its caller and takes args.consumerUserId",
+        ));
+    }
+    let Some(named) = named else {
+        return Err(AppError::validation("args.consumerUserId is required (trusted-backend mode)"));
+    };
+    ConsumerUserId::parse(&named)
 }
 
 /// Parse an `api` payload, resolve the user, run the op; unknown ops are refused before any

@@ -151,3 +151,157 @@ async fn with_a_key_the_user_is_the_verified_tokens_only() {
         assert_eq!(code(&api::handle(&a.app, bad).await.unwrap_err()), "ValidationError");
     }
 }
+
+/// An identity provider's key set, served over HTTP, that the test can rotate; counts fetches.
+struct Idp {
+    url: String,
+    doc: std::sync::Arc<std::sync::Mutex<Value>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn idp(doc: Value) -> Idp {
+    use std::sync::atomic::Ordering;
+    let doc = std::sync::Arc::new(std::sync::Mutex::new(doc));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (d, f) = (doc.clone(), fetches.clone());
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let (d, f) = (d.clone(), f.clone());
+            async move {
+                f.fetch_add(1, Ordering::SeqCst);
+                axum::Json(d.lock().unwrap().clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Idp { url: format!("http://{addr}/.well-known/jwks.json"), doc, fetches }
+}
+
+fn b64u(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The INTEGERs of a DER SEQUENCE (an RSAPublicKey: n, e), leading zeros dropped.
+fn der_ints(der: &[u8]) -> Vec<Vec<u8>> {
+    fn len(b: &[u8], i: &mut usize) -> usize {
+        let l = b[*i] as usize;
+        *i += 1;
+        if l < 0x80 {
+            return l;
+        }
+        let mut v = 0;
+        for _ in 0..(l & 0x7f) {
+            v = (v << 8) | b[*i] as usize;
+            *i += 1;
+        }
+        v
+    }
+    let mut i = 1;
+    len(der, &mut i);
+    let mut out = vec![];
+    while i < der.len() {
+        assert_eq!(der[i], 2, "INTEGER");
+        i += 1;
+        let l = len(der, &mut i);
+        let mut v = der[i..i + l].to_vec();
+        i += l;
+        while v.len() > 1 && v[0] == 0 {
+            v.remove(0);
+        }
+        out.push(v);
+    }
+    out
+}
+
+struct RsaKey(aws_lc_rs::signature::RsaKeyPair, &'static str);
+struct EcKey(aws_lc_rs::signature::EcdsaKeyPair, &'static str);
+
+impl RsaKey {
+    fn new(kid: &'static str) -> Self {
+        Self(aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap(), kid)
+    }
+    fn jwk(&self) -> Value {
+        use aws_lc_rs::signature::KeyPair;
+        let ints = der_ints(self.0.public_key().as_ref());
+        json!({"kty": "RSA", "kid": self.1, "alg": "RS256", "use": "sig", "n": b64u(&ints[0]), "e": b64u(&ints[1])})
+    }
+    fn token(&self, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            b64u(json!({"alg": "RS256", "kid": self.1}).to_string().as_bytes()),
+            b64u(claims.to_string().as_bytes())
+        );
+        let mut sig = vec![0; self.0.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        self.0.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig).unwrap();
+        format!("{input}.{}", b64u(&sig))
+    }
+}
+
+impl EcKey {
+    fn new(kid: &'static str) -> Self {
+        Self(
+            aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                .unwrap(),
+            kid,
+        )
+    }
+    fn jwk(&self) -> Value {
+        use aws_lc_rs::signature::KeyPair;
+        let p = self.0.public_key().as_ref().to_vec();
+        json!({"kty": "EC", "crv": "P-256", "kid": self.1, "x": b64u(&p[1..33]), "y": b64u(&p[33..65])})
+    }
+    fn token(&self, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            b64u(json!({"alg": "ES256", "kid": self.1}).to_string().as_bytes()),
+            b64u(claims.to_string().as_bytes())
+        );
+        let sig = self.0.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", b64u(sig.as_ref()))
+    }
+}
+
+/// With `USER_TOKEN_JWKS_URL`, RS256 and ES256 tokens of the provider's keys are accepted, by
+/// `kid`, with the key set cached and refetched when the provider rotates its keys; HS256 is not
+/// accepted (no secret is configured), nor a key the set does not have.
+#[tokio::test]
+async fn tokens_of_an_identity_providers_key_set() {
+    use std::sync::atomic::Ordering;
+    let (r1, e1, r2, stranger) = (RsaKey::new("r1"), EcKey::new("e1"), RsaKey::new("r2"), RsaKey::new("r1"));
+    let idp = idp(json!({"keys": [r1.jwk(), e1.jwk()]})).await;
+    let a = app_env_with(Policies {
+        access: AccessPolicy { jwks_url: Some(idp.url.clone()), ..AccessPolicy::default() },
+        ..Policies::default()
+    })
+    .await;
+    user_snapshot(&a, "u2").await;
+    let exp = (a.app.now() / 1000) + 600;
+    let claims = |user: &str| json!({"sub": user, "exp": exp});
+    let call = |tok: String| {
+        api::handle(&a.app, json!({"op": "listSnapshotsForUserAgent", "args": {"agentKey": "bot"}, "userToken": tok}))
+    };
+    assert_eq!(call(r1.token(&claims("u2"))).await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(call(e1.token(&claims("u2"))).await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(call(e1.token(&claims("u1"))).await.unwrap(), json!([]));
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 1, "the key set is cached");
+    // A key of the same kid that is not the provider's; an HS256 token; an unknown kid.
+    for (tok, why) in [
+        (stranger.token(&claims("u2")), "bad signature"),
+        (token("u2", b"guess", exp), "HS256 is not accepted"),
+        (r2.token(&claims("u2")), "no key of the key set"),
+    ] {
+        let e = call(tok).await.unwrap_err();
+        assert_eq!(code(&e), "Unauthorized", "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    // The provider rotates in r2: accepted once the set is refetched (at most every 30 s).
+    idp.doc.lock().unwrap()["keys"].as_array_mut().unwrap().push(r2.jwk());
+    a.e.clock.advance(31_000);
+    assert_eq!(call(r2.token(&claims("u2"))).await.unwrap().as_array().unwrap().len(), 1);
+    assert!(idp.fetches.load(Ordering::SeqCst) <= 3);
+}

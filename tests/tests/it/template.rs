@@ -124,7 +124,19 @@ fn functions_get_the_configuration_they_read() {
         t["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]["USER_TOKEN_SECRET_REF"],
         json!({"Ref": "UserTokenSecretRef"})
     );
-    assert!(vars.get("USER_TOKEN_SECRET_REF").is_none());
+    assert_eq!(
+        t["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]["USER_TOKEN_JWKS_URL"],
+        json!({"Ref": "UserTokenJwksUrl"})
+    );
+    assert!(vars.get("USER_TOKEN_SECRET_REF").is_none() && vars.get("USER_TOKEN_JWKS_URL").is_none());
+    let cfg = shared::Config::from_lookup(&|k| match k {
+        "USER_TOKEN_SECRET_REF" => Some("api.userTokenKey".into()),
+        "USER_TOKEN_JWKS_URL" => Some("https://idp.example/jwks".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(cfg.policy.access.user_token_secret_ref.as_deref(), Some("api.userTokenKey"));
+    assert_eq!(cfg.policy.access.jwks_url.as_deref(), Some("https://idp.example/jwks"));
     let claim = &t["Resources"]["ClaimFunction"]["Properties"];
     let ev = claim["Events"].as_object().unwrap().values().next().unwrap();
     assert_eq!((ev["Type"].as_str(), ev["Properties"]["Path"].as_str()), (Some("HttpApi"), Some("/worker/{op}")));
