@@ -77,6 +77,11 @@ const BY_STATUS_INCLUDE: &[&str] = &[
     "createdAt",
 ];
 
+/// What an unassigned claimer reads from the `due` index: which conversation, and whether a live
+/// owner holds it (the query's filter). Nothing else, so the many writes to a conversation item
+/// that change neither its rank nor its owner do not touch the index.
+const DUE_INCLUDE: &[&str] = &["conversationId", "ownerId", "ownerUntil"];
+
 pub const TABLES: &[TableDef] = &[
     TableDef {
         logical: QUEUE,
@@ -98,7 +103,7 @@ pub const TABLES: &[TableDef] = &[
         lsis: &[IndexDef { name: IDX_OPEN, hash: "pk", range: Some("openKey"), include: None }],
         gsis: &[
             IndexDef { name: IDX_READY, hash: "readyShard", range: Some("readyAt"), include: None },
-            IndexDef { name: IDX_DUE, hash: "readyShard", range: Some("dueRank"), include: None },
+            IndexDef { name: IDX_DUE, hash: "readyShard", range: Some("dueRank"), include: Some(DUE_INCLUDE) },
             IndexDef {
                 name: IDX_BY_STATUS,
                 hash: "status",

@@ -105,14 +105,18 @@ impl Store {
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query ready", e))?;
-            let mut cands: Vec<ConversationItem> =
-                out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<_>>()?;
-            // The `due` index is already in claim order (`dueRank`); expired locks by due time.
-            if !by_rank {
+            // The `due` index is in claim order (`dueRank`) and projects only the conversation id
+            // and its owner; expired locks (`ready`, full items) are ordered by due time.
+            let items = out.items.unwrap_or_default();
+            let cids: Vec<String> = if by_rank {
+                items.iter().filter_map(|i| i.get("conversationId").and_then(|v| v.as_s().ok()).cloned()).collect()
+            } else {
+                let mut cands: Vec<ConversationItem> = items.into_iter().map(from_item).collect::<AppResult<_>>()?;
                 order_candidates(&mut cands);
-            }
-            for c in cands {
-                match self.claim_in_conversation(worker_id, &c.conversation_id, token_hash).await? {
+                cands.into_iter().map(|c| c.conversation_id).collect()
+            };
+            for cid in cids {
+                match self.claim_in_conversation(worker_id, &cid, token_hash).await? {
                     ConvOutcome::Claimed(j) => return Ok(Some(Some(j))),
                     ConvOutcome::Nothing => {}
                     ConvOutcome::WorkerRefused(w) => {
@@ -121,7 +125,7 @@ impl Store {
                             return Ok(Some(None));
                         }
                         match w.assigned_conversation_id {
-                            Some(a) if a != c.conversation_id => {
+                            Some(a) if a != cid => {
                                 return Ok(Some(match self.claim_in_conversation(worker_id, &a, token_hash).await? {
                                     ConvOutcome::Claimed(j) => Some(j),
                                     _ => None,
