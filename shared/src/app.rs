@@ -45,3 +45,22 @@ impl App {
         Ok(Self::new(store, secrets, blobs))
     }
 }
+
+/// The `main` of a function invoked with a JSON payload (the op-envelope functions): telemetry,
+/// configuration and the [`App`] once per process, then every invocation through `handle`, its
+/// errors reported as Lambda function errors with a stable `errorType`.
+pub async fn run_invoked_function<H, Fut>(handle: H) -> Result<(), lambda_runtime::Error>
+where
+    H: Fn(Arc<App>, serde_json::Value) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = AppResult<serde_json::Value>> + Send,
+{
+    crate::telemetry::init(true);
+    let cfg = crate::Config::from_env()?;
+    let app = Arc::new(App::from_config(&cfg, Arc::new(crate::SystemClock)).await?);
+    let handle = Arc::new(handle);
+    lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<serde_json::Value>| {
+        let (app, handle) = (app.clone(), handle.clone());
+        async move { handle(app, ev.payload).await.map_err(lambda_runtime::Diagnostic::from) }
+    }))
+    .await
+}
