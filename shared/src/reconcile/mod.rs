@@ -2,8 +2,15 @@
 //!
 //! `provider` is the port every machine provider implements (Fly Machines, local processes);
 //! `model` and `rules` are the cycle as a pure plan (observed rows + inventory + demand ->
-//! actions).
+//! actions); `cycle` is the thin executor with single flight and coalescing; `ops` the op table
+//! of the `reconcile` function.
 
+#[cfg(feature = "aws")]
+pub mod cycle;
 pub mod model;
+#[cfg(feature = "aws")]
+pub mod ops;
 pub mod provider;
+#[cfg(feature = "aws")]
+pub mod providers;
 pub mod rules;

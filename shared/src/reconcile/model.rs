@@ -271,3 +271,27 @@ pub struct CycleReport {
     pub waiting: Vec<Waiting>,
     pub errors: Vec<String>,
 }
+
+/// A single-use bootstrap code: put in a spawned worker's env, exchanged once (within minutes)
+/// for the worker's token at `POST /worker/bootstrap`. `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapCode(pub String);
+
+impl BootstrapCode {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BootstrapCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BootstrapCode(<redacted>)")
+    }
+}
+
+/// `POST /worker/bootstrap` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapArgs {
+    pub code: String,
+}

@@ -100,7 +100,7 @@ pub fn plan(o: &Observed<'_>) -> Plan {
         let within_grace = o.now - last_sign(w) <= p.missing_machine_grace_ms;
         // Whether the machine is confirmed down (listed as stopped/gone, or missing past grace).
         let down: Option<Reason> = match (m, &w.machine_id) {
-            (Some(m), _) if matches!(m.state, MachineState::Gone | MachineState::Stopped) => Some(Reason::MachineGone),
+            (Some(m), _) if m.state != MachineState::Active => Some(Reason::MachineGone),
             (Some(_), _) => None,
             (None, Some(_)) if within_grace => None,
             (None, Some(_)) => Some(Reason::MachineMissing),
@@ -114,8 +114,10 @@ pub fn plan(o: &Observed<'_>) -> Plan {
         if machine_alive {
             alive += 1;
         }
-        let machine_id = m.filter(|m| m.state != MachineState::Gone).map(|m| m.id.clone());
-        if m.is_none() && down.is_none() {
+        // Teardown destroys the listed machine, or the row's (a destroy answered "not found"
+        // is the provider's confirmation that it is gone).
+        let machine_id = m.filter(|m| m.state != MachineState::Gone).map(|m| m.id.clone()).or(w.machine_id.clone());
+        if m.is_none() && down.is_none() && w.status != WorkerStatus::Stopping {
             plan.waiting.push(Waiting {
                 id: id.into(),
                 reason: if w.machine_id.is_some() { "machine_missing_grace" } else { "spawning" },
@@ -146,11 +148,7 @@ pub fn plan(o: &Observed<'_>) -> Plan {
             }
             WorkerStatus::Stopping => {
                 leaving.insert(id);
-                if m.is_some() || down.is_some() {
-                    retire(&mut plan, w, WorkerStatus::Stopping, Reason::Snapshotted, machine_id);
-                } else {
-                    plan.waiting.push(Waiting { id: id.into(), reason: "machine_missing_grace" });
-                }
+                retire(&mut plan, w, WorkerStatus::Stopping, Reason::Snapshotted, machine_id);
             }
             WorkerStatus::Stopped => {}
         }
@@ -258,6 +256,86 @@ pub fn plan(o: &Observed<'_>) -> Plan {
     plan.alive_after = alive + spawned;
     plan.unserved = unserved;
     plan
+}
+
+/// A worker's dedicated volume name: `<prefix>_<hash>`, at most 30 characters (Fly's limit),
+/// the hash a 64-bit FNV-1a of the worker id in base 36 (the original's 32-bit hash could
+/// collide, W-P7). Lower-case `[a-z0-9_]` only.
+pub fn volume_name(prefix: &str, worker_id: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in worker_id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut hash = String::new();
+    loop {
+        let d = (h % 36) as u32;
+        hash.insert(0, char::from_digit(d, 36).unwrap_or('0'));
+        h /= 36;
+        if h == 0 {
+            break;
+        }
+    }
+    let clean: String =
+        prefix.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let clean = clean.trim_matches('_');
+    let clean = if clean.is_empty() { "afw" } else { clean };
+    let room = 29 - hash.len();
+    format!("{}_{hash}", &clean[..clean.len().min(room)])
+}
+
+/// What a spawned worker's env is built from (spec §7, without the original's plaintext
+/// bridge secrets: those come in the hydration bundle).
+#[derive(Debug, Clone)]
+pub struct SpawnEnv<'a> {
+    pub worker_id: &'a str,
+    pub conversation_id: Option<&'a str>,
+    pub agent_key: Option<&'a str>,
+    pub api_base_url: &'a str,
+    pub workspace_id: &'a str,
+    pub volume_path: &'a str,
+    pub idle_timeout_ms: i64,
+    /// The single-use bootstrap code the worker exchanges for its token (`POST
+    /// /worker/bootstrap`). Never logged.
+    pub bootstrap_code: &'a str,
+}
+
+/// The spawn env: runtime defaults (paths under the volume path, not a hard-coded `/data`),
+/// then the worker's identity and target; blank values dropped, kept values not trimmed.
+pub fn spawn_env(e: &SpawnEnv<'_>) -> std::collections::BTreeMap<String, String> {
+    let vp = e.volume_path.trim_end_matches('/');
+    let state = format!("{vp}/.clawdbot");
+    let ws = format!("{vp}/workspace");
+    let pairs: Vec<(&str, String)> = vec![
+        ("NODE_ENV", "production".into()),
+        ("OPENCLAW_GATEWAY_HOST", "127.0.0.1".into()),
+        ("OPENCLAW_GATEWAY_PORT", "18789".into()),
+        ("OPENCLAW_GATEWAY_URL", "http://127.0.0.1:18789".into()),
+        ("OPENCLAW_STATE_DIR", state.clone()),
+        ("OPENCLAW_WORKSPACE_DIR", ws.clone()),
+        ("OPENCLAW_CONFIG_PATH", format!("{state}/openclaw.json")),
+        ("OPENCLAW_REQUIRE_DATA_MOUNT", "true".into()),
+        ("OPENCLAW_RUN_SETUP", "false".into()),
+        ("OPENCLAW_SETUP_TIMEOUT_MS", "90000".into()),
+        ("OPENCLAW_GATEWAY_COMMAND", "node /app/openclaw.mjs gateway".into()),
+        ("OPENCLAW_GATEWAY_READY_TIMEOUT_MS", "60000".into()),
+        ("OPENCLAW_GATEWAY_READY_POLL_MS", "500".into()),
+        ("OPENCLAW_GATEWAY_READY_REQUIRED", "true".into()),
+        ("SKILLS_BOOTSTRAP_MODE", "db_manifest".into()),
+        ("SKILLS_BOOTSTRAP_REQUIRED", "false".into()),
+        ("SKILLS_BOOTSTRAP_TIMEOUT_MS", "15000".into()),
+        ("SKILLS_RELEASE_CHANNEL", "stable".into()),
+        ("OPENCLAW_SKILLS_DIR", format!("{ws}/skills")),
+        ("AGENT_FACTORY_URL", e.api_base_url.into()),
+        ("WORKSPACE_ID", e.workspace_id.into()),
+        ("WORKER_ID", e.worker_id.into()),
+        ("AGENT_FACTORY_WORKER_ID", e.worker_id.into()),
+        ("WORKER_IDLE_TIMEOUT_MS", e.idle_timeout_ms.to_string()),
+        ("OPENCLAW_AGENT_KEY", e.agent_key.unwrap_or_default().into()),
+        ("OPENCLAW_CONVERSATION_ID", e.conversation_id.unwrap_or_default().into()),
+        ("AGENT_FACTORY_BOOTSTRAP_CODE", e.bootstrap_code.into()),
+    ];
+    pairs.into_iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Walk a row whose work is over to `stopped`: the remaining transitions, then the teardown
@@ -527,7 +605,11 @@ mod tests {
             vec![
                 Action::Drain { worker_id: "a".into(), reason: Reason::MachineMissing },
                 Action::Stop { worker_id: "a".into(), reason: Reason::MachineMissing },
-                Action::Teardown { worker_id: "a".into(), machine_id: None, volume_id: Some("v-a".into()) },
+                Action::Teardown {
+                    worker_id: "a".into(),
+                    machine_id: Some("m-a".into()),
+                    volume_id: Some("v-a".into())
+                },
             ]
         );
         assert_eq!(p.alive_after, 0);
@@ -635,6 +717,38 @@ mod tests {
         // `a` is unassigned in its row but holds c1's lock: no spawn, and `a` is not spare.
         let p = run(T, &pol(3), &[a], &ms, &d);
         assert!(spawns(&p).is_empty());
+    }
+
+    #[test]
+    fn volume_names_are_short_distinct_and_clean() {
+        let a = volume_name("Afw-Data!", &new_worker_id(T, 1, 0));
+        let b = volume_name("Afw-Data!", &new_worker_id(T, 1, 1));
+        assert_ne!(a, b);
+        assert!(a.starts_with("afw_data_"), "{a}");
+        let long = volume_name("a_very_long_volume_prefix_name_exceeding", "w");
+        assert!(long.len() <= 30, "{long}");
+        assert!(volume_name("", "w").starts_with("afw_"));
+        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+    }
+
+    #[test]
+    fn spawn_env_drops_blanks_and_carries_no_long_lived_secret() {
+        let e = SpawnEnv {
+            worker_id: "w1",
+            conversation_id: None,
+            agent_key: Some(" "),
+            api_base_url: "https://x",
+            workspace_id: "default",
+            volume_path: "/vol/",
+            idle_timeout_ms: 60_000,
+            bootstrap_code: "code",
+        };
+        let env = spawn_env(&e);
+        assert!(!env.contains_key("OPENCLAW_CONVERSATION_ID") && !env.contains_key("OPENCLAW_AGENT_KEY"));
+        assert_eq!(env["OPENCLAW_WORKSPACE_DIR"], "/vol/workspace");
+        assert_eq!(env["WORKER_IDLE_TIMEOUT_MS"], "60000");
+        assert_eq!(env["AGENT_FACTORY_BOOTSTRAP_CODE"], "code");
+        assert!(env.keys().all(|k| !k.contains("TOKEN") && !k.contains("SERVICE_KEY")));
     }
 
     #[test]
