@@ -476,3 +476,64 @@ async fn list_workers_pages_and_stats_count_the_live_pool() {
     assert_eq!(s["idleCount"], 5);
     assert!(s["reconcile"]["cycles"].as_u64().unwrap() >= 1);
 }
+
+/// Put `n` stopped worker rows (the history a cycle must never read).
+async fn stopped_history(g: &Rig, n: usize) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    let rows: Vec<WriteRequest> = (0..n)
+        .map(|i| {
+            let w = json!({"workerId": format!("old-{i}-{}", shared::ids::random_u128() as u32), "provider": "fly",
+                           "status": "stopped", "load": 0, "heartbeatAt": 1, "appName": "app", "stoppedAt": 2});
+            let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+                serde_dynamo::to_item(w).unwrap();
+            WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().unwrap()).build()
+        })
+        .collect();
+    for chunk in rows.chunks(25) {
+        g.a.e
+            .store
+            .client
+            .batch_write_item()
+            .request_items(&g.a.e.tables.workers, chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Requests of one steady-state cycle (pool at the cap, nothing to do).
+async fn cycle_cost(g: &Rig) -> (u64, std::collections::BTreeMap<String, u64>) {
+    g.a.e.clock.advance(5_000);
+    g.a.e.counter.reset();
+    let rep = g.op("reconcileWorkerPool", json!({})).await.unwrap();
+    assert_eq!(rep["spawned"], 0, "{rep}");
+    (g.a.e.counter.total(), g.a.e.counter.by_operation())
+}
+
+#[tokio::test]
+async fn cycle_cost_does_not_grow_with_queued_messages_or_stopped_history() {
+    let g = rig(2).await;
+    for i in 0..100 {
+        g.enqueue(&format!("c{}", i % 10)).await;
+    }
+    g.cycle().await;
+    stopped_history(&g, 10).await;
+    let (small, ops) = cycle_cost(&g).await;
+    // 20x the queue (over more conversations than one demand read takes) and 100x the history.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..1_900 {
+        let store = g.a.e.store.clone();
+        set.spawn(async move { store.enqueue(enq(&format!("d{}", i % 400), "bot", "x")).await.unwrap() });
+        if set.len() >= 32 {
+            set.join_next().await;
+        }
+    }
+    while set.join_next().await.is_some() {}
+    stopped_history(&g, 990).await;
+    let (big, ops_big) = cycle_cost(&g).await;
+    println!(
+        "cycle cost: {small} requests at 100 queued / 10 stopped rows ({ops:?}); {big} at 2,000 queued / 1,000 stopped ({ops_big:?})"
+    );
+    assert_eq!(small, big, "{ops:?} vs {ops_big:?}");
+    assert!(small <= 16, "{ops:?}");
+}
