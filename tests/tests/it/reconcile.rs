@@ -447,6 +447,19 @@ async fn stream_batches_trigger_cycles_only_when_capacity_may_be_needed_and_coal
     reconcile::handle(&g.r, json!({"Records": [stream_record(5_000, "CONV", "r0", true)]})).await.unwrap();
     assert_eq!(g.fake.alive().len(), 3, "capped at maxWorkers");
     assert!(!g.a.e.store.reconcile_state().await.unwrap().dirty);
+    // A batch whose cycle fails is reported failed from its first record (Lambda retries it,
+    // bisecting): here the stored provider kind has no provider.
+    struct NoProvider;
+    impl ProviderFactory for NoProvider {
+        fn provider(&self, cfg: &ProviderRuntimeConfig) -> shared::AppResult<Arc<dyn WorkerProvider>> {
+            Err(shared::AppError::internal(format!("no provider {}", cfg.kind)))
+        }
+    }
+    let broken = Reconciler { app: g.a.app.clone(), deployment: DEP.into(), providers: Arc::new(NoProvider) };
+    g.a.e.clock.advance(5_000);
+    let ev = json!({"Records": [stream_record(7_001, "CONV", "r0", true), stream_record(7_002, "CONV", "r0", true)]});
+    let out = reconcile::handle(&broken, ev).await.unwrap();
+    assert_eq!(out["batchItemFailures"], json!([{"itemIdentifier": format!("{:021}", 7_001)}]));
     g.check().await;
 }
 
