@@ -23,6 +23,8 @@ const MAX_ROUNDS: u32 = 4;
 pub const DEMAND_LIMIT: i32 = 200;
 /// Expired leases released per cycle.
 const LEASE_RELEASE_LIMIT: i64 = 100;
+/// Most warm machines read per cycle (above `warmPoolMax`'s bound).
+const WARM_LIMIT: i32 = 200;
 /// How long a bootstrap code in a spawn env stays redeemable.
 pub const BOOTSTRAP_TTL_MS: i64 = 10 * 60_000;
 
@@ -122,6 +124,7 @@ impl Reconciler {
         };
         let now = store.now();
         let (demand, _capped) = store.ready_demand(now, DEMAND_LIMIT).await?;
+        let warm = store.warm_machines(WARM_LIMIT).await?;
         let plan = rules::plan(&Observed {
             now,
             policy: &policy,
@@ -131,6 +134,7 @@ impl Reconciler {
             rows: &rows,
             machines: &machines,
             demand: &demand,
+            warm: &warm,
             id_seed: crate::ids::random_u128() as u64,
         });
         report.alive = plan.alive_after;
@@ -179,7 +183,6 @@ impl Reconciler {
             Action::Spawn { worker_id, conversation_id, agent_key } => {
                 let assignment = conversation_id.as_deref().zip(agent_key.as_deref());
                 store.register_spawn(worker_id, provider.kind(), provider.app(), assignment).await?;
-                let code = store.create_bootstrap_code(worker_id, BOOTSTRAP_TTL_MS).await?;
                 let mut tags = BTreeMap::new();
                 tags.insert(DEPLOYMENT_TAG.to_string(), self.deployment.clone());
                 tags.insert(WORKER_TAG.to_string(), worker_id.clone());
@@ -198,16 +201,7 @@ impl Reconciler {
                     mount = Some((v.id.clone(), cfg.volume_path.clone()));
                     volume_id = Some(v.id);
                 }
-                let env = rules::spawn_env(&SpawnEnv {
-                    worker_id,
-                    conversation_id: conversation_id.as_deref(),
-                    agent_key: agent_key.as_deref(),
-                    api_base_url: &cfg.api_base_url,
-                    workspace_id: &cfg.workspace_id,
-                    volume_path: &cfg.volume_path,
-                    idle_timeout_ms: policy.idle_timeout_ms,
-                    bootstrap_code: code.expose(),
-                });
+                let env = self.env(cfg, policy, worker_id, conversation_id.as_deref(), agent_key.as_deref()).await?;
                 let spec = MachineSpec {
                     name: worker_id.clone(),
                     region: cfg.region.clone(),
@@ -219,6 +213,52 @@ impl Reconciler {
                 let m = provider.create_machine(&spec).await?;
                 store.attach_machine(worker_id, &m.id, Some(&m.region), volume_id.as_deref()).await?;
                 report.spawned += 1;
+            }
+            Action::StartWarm { worker_id, machine_id, volume_id, conversation_id, agent_key } => {
+                if !store.take_warm(machine_id).await? {
+                    return Err(ActError::Moved);
+                }
+                store
+                    .register_spawn(worker_id, provider.kind(), provider.app(), Some((conversation_id, agent_key)))
+                    .await?;
+                store.attach_machine(worker_id, machine_id, None, volume_id.as_deref()).await?;
+                let env = self.env(cfg, policy, worker_id, Some(conversation_id), Some(agent_key)).await?;
+                provider.start_machine(machine_id, &env).await?;
+                report.warm_started += 1;
+            }
+            Action::Park { worker_id, machine_id, volume_id, conversation_id, agent_key } => {
+                match provider.stop_machine(machine_id).await {
+                    Ok(()) => {
+                        store
+                            .put_warm(&super::model::WarmMachine {
+                                machine_id: machine_id.clone(),
+                                volume_id: volume_id.clone(),
+                                worker_id: worker_id.clone(),
+                                conversation_id: conversation_id.clone(),
+                                agent_key: agent_key.clone(),
+                                parked_at: store.now(),
+                            })
+                            .await?;
+                    }
+                    // Gone meanwhile: nothing to keep; its volume goes.
+                    Err(e) if e.is_not_found() => {
+                        if let Some(v) = volume_id {
+                            gone_ok(provider.delete_volume(v).await)?;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if !store.reconcile_transition(worker_id, WorkerStatus::Stopping).await? {
+                    return Err(ActError::Moved);
+                }
+                report.parked += 1;
+            }
+            Action::DiscardWarm { machine_id, volume_id } => {
+                gone_ok(provider.destroy_machine(machine_id, true).await)?;
+                if let Some(v) = volume_id {
+                    gone_ok(provider.delete_volume(v).await)?;
+                }
+                store.take_warm(machine_id).await?;
             }
             Action::AttachMachine { worker_id, machine_id } => {
                 store.attach_machine(worker_id, machine_id, None, None).await?;
@@ -261,6 +301,30 @@ impl Reconciler {
     }
 }
 
+impl Reconciler {
+    /// A worker's spawn env, with a fresh single-use bootstrap code.
+    async fn env(
+        &self,
+        cfg: &ProviderRuntimeConfig,
+        policy: &ScalingPolicy,
+        worker_id: &str,
+        conversation_id: Option<&str>,
+        agent_key: Option<&str>,
+    ) -> AppResult<BTreeMap<String, String>> {
+        let code = self.app.store.create_bootstrap_code(worker_id, BOOTSTRAP_TTL_MS).await?;
+        Ok(rules::spawn_env(&SpawnEnv {
+            worker_id,
+            conversation_id,
+            agent_key,
+            api_base_url: &cfg.api_base_url,
+            workspace_id: &cfg.workspace_id,
+            volume_path: &cfg.volume_path,
+            idle_timeout_ms: policy.idle_timeout_ms,
+            bootstrap_code: code.expose(),
+        }))
+    }
+}
+
 /// Why an action did not complete.
 #[derive(Debug, thiserror::Error)]
 enum ActError {
@@ -286,8 +350,10 @@ fn worker_of(a: &Action) -> Option<&str> {
         | Action::AttachMachine { worker_id, .. }
         | Action::Drain { worker_id, .. }
         | Action::Stop { worker_id, .. }
-        | Action::Teardown { worker_id, .. } => Some(worker_id),
-        Action::DestroyOrphan { .. } => None,
+        | Action::Teardown { worker_id, .. }
+        | Action::Park { worker_id, .. }
+        | Action::StartWarm { worker_id, .. } => Some(worker_id),
+        Action::DestroyOrphan { .. } | Action::DiscardWarm { .. } => None,
     }
 }
 
@@ -299,12 +365,17 @@ fn action_name(a: &Action) -> &'static str {
         Action::Stop { .. } => "stop",
         Action::Teardown { .. } => "teardown",
         Action::DestroyOrphan { .. } => "destroyOrphan",
+        Action::Park { .. } => "park",
+        Action::StartWarm { .. } => "startWarm",
+        Action::DiscardWarm { .. } => "discardWarm",
     }
 }
 
 fn merge(into: &mut CycleReport, r: CycleReport) {
     into.cycles += r.cycles;
     into.spawned += r.spawned;
+    into.warm_started += r.warm_started;
+    into.parked += r.parked;
     into.drained += r.drained;
     into.stopping += r.stopping;
     into.torn_down += r.torn_down;

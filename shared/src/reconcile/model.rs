@@ -34,6 +34,10 @@ pub struct ScalingPolicy {
     pub reclaim_idle_after_ms: i64,
     /// Triggers closer together than this are coalesced into one cycle.
     pub min_cycle_interval_ms: i64,
+    /// Most stopped-but-kept machines (warm restarts); 0 = off.
+    pub warm_pool_max: u32,
+    /// How long a warm machine is kept before it is destroyed; 0 = off.
+    pub warm_retention_ms: i64,
 }
 
 impl Default for ScalingPolicy {
@@ -49,6 +53,8 @@ impl Default for ScalingPolicy {
             orphan_grace_ms: 300_000,
             reclaim_idle_after_ms: 60_000,
             min_cycle_interval_ms: 2_000,
+            warm_pool_max: 0,
+            warm_retention_ms: 0,
         }
     }
 }
@@ -75,6 +81,8 @@ impl ScalingPolicy {
         range("orphanGraceMs", self.orphan_grace_ms, 60_000, DAY_MS)?;
         range("reclaimIdleAfterMs", self.reclaim_idle_after_ms, 0, 7 * DAY_MS)?;
         range("minCycleIntervalMs", self.min_cycle_interval_ms, 100, 300_000)?;
+        range("warmPoolMax", self.warm_pool_max.into(), 0, 100)?;
+        range("warmRetentionMs", self.warm_retention_ms, 0, 30 * DAY_MS)?;
         Ok(())
     }
 }
@@ -183,6 +191,20 @@ pub struct Demand {
     pub lock_worker_id: Option<String>,
 }
 
+/// A stopped machine kept with its volume for a warm restart of its conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmMachine {
+    pub machine_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    /// The worker it last ran.
+    pub worker_id: String,
+    pub conversation_id: String,
+    pub agent_key: String,
+    pub parked_at: Millis,
+}
+
 /// What a cycle decided to do, in order. The executor carries them out; a provider error stops
 /// only the action it hit (the rows stay, the next cycle decides again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -199,6 +221,26 @@ pub enum Action {
     /// Destroy the machine (if any), delete the volume (if any), then mark the row stopped, each
     /// step only after the provider confirmed the previous one.
     Teardown { worker_id: String, machine_id: Option<String>, volume_id: Option<String> },
+    /// Stop (not destroy) a stopping worker's machine after its final snapshot and keep it,
+    /// with its volume, for its conversation; then mark the row stopped.
+    Park {
+        worker_id: String,
+        machine_id: String,
+        volume_id: Option<String>,
+        conversation_id: String,
+        agent_key: String,
+    },
+    /// A new worker on a warm machine of its conversation: row first, then start the machine
+    /// with a fresh env (a new bootstrap code).
+    StartWarm {
+        worker_id: String,
+        machine_id: String,
+        volume_id: Option<String>,
+        conversation_id: String,
+        agent_key: String,
+    },
+    /// A warm machine past its retention (or gone): destroy it and its volume, forget it.
+    DiscardWarm { machine_id: String, volume_id: Option<String> },
     /// Destroy a machine of this deployment that no live row claims.
     DestroyOrphan { machine_id: String, worker: Option<String> },
 }
@@ -247,7 +289,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn spawns(&self) -> usize {
-        self.actions.iter().filter(|a| matches!(a, Action::Spawn { .. })).count()
+        self.actions.iter().filter(|a| matches!(a, Action::Spawn { .. } | Action::StartWarm { .. })).count()
     }
 }
 
@@ -259,6 +301,8 @@ pub struct CycleReport {
     pub ran: bool,
     pub cycles: u32,
     pub spawned: u32,
+    pub warm_started: u32,
+    pub parked: u32,
     pub drained: u32,
     pub stopping: u32,
     pub torn_down: u32,

@@ -2,7 +2,7 @@
 //! the provider's inventory + demand + the policy + now -> the actions to take. No I/O; time
 //! and fresh ids are given.
 
-use super::model::{Action, Demand, Plan, Reason, ScalingPolicy, Waiting};
+use super::model::{Action, Demand, Plan, Reason, ScalingPolicy, Waiting, WarmMachine};
 use super::provider::{Machine, MachineState, WORKER_TAG};
 use crate::clock::Millis;
 use crate::workers::model::{WorkerItem, WorkerStatus};
@@ -25,6 +25,8 @@ pub struct Observed<'a> {
     pub machines: &'a [Machine],
     /// Conversations with work now, oldest first.
     pub demand: &'a [Demand],
+    /// Machines kept stopped for warm restarts.
+    pub warm: &'a [WarmMachine],
     /// Makes this cycle's new worker ids unique (random per cycle).
     pub id_seed: u64,
 }
@@ -82,6 +84,23 @@ pub fn plan(o: &Observed<'_>) -> Plan {
     let mut leaving: HashSet<&str> = HashSet::new();
     // Machines that may be alive: the hard cap counts them.
     let mut alive = 0u32;
+
+    // Warm machines: kept while listed, stopped and within retention; otherwise discarded.
+    let warm_on = p.warm_pool_max > 0 && p.warm_retention_ms > 0;
+    let warm_ids: HashSet<&str> = o.warm.iter().map(|w| w.machine_id.as_str()).collect();
+    let mut warm_avail: Vec<&WarmMachine> = Vec::new();
+    for wm in o.warm {
+        let listed = by_id.get(wm.machine_id.as_str()).filter(|m| m.state != MachineState::Gone);
+        let expired = !warm_on || o.now - wm.parked_at >= p.warm_retention_ms;
+        match listed {
+            Some(m) if !expired && m.state == MachineState::Stopped => warm_avail.push(wm),
+            Some(_) if !expired => plan.waiting.push(Waiting { id: wm.machine_id.clone(), reason: "warm_not_stopped" }),
+            _ => plan
+                .actions
+                .push(Action::DiscardWarm { machine_id: wm.machine_id.clone(), volume_id: wm.volume_id.clone() }),
+        }
+    }
+    let mut warm_count = warm_avail.len() as u32;
 
     let rows: Vec<&WorkerItem> = o.rows.iter().filter(|w| w.status != WorkerStatus::Stopped).collect();
     for w in rows.iter().filter(|w| managed(w, o.provider_kind, o.app)) {
@@ -148,7 +167,26 @@ pub fn plan(o: &Observed<'_>) -> Plan {
             }
             WorkerStatus::Stopping => {
                 leaving.insert(id);
-                retire(&mut plan, w, WorkerStatus::Stopping, Reason::Snapshotted, machine_id);
+                let parkable = warm_on
+                    && warm_count < p.warm_pool_max
+                    && w.last_snapshot_id.is_some()
+                    && m.is_some_and(|m| {
+                        matches!(m.state, MachineState::Active | MachineState::Stopping | MachineState::Stopped)
+                    });
+                match (parkable, m, w.assigned_conversation_id.as_ref(), w.assigned_agent_key.as_ref()) {
+                    (true, Some(m), Some(c), Some(a)) => {
+                        warm_count += 1;
+                        alive -= 1; // parked: stopped and kept, not a running machine
+                        plan.actions.push(Action::Park {
+                            worker_id: id.into(),
+                            machine_id: m.id.clone(),
+                            volume_id: w.volume_id.clone(),
+                            conversation_id: c.clone(),
+                            agent_key: a.clone(),
+                        });
+                    }
+                    _ => retire(&mut plan, w, WorkerStatus::Stopping, Reason::Snapshotted, machine_id),
+                }
             }
             WorkerStatus::Stopped => {}
         }
@@ -158,7 +196,8 @@ pub fn plan(o: &Observed<'_>) -> Plan {
     // row write, a row stopped while its machine lived on). Untagged machines are never touched.
     let live_ids: HashSet<&str> = rows.iter().map(|w| w.worker_id.as_str()).collect();
     for m in &tagged {
-        if m.state == MachineState::Gone || claimed_machines.contains(m.id.as_str()) {
+        if m.state == MachineState::Gone || claimed_machines.contains(m.id.as_str()) || warm_ids.contains(m.id.as_str())
+        {
             continue;
         }
         let worker = m.metadata.get(WORKER_TAG).cloned().unwrap_or_else(|| m.name.clone());
@@ -201,8 +240,21 @@ pub fn plan(o: &Observed<'_>) -> Plan {
     let room = p.max_workers.saturating_sub(alive);
     let to_spawn = (p.spawn_step.min(room) as usize).min(targets.len());
     for (i, d) in targets.iter().take(to_spawn).enumerate() {
+        let worker_id = new_worker_id(o.now, o.id_seed, i);
+        // A warm machine of the same conversation first (its volume holds that workspace).
+        if let Some(pos) = warm_avail.iter().position(|w| w.conversation_id == d.conversation_id) {
+            let wm = warm_avail.remove(pos);
+            plan.actions.push(Action::StartWarm {
+                worker_id,
+                machine_id: wm.machine_id.clone(),
+                volume_id: wm.volume_id.clone(),
+                conversation_id: d.conversation_id.clone(),
+                agent_key: d.agent_key.clone(),
+            });
+            continue;
+        }
         plan.actions.push(Action::Spawn {
-            worker_id: new_worker_id(o.now, o.id_seed, i),
+            worker_id,
             conversation_id: Some(d.conversation_id.clone()),
             agent_key: Some(d.agent_key.clone()),
         });
@@ -429,6 +481,7 @@ mod tests {
             rows,
             machines,
             demand: d,
+            warm: &[],
             id_seed: 7,
         })
     }
@@ -749,6 +802,65 @@ mod tests {
         assert_eq!(env["WORKER_IDLE_TIMEOUT_MS"], "60000");
         assert_eq!(env["AGENT_FACTORY_BOOTSTRAP_CODE"], "code");
         assert!(env.keys().all(|k| !k.contains("TOKEN") && !k.contains("SERVICE_KEY")));
+    }
+
+    fn run_warm(
+        now: Millis,
+        p: &ScalingPolicy,
+        rows: &[WorkerItem],
+        ms: &[Machine],
+        d: &[Demand],
+        warm: &[WarmMachine],
+    ) -> Plan {
+        plan(&Observed {
+            now,
+            policy: p,
+            deployment: DEP,
+            provider_kind: "fly",
+            app: "app",
+            rows,
+            machines: ms,
+            demand: d,
+            warm,
+            id_seed: 7,
+        })
+    }
+
+    #[test]
+    fn warm_restarts_park_after_the_final_snapshot_and_restart_for_the_same_conversation() {
+        let warm = ScalingPolicy { warm_pool_max: 1, warm_retention_ms: 3_600_000, ..pol(3) };
+        let mut a = assigned(row("a", WorkerStatus::Stopping), "c1");
+        a.last_snapshot_id = Some("s1".into());
+        let ms = [m_of(&a, MachineState::Active)];
+        // Off by default: torn down.
+        assert_eq!(teardowns(&run(T, &pol(3), std::slice::from_ref(&a), &ms, &[])), vec!["a".to_string()]);
+        let p = run_warm(T, &warm, std::slice::from_ref(&a), &ms, &[], &[]);
+        assert!(
+            matches!(&p.actions[..], [Action::Park { machine_id, conversation_id, .. }] if machine_id == "m-a" && conversation_id == "c1"),
+            "{p:?}"
+        );
+        assert_eq!(p.alive_after, 0, "a parked machine is not a running one");
+        // Without a final snapshot it is not kept.
+        let mut b = a.clone();
+        b.last_snapshot_id = None;
+        assert_eq!(teardowns(&run_warm(T, &warm, &[b], &ms, &[], &[])), vec!["a".to_string()]);
+        // Parked: c1 gets it back, c2 gets a new machine; it is no orphan.
+        let wm = WarmMachine {
+            machine_id: "m-a".into(),
+            volume_id: Some("v-a".into()),
+            worker_id: "a".into(),
+            conversation_id: "c1".into(),
+            agent_key: "bot".into(),
+            parked_at: T,
+        };
+        let stopped = [m_of(&a, MachineState::Stopped)];
+        let p = run_warm(T + 1_000, &warm, &[], &stopped, &[demand("c2"), demand("c1")], std::slice::from_ref(&wm));
+        assert!(p.actions.iter().any(|x| matches!(x, Action::StartWarm { machine_id, conversation_id, .. } if machine_id == "m-a" && conversation_id == "c1")), "{p:?}");
+        assert_eq!(spawns(&p), vec![Some("c2".into())]);
+        assert!(!p.actions.iter().any(|x| matches!(x, Action::DestroyOrphan { .. })));
+        // Past its retention: destroyed with its volume.
+        let p = run_warm(T + 3_600_000, &warm, &[], &stopped, &[], std::slice::from_ref(&wm));
+        assert_eq!(p.actions, vec![Action::DiscardWarm { machine_id: "m-a".into(), volume_id: Some("v-a".into()) }]);
     }
 
     #[test]

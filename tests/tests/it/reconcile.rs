@@ -420,18 +420,18 @@ async fn stream_batches_trigger_cycles_only_when_capacity_may_be_needed_and_coal
     let out = reconcile::handle(&g.r, ev).await.unwrap();
     assert_eq!(out["batchItemFailures"], json!([]));
     assert_eq!(g.fake.alive().len(), 1);
-    // A burst: 1,000 enqueues, each followed by its stream batch, 250 at a time in parallel
+    // A burst: 1,000 enqueues, each followed by its stream batch, 100 at a time in parallel
     // (within the minimum interval): a handful of cycles, not 1,000.
     let before = g.a.e.store.reconcile_state().await.unwrap().cycles;
     g.a.e.clock.advance(5_000);
-    for round in 0..4u64 {
+    for round in 0..10u64 {
         let mut set = tokio::task::JoinSet::new();
-        for i in 0..250u64 {
+        for i in 0..100u64 {
             let r = g.r.clone();
             let store = g.a.e.store.clone();
             set.spawn(async move {
-                store.enqueue(enq(&format!("b{}", i % 7), "bot", "x")).await.unwrap();
-                let ev = json!({"Records": [stream_record(round * 250 + i + 10, "CONV", "r0", true)]});
+                store.enqueue(enq(&format!("b{}", i % 50), "bot", "x")).await.unwrap();
+                let ev = json!({"Records": [stream_record(round * 100 + i + 10, "CONV", "r0", true)]});
                 reconcile::handle(&r, ev).await.unwrap()
             });
         }
@@ -549,4 +549,117 @@ async fn cycle_cost_does_not_grow_with_queued_messages_or_stopped_history() {
     );
     assert_eq!(small, big, "{ops:?} vs {ops_big:?}");
     assert!(small <= 16, "{ops:?}");
+}
+
+/// The worker's final snapshot (drain): prepare, upload, finalize; moves it to `stopping`.
+async fn final_snapshot(g: &Rig, token: &str, cid: &str) {
+    use sha2::{Digest, Sha256};
+    let archive = b"workspace".to_vec();
+    let sha = hex::encode(Sha256::digest(&archive));
+    let (st, p) =
+        g.a.post(
+            "snapshot-prepare",
+            token,
+            json!({"workspaceId": "default", "agentKey": "bot", "conversationId": cid, "reason": "drain"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{p}");
+    let ct = p["uploadHeaders"]["content-type"].as_str().unwrap_or("application/gzip").to_string();
+    assert_eq!(g.a.blob("PUT", p["uploadUrl"].as_str().unwrap(), Some(&ct), archive.clone()).await.0, 200);
+    let (st, done) =
+        g.a.post(
+            "snapshot-finalize",
+            token,
+            json!({"snapshotId": p["snapshotId"], "sha256": sha, "sizeBytes": archive.len()}),
+        )
+        .await;
+    assert_eq!((st, done["workerStatus"].as_str()), (200, Some("stopping")), "{done}");
+}
+
+/// From asking for a cycle to the worker's first claim (bootstrap included).
+async fn start_to_first_claim(g: &Rig, cid: &str) -> (std::time::Duration, String) {
+    let t0 = std::time::Instant::now();
+    g.cycle().await;
+    let w = g.live().await.into_iter().find(|w| w.status == WorkerStatus::Active).unwrap();
+    let token = boot(g, &w).await;
+    let (st, job) = g.a.post("claim", &token, json!({"conversationId": cid})).await;
+    assert_eq!(st, 200);
+    assert!(job["messageId"].is_string(), "{job}");
+    let (st, _) = g.a.post("complete", &token, json!({"messageId": job["messageId"], "leaseId": job["leaseId"]})).await;
+    assert_eq!(st, 200);
+    (t0.elapsed(), token)
+}
+
+#[tokio::test]
+async fn warm_restart_keeps_an_idle_workers_machine_and_volume_for_its_conversation() {
+    let g = rig(2).await;
+    g.op(
+        "setScalingPolicy",
+        json!({"policy": {"maxWorkers": 2, "spawnStep": 10, "warmPoolMax": 1, "warmRetentionMs": 3_600_000}, "expectedVersion": 1}),
+    )
+    .await
+    .unwrap();
+    g.enqueue("c1").await;
+    let (cold, token) = start_to_first_claim(&g, "c1").await;
+    let w = g.live().await.remove(0);
+    let (mid, vid) = (w.machine_id.clone().unwrap(), w.volume_id.clone().unwrap());
+    // Idle 30 min (heartbeating), drained, final snapshot: parked, not destroyed.
+    for _ in 0..6 {
+        g.a.e.clock.advance(300_000);
+        g.a.post("worker-heartbeat", &token, json!({})).await;
+    }
+    assert_eq!(g.cycle().await["drained"], 1);
+    final_snapshot(&g, &token, "c1").await;
+    let rep = g.cycle().await;
+    assert_eq!(rep["parked"], 1, "{rep}");
+    assert_eq!(g.a.e.store.get_worker(&w.worker_id).await.unwrap().unwrap().status, WorkerStatus::Stopped);
+    let m = g.fake.alive().into_iter().find(|m| m.id == mid).expect("the machine is kept");
+    assert_eq!(m.state, MachineState::Stopped);
+    assert!(g.fake.volumes().iter().any(|v| v.id == vid), "with its volume");
+    assert_eq!(g.fake.calls("destroy_machine"), 0);
+    // Not an orphan, and kept across cycles.
+    g.cycle().await;
+    assert!(g.fake.alive().iter().any(|m| m.id == mid));
+    // New work for c1: the same machine starts again, with a fresh bootstrap code.
+    let old_code = g.fake.env_of(&mid)["AGENT_FACTORY_BOOTSTRAP_CODE"].clone();
+    g.enqueue("c1").await;
+    let creates = g.fake.calls("create_machine");
+    let (warm, _) = start_to_first_claim(&g, "c1").await;
+    assert_eq!(g.fake.calls("create_machine"), creates, "no new machine");
+    let w2 = g.live().await.remove(0);
+    assert_ne!(w2.worker_id, w.worker_id);
+    assert_eq!((w2.machine_id.as_deref(), w2.volume_id.as_deref()), (Some(mid.as_str()), Some(vid.as_str())));
+    let new_code = g.fake.env_of(&mid)["AGENT_FACTORY_BOOTSTRAP_CODE"].clone();
+    assert_ne!(new_code, old_code);
+    assert!(g.a.e.store.redeem_bootstrap_code(&old_code).await.is_err(), "the old code is worthless");
+    println!(
+        "start to first claim on the fake provider: cold {cold:?} (volume + machine created), warm {warm:?} (machine started)"
+    );
+    g.check().await;
+}
+
+#[tokio::test]
+async fn warm_machines_are_destroyed_after_their_retention() {
+    let g = rig(1).await;
+    g.op(
+        "setScalingPolicy",
+        json!({"policy": {"maxWorkers": 1, "warmPoolMax": 1, "warmRetentionMs": 600_000}, "expectedVersion": 1}),
+    )
+    .await
+    .unwrap();
+    g.enqueue("c1").await;
+    let (_, token) = start_to_first_claim(&g, "c1").await;
+    for _ in 0..6 {
+        g.a.e.clock.advance(300_000);
+        g.a.post("worker-heartbeat", &token, json!({})).await;
+    }
+    g.cycle().await;
+    final_snapshot(&g, &token, "c1").await;
+    assert_eq!(g.cycle().await["parked"], 1);
+    assert_eq!(g.fake.alive().len(), 1);
+    g.a.e.clock.advance(600_000);
+    g.cycle().await;
+    assert!(g.fake.alive().is_empty());
+    assert!(g.fake.volumes().is_empty());
+    g.check().await;
 }

@@ -151,7 +151,12 @@ fn reconcile_runs_once_at_a_time_on_the_stream_the_schedule_and_ops() {
     );
     // Least privilege: no table-wide CRUD policy, no Scan, no secret but the Fly token.
     let text = serde_json::to_string(&p["Policies"]).unwrap();
-    assert!(!text.contains("CrudPolicy") && !text.contains("Scan") && !text.contains("DeleteItem"), "{text}");
+    assert!(!text.contains("CrudPolicy") && !text.contains("Scan"), "{text}");
+    let tables = serde_json::to_string(&p["Policies"][0]["Statement"][0]).unwrap();
+    assert!(
+        tables.contains("QueueTable") && !tables.contains("DeleteItem"),
+        "no deletes in the queue and workers tables"
+    );
     assert!(text.contains("fly.apiToken"), "{text}");
     for op in ["startWorkers", "reconcileWorkerPool", "checkIdleShutdowns", "listWorkers", "getWorkerStats"] {
         assert!(reconcile::op_names().contains(&op), "{op}");

@@ -125,6 +125,14 @@ pub fn reconcile_state_key() -> Item {
     key("RECONCILE", "STATE")
 }
 
+/// The partition of warm (stopped, kept) machines in the control table.
+pub const WARM_PK: &str = "WARM";
+
+/// A warm machine's item.
+pub fn warm_key(machine_id: &str) -> Item {
+    key(WARM_PK, machine_id)
+}
+
 /// A bootstrap code, by the SHA-256 of the code (the code itself is never stored).
 pub fn bootstrap_key(code_hash: &str) -> Item {
     key(format!("BOOT#{code_hash}"), "BOOT")

@@ -8,7 +8,7 @@ use super::{Ex, Item, Store, applied, from_item, n, s, schema, to_item};
 use crate::adapters::sdk_error;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
-use crate::reconcile::model::{BootstrapCode, Demand, Versioned};
+use crate::reconcile::model::{BootstrapCode, Demand, Versioned, WarmMachine};
 use crate::workers::model::{MintTokenArgs, MintedToken};
 use crate::workers::model::{WorkerItem, WorkerStatus};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -474,5 +474,51 @@ impl Store {
             return Err(refused());
         };
         self.mint_worker_token(&MintTokenArgs { worker_id, provider: None }).await
+    }
+
+    /// The warm machines (one Query of the `WARM` partition, at most `limit`).
+    pub async fn warm_machines(&self, limit: i32) -> AppResult<Vec<WarmMachine>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.control)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(keys::WARM_PK))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query warm machines", e))?;
+        out.items.unwrap_or_default().into_iter().map(from_item).collect()
+    }
+
+    /// Remember a parked machine. One PutItem.
+    pub async fn put_warm(&self, w: &WarmMachine) -> AppResult<()> {
+        let mut item = to_item(w)?;
+        item.extend(keys::warm_key(&w.machine_id));
+        self.client
+            .put_item()
+            .table_name(&self.tables.control)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem warm machine", e))?;
+        Ok(())
+    }
+
+    /// Take (or forget) a warm machine: `false` when someone else took it. One DeleteItem.
+    pub async fn take_warm(&self, machine_id: &str) -> AppResult<bool> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.control)
+            .set_key(Some(keys::warm_key(machine_id)))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(sdk_error("DeleteItem warm machine", e)),
+        }
     }
 }
