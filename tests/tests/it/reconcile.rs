@@ -430,7 +430,8 @@ async fn stream_batches_trigger_cycles_only_when_capacity_may_be_needed_and_coal
             let r = g.r.clone();
             let store = g.a.e.store.clone();
             set.spawn(async move {
-                store.enqueue(enq(&format!("b{}", i % 50), "bot", "x")).await.unwrap();
+                // Distinct conversations: DynamoDB Local times out transactions queued on one item.
+                store.enqueue(enq(&format!("b{round}-{i}"), "bot", "x")).await.unwrap();
                 let ev = json!({"Records": [stream_record(round * 100 + i + 10, "CONV", "r0", true)]});
                 reconcile::handle(&r, ev).await.unwrap()
             });
