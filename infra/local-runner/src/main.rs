@@ -39,6 +39,7 @@ const USAGE: &str = "\
 local-runner: run agent-factory's functions on localhost
 
 USAGE: local-runner [--port N] [--data-dir DIR] [--sweep-secs N] [--read-timeout-ms N] [--worker ID]...
+                    [--worker-command CMD] [--reconcile-secs N]
 
   --port N        listen on 127.0.0.1:N (default 8787; 0 picks a free port)
   --data-dir DIR  keep the embedded DynamoDB (DIR/dynamo.sqlite), the secrets (DIR/secrets.json)
@@ -50,6 +51,13 @@ USAGE: local-runner [--port N] [--data-dir DIR] [--sweep-secs N] [--read-timeout
                   blob uploads get 60 times as long)
   --worker ID     register worker ID and print its bearer token (repeatable); more tokens:
                   invoke op mintWorkerToken
+  --worker-command CMD
+                  reconcile starts workers as local child processes running `sh -c CMD`
+                  (with the spawn env: WORKER_ID, AGENT_FACTORY_URL, AGENT_FACTORY_BOOTSTRAP_CODE,
+                  ...; a volume is a directory under the data dir); stores the `process`
+                  provider config unless one is stored already
+  --reconcile-secs N
+                  run a reconcile cycle every N seconds (default 15; 0 = only after enqueues)
 
 ENVIRONMENT
   DYNAMODB_ENDPOINT   use this DynamoDB (e.g. DynamoDB Local) instead of the embedded one
@@ -71,11 +79,20 @@ struct Args {
     sweep_secs: u64,
     read_timeout: Duration,
     workers: Vec<String>,
+    worker_command: Option<String>,
+    reconcile_secs: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a =
-        Args { port: 8787, data_dir: None, sweep_secs: 30, read_timeout: Duration::from_secs(10), workers: Vec::new() };
+    let mut a = Args {
+        port: 8787,
+        data_dir: None,
+        sweep_secs: 30,
+        read_timeout: Duration::from_secs(10),
+        workers: Vec::new(),
+        worker_command: None,
+        reconcile_secs: 15,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -83,6 +100,11 @@ fn parse_args() -> Result<Args, String> {
             "--port" => a.port = val("--port")?.parse().map_err(|_| "--port takes a number".to_string())?,
             "--data-dir" => a.data_dir = Some(val("--data-dir")?.into()),
             "--worker" => a.workers.push(val("--worker")?),
+            "--worker-command" => a.worker_command = Some(val("--worker-command")?),
+            "--reconcile-secs" => {
+                a.reconcile_secs =
+                    val("--reconcile-secs")?.parse().map_err(|_| "--reconcile-secs takes a number".to_string())?
+            }
             "--sweep-secs" => {
                 a.sweep_secs = val("--sweep-secs")?.parse().map_err(|_| "--sweep-secs takes a number".to_string())?
             }
@@ -123,10 +145,34 @@ fn function_error(e: shared::AppError) -> (String, String) {
 
 /// The functions the Invoke path hosts, by name: a new function is one line here.
 const FUNCTIONS: &[(&str, Handler)] = &[
-    ("enqueue", |app, payload| Box::pin(async move { enqueue::handle(&app, payload).await.map_err(function_error) })),
+    ("enqueue", |app, payload| {
+        Box::pin(async move {
+            let is_enqueue = payload.get("op").and_then(Value::as_str) == Some("enqueue");
+            let r = enqueue::handle(&app, payload).await.map_err(function_error);
+            if is_enqueue && r.is_ok() {
+                // What the queue table's stream does on AWS: ask for a reconcile cycle.
+                RECONCILE_WANTED.notify_one();
+            }
+            r
+        })
+    }),
     ("admin", |app, payload| Box::pin(async move { admin::handle(&app, payload).await.map_err(function_error) })),
     ("api", |app, payload| Box::pin(async move { api::handle(&app, payload).await.map_err(function_error) })),
+    ("reconcile", |_app, payload| {
+        Box::pin(async move {
+            let Some(r) = RECONCILER.get() else {
+                return Err(("Internal".to_string(), "reconcile is not set up".to_string()));
+            };
+            Box::pin(reconcile::handle(r, payload)).await.map_err(function_error)
+        })
+    }),
 ];
+
+/// The reconcile function's context (its provider factory runs workers as child processes).
+static RECONCILER: std::sync::OnceLock<shared::reconcile::cycle::Reconciler> = std::sync::OnceLock::new();
+/// Set after every successful enqueue; one background task turns it into cycles (coalesced:
+/// a burst of enqueues wakes it once).
+static RECONCILE_WANTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 #[tokio::main]
 async fn main() {
@@ -264,6 +310,52 @@ async fn run(args: Args) -> Result<(), String> {
         tokens.push_str(&format!("  worker {w}: token {}\n", m.token));
     }
     let state = AppState { app: app.clone(), blobs };
+    let reconciler = shared::reconcile::cycle::Reconciler {
+        app: (*app).clone(),
+        deployment: cfg.deployment_id.clone(),
+        providers: shared::reconcile::providers::local(
+            args.worker_command.clone().unwrap_or_default(),
+            args.data_dir.clone().unwrap_or_else(|| blob_root.clone()).join("workers"),
+        ),
+    };
+    if args.worker_command.is_some() && reconciler.provider_config().await.map_err(|e| e.to_string())?.is_none() {
+        let pc = shared::reconcile::model::ProviderRuntimeConfig {
+            kind: "process".into(),
+            app_name: "local".into(),
+            image: String::new(),
+            region: String::new(),
+            volume_name_prefix: "afw_data".into(),
+            volume_path: "/data".into(),
+            volume_size_gb: 1,
+            api_base_url: format!("http://{addr}"),
+            workspace_id: "default".into(),
+        };
+        store
+            .put_versioned(shared::adapters::dynamo::reconcile::Stored::ProviderConfig, &pc, 0)
+            .await
+            .map_err(|e| format!("storing the process provider config: {e}"))?;
+    }
+    let _ = RECONCILER.set(reconciler.clone());
+    {
+        let every = (args.reconcile_secs > 0).then(|| Duration::from_secs(args.reconcile_secs));
+        tokio::spawn(async move {
+            loop {
+                match every {
+                    Some(d) => {
+                        let _ = tokio::time::timeout(d, RECONCILE_WANTED.notified()).await;
+                    }
+                    None => RECONCILE_WANTED.notified().await,
+                }
+                match Box::pin(reconciler.request_cycle()).await {
+                    Ok(r) if r.spawned + r.drained + r.torn_down + r.orphans_destroyed > 0 => {
+                        tracing::info!(spawned = r.spawned, drained = r.drained, torn_down = r.torn_down, "reconcile")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reconcile cycle failed"),
+                }
+            }
+        });
+    }
 
     if args.sweep_secs > 0 {
         let app = app.clone();

@@ -508,3 +508,59 @@ async fn enqueue_latency_by_queue_depth() {
     ms.sort_by(f64::total_cmp);
     println!("queueStats at {queued} queued: median {:.1} ms of 5 ({stats})", ms[2]);
 }
+
+/// A tiny worker in shell: exchanges its bootstrap code for a token, claims its conversation's
+/// message, completes it, then idles.
+const SHELL_WORKER: &str = r#"
+T=$(curl -s -X POST "$AGENT_FACTORY_URL/worker/bootstrap" -d "{\"code\":\"$AGENT_FACTORY_BOOTSTRAP_CODE\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/')
+J=$(curl -s -H "Authorization: Bearer $T" "$AGENT_FACTORY_URL/worker/claim" -d "{\"conversationId\":\"$OPENCLAW_CONVERSATION_ID\"}")
+M=$(echo "$J" | sed 's/.*"messageId":"\([^"]*\)".*/\1/')
+L=$(echo "$J" | sed 's/.*"leaseId":"\([^"]*\)".*/\1/')
+curl -s -H "Authorization: Bearer $T" "$AGENT_FACTORY_URL/worker/complete" -d "{\"messageId\":\"$M\",\"leaseId\":\"$L\"}" > completed.json
+exec sleep 60
+"#;
+
+#[tokio::test]
+async fn reconcile_starts_a_local_worker_process_that_does_the_work() {
+    let r = start(&[("DEPLOYMENT_ID", "e2e")], &["--worker-command", SHELL_WORKER, "--reconcile-secs", "1"]);
+    let c = lambda(&r.base).await;
+    let (err, _) = invoke(
+        &c,
+        json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": [], "enabled": true}}),
+    )
+    .await;
+    assert_eq!(err, None);
+    let (err, enq) = invoke(
+        &c,
+        json!({"op": "enqueue", "args": {"conversationId": "tg:bot:7", "agentKey": "bot",
+            "payload": {"provider": "telegram", "providerUserId": "7", "messageText": "hi"}}}),
+    )
+    .await;
+    assert_eq!(err, None, "{enq}");
+    let mut done = false;
+    for _ in 0..100 {
+        let items =
+            invoke(&c, json!({"op": "listQueueItemsForConversation", "args": {"conversationId": "tg:bot:7"}})).await.1;
+        if items[0]["status"] == "done" {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(done, "the worker process did not complete the message");
+    let out = c
+        .invoke()
+        .function_name("reconcile")
+        .payload(Blob::new(json!({"op": "listWorkers"}).to_string()))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+    let ws = body["workers"].as_array().unwrap();
+    assert_eq!(ws.len(), 1, "{body}");
+    assert_eq!(
+        (ws[0]["provider"].as_str(), ws[0]["assignedConversationId"].as_str()),
+        (Some("process"), Some("tg:bot:7"))
+    );
+    assert!(ws[0]["machineId"].is_string() && ws[0]["volumeId"].is_string(), "{body}");
+}

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod blob_local;
 pub mod dynamo;
 pub mod jwks;
+pub mod process;
 pub mod s3;
 pub mod secrets_file;
 pub mod secrets_manager;

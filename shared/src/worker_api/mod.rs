@@ -30,6 +30,9 @@ pub enum Auth {
     /// The token's worker only; the route checks the token on the worker row it reads together
     /// with its data (hydration: one BatchGetItem), never from the cache.
     Deferred,
+    /// No token: the body carries a single-use credential the route checks itself (the
+    /// bootstrap code a spawned worker exchanges for its token).
+    Code,
 }
 
 /// Who called, as far as the route's [`Auth`] mode established it.
@@ -38,6 +41,8 @@ pub enum Caller {
     Verified(Principal),
     WithRow(Principal, Box<WorkerItem>),
     Unverified(Claimed),
+    /// No token was presented (`Auth::Code` routes).
+    Anonymous,
 }
 
 impl Caller {
@@ -45,7 +50,7 @@ impl Caller {
     pub fn principal(&self) -> AppResult<&Principal> {
         match self {
             Caller::Verified(p) | Caller::WithRow(p, _) => Ok(p),
-            Caller::Unverified(_) => Err(AppError::internal("route needs a verified caller")),
+            Caller::Unverified(_) | Caller::Anonymous => Err(AppError::internal("route needs a verified caller")),
         }
     }
 
@@ -69,6 +74,7 @@ impl Caller {
         match self {
             Caller::Verified(p) | Caller::WithRow(p, _) => &p.worker_id,
             Caller::Unverified(c) => c.worker_id(),
+            Caller::Anonymous => "",
         }
     }
 }
@@ -223,6 +229,7 @@ async fn dispatch(app: &App, req: WorkerRequest<'_>) -> AppResult<Value> {
             Caller::WithRow(p, Box::new(row))
         }
         Auth::Deferred => Caller::Unverified(Authenticator::claimed(authorization)?),
+        Auth::Code => Caller::Anonymous,
     };
     if body.len() > MAX_BODY_BYTES {
         return Err(AppError::PayloadTooLarge(format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));

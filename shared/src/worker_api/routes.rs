@@ -12,6 +12,10 @@ use serde_json::json;
 /// Every worker route. `Token` routes trust a recently verified token (their writes re-check it),
 /// `Row` routes get a fresh worker row, hydration checks the token on the row it reads itself.
 pub static ROUTES: &[Route] = &[
+    // A spawned worker's first call: its single-use bootstrap code (from its env) for its token.
+    route!("bootstrap", Auth::Code, false, false, |app, _who, a: crate::reconcile::model::BootstrapArgs| {
+        app.store.redeem_bootstrap_code(&a.code).await?
+    }),
     route!("claim", Auth::Token, false, true, |app, who, a: ClaimArgs| {
         let p = who.principal()?;
         app.store.claim_as(&p.worker_id, a.conversation_id.as_deref(), Some(&p.token_hash)).await?

@@ -177,6 +177,9 @@ pub struct WorkerItem {
     pub assigned_lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_at: Option<Millis>,
+    /// When reconcile moved the worker to `draining` (base of the drain deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_started_at: Option<Millis>,
     /// When the row was first written (mint, spawn or upsert); base of the idle deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_at: Option<Millis>,

@@ -55,6 +55,7 @@ pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis
             assigned_agent_key: None,
             assigned_lease_id: None,
             assigned_at: None,
+            drain_started_at: None,
             registered_at: Some(now),
             token_hash: None,
             token_issued_at: None,

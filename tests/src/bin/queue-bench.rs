@@ -7,6 +7,8 @@
 //! 3. claim+complete throughput with 8 concurrent claim loops.
 //! 4. A whole job through the worker protocol (token auth, hydration, heartbeat, history,
 //!    complete): DynamoDB requests and latency per call.
+//! 5. A reconcile cycle (steady pool, fake provider): DynamoDB requests at the shallow and the
+//!    deep queue, and with 10 vs `--deep` stopped worker rows.
 
 use integration_tests::*;
 use shared::adapters::dynamo::Store;
@@ -259,6 +261,96 @@ async fn main() {
     }
     if all || o.phase == "protocol" {
         protocol(o.sample).await;
+    }
+    if all || o.phase == "reconcile" {
+        reconcile_cost(&o).await;
+    }
+}
+
+/// One steady-state reconcile cycle (pool at its cap, nothing to do): requests and time.
+async fn reconcile_cost(o: &Opts) {
+    use shared::adapters::dynamo::reconcile::Stored;
+    use shared::reconcile::cycle::{ProviderFactory, Reconciler};
+    use shared::reconcile::model::{ProviderRuntimeConfig, ScalingPolicy};
+    use shared::reconcile::provider::WorkerProvider;
+    struct Fixed(Arc<integration_tests::fake_provider::FakeProvider>);
+    impl ProviderFactory for Fixed {
+        fn provider(&self, _c: &ProviderRuntimeConfig) -> shared::AppResult<Arc<dyn WorkerProvider>> {
+            Ok(self.0.clone())
+        }
+    }
+    println!("\n5. One reconcile cycle, steady pool of 2 (fake provider): DynamoDB requests");
+    println!("   {:<44} {:>12} {:>12}", "state", "req/cycle", "ms/cycle");
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let store = a.e.store.clone();
+    let cfg = ProviderRuntimeConfig {
+        kind: "fly".into(),
+        app_name: "app".into(),
+        image: "img".into(),
+        region: "fra".into(),
+        volume_name_prefix: "afw".into(),
+        volume_path: "/data".into(),
+        volume_size_gb: 1,
+        api_base_url: "https://bench".into(),
+        workspace_id: "default".into(),
+    };
+    store.put_versioned(Stored::ProviderConfig, &cfg, 0).await.unwrap();
+    let policy = ScalingPolicy { max_workers: 2, ..ScalingPolicy::default() };
+    store.put_versioned(Stored::ScalingPolicy, &policy, 0).await.unwrap();
+    let r = Reconciler {
+        app: a.app.clone(),
+        deployment: "bench".into(),
+        providers: Arc::new(Fixed(Arc::new(integration_tests::fake_provider::FakeProvider::new()))),
+    };
+    let measure = |label: String| {
+        let (a, r) = (&a, &r);
+        async move {
+            let mut reqs = 0;
+            let mut ms = 0.0;
+            for _ in 0..5 {
+                a.e.clock.advance(5_000);
+                a.e.counter.reset();
+                let t0 = Instant::now();
+                let rep = r.request_cycle().await.unwrap();
+                ms += t0.elapsed().as_secs_f64() * 1000.0;
+                reqs += a.e.counter.total();
+                assert!(rep.ran && rep.spawned == 0, "{rep:?}");
+            }
+            println!("   {label:<44} {:>12.1} {:>12.2}", reqs as f64 / 5.0, ms / 5.0);
+        }
+    };
+    fill(&store, "r", o.shallow, 20).await;
+    a.e.clock.advance(5_000);
+    r.request_cycle().await.unwrap();
+    stopped_rows(&store, &a.e.tables.workers, 10).await;
+    measure(format!("{} queued, 10 stopped rows", o.shallow)).await;
+    fill(&store, "rd", o.deep - o.shallow, 1_000).await;
+    measure(format!("{} queued, 10 stopped rows", o.deep)).await;
+    stopped_rows(&store, &a.e.tables.workers, o.deep - 10).await;
+    measure(format!("{} queued, {} stopped rows", o.deep, o.deep)).await;
+}
+
+/// `n` stopped worker rows (history a cycle must never read), 25 per BatchWriteItem.
+async fn stopped_rows(store: &Arc<Store>, table: &str, n: usize) {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    let rows: Vec<WriteRequest> = (0..n)
+        .map(|i| {
+            let item: std::collections::HashMap<String, AttributeValue> = [
+                ("workerId", AttributeValue::S(format!("old-{i}-{:08x}", shared::ids::random_u128() as u32))),
+                ("provider", AttributeValue::S("fly".into())),
+                ("status", AttributeValue::S("stopped".into())),
+                ("load", AttributeValue::N("0".into())),
+                ("heartbeatAt", AttributeValue::N("1".into())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().unwrap()).build()
+        })
+        .collect();
+    for chunk in rows.chunks(25) {
+        store.client.batch_write_item().request_items(table, chunk.to_vec()).send().await.unwrap();
     }
 }
 

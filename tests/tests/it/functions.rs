@@ -451,7 +451,18 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         // Last: a long error message is accepted (bounded), and the job is then requeued.
         ("fail", json!({"messageId": mid, "leaseId": lid, "errorMessage": "x"})),
     ];
-    let covered: Vec<&str> = routes.iter().map(|(o, _)| *o).collect();
+    let mut covered: Vec<&str> = routes.iter().map(|(o, _)| *o).collect();
+    // `bootstrap` takes no token (its body is the credential): odd codes are refused with a
+    // 4xx and write nothing.
+    covered.push("bootstrap");
+    let boot = json!({"code": format!("afb1.{}", "0".repeat(64))});
+    for body in one_leaf_mutations(&boot).into_iter().chain([boot.clone(), json!({"code": "x".repeat(3_000)})]) {
+        let before = snapshot(e).await;
+        calls += 1;
+        let (st, v) = call(&a, "POST", "/worker/bootstrap", None, body.clone()).await;
+        assert!((400..500).contains(&st), "bootstrap {}: {st} {}", short(&body), short(&v));
+        assert!(snapshot(e).await == before, "refused bootstrap wrote: {}", short(&body));
+    }
     for op in shared::worker_api::ROUTES.iter().map(|r| r.op) {
         assert!(covered.contains(&op), "route {op} has no sample here");
     }

@@ -7,6 +7,7 @@ mod blobs;
 mod concurrency;
 mod functions;
 mod queue_store;
+mod reconcile;
 mod secrets;
 mod template;
 mod worker_protocol;

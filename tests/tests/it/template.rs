@@ -145,3 +145,46 @@ fn functions_get_the_configuration_they_read() {
     }
     assert_eq!(t["Globals"]["Function"]["Runtime"], "provided.al2023");
 }
+
+#[test]
+fn reconcile_runs_once_at_a_time_on_the_stream_the_schedule_and_ops() {
+    let t = template();
+    let f = &t["Resources"]["ReconcileFunction"];
+    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+    let p = &f["Properties"];
+    assert_eq!(p["ReservedConcurrentExecutions"], 1, "single flight, with the lease item");
+    assert_eq!(p["Environment"]["Variables"]["DEPLOYMENT_ID"], json!({"Ref": "AWS::StackName"}));
+    let ev = &p["Events"]["QueueStream"];
+    assert_eq!(ev["Type"], "DynamoDB");
+    let sp = &ev["Properties"];
+    assert_eq!(sp["Stream"], json!({"Fn::GetAtt": ["QueueTable", "StreamArn"]}));
+    assert_eq!(sp["BisectBatchOnFunctionError"], true);
+    assert_eq!(sp["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]));
+    assert!(sp["BatchSize"].as_u64().unwrap() >= 10);
+    assert_eq!(sp["DestinationConfig"]["OnFailure"]["Type"], "SQS");
+    assert_eq!(t["Resources"]["ReconcileStreamFailures"]["Type"], "AWS::SQS::Queue");
+    // The filter lets through exactly what the handler's own check accepts.
+    let pattern: Value = serde_json::from_str(sp["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap()).unwrap();
+    assert_eq!(pattern["eventName"], json!(["INSERT", "MODIFY"]));
+    let img = &pattern["dynamodb"]["NewImage"];
+    assert_eq!(img["sk"]["S"], json!(["CONV"]));
+    assert_eq!(img["readyShard"]["S"], json!([{"prefix": "r"}]));
+    assert_eq!(img["readyAt"]["N"], json!([{"exists": true}]));
+    let sched = &p["Events"]["Cycle"];
+    assert_eq!(
+        (sched["Type"].as_str(), sched["Properties"]["Schedule"].as_str()),
+        (Some("Schedule"), Some("rate(5 minutes)"))
+    );
+    // Least privilege: no table-wide CRUD policy, no Scan, no secret but the Fly token.
+    let text = serde_json::to_string(&p["Policies"]).unwrap();
+    assert!(!text.contains("CrudPolicy") && !text.contains("Scan"), "{text}");
+    let tables = serde_json::to_string(&p["Policies"][0]["Statement"][0]).unwrap();
+    assert!(
+        tables.contains("QueueTable") && !tables.contains("DeleteItem"),
+        "no deletes in the queue and workers tables"
+    );
+    assert!(text.contains("fly.apiToken"), "{text}");
+    for op in ["startWorkers", "reconcileWorkerPool", "checkIdleShutdowns", "listWorkers", "getWorkerStats"] {
+        assert!(reconcile::op_names().contains(&op), "{op}");
+    }
+}

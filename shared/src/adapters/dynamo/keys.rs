@@ -131,6 +131,34 @@ pub fn message_config_key() -> Item {
     key("CONFIG", "message")
 }
 
+/// The stored scaling policy in the control table.
+pub fn scaling_policy_key() -> Item {
+    key("CONFIG", "scaling")
+}
+
+/// The stored provider runtime config in the control table.
+pub fn provider_config_key() -> Item {
+    key("CONFIG", "provider")
+}
+
+/// Reconcile's single-flight lease and coalescing flag in the control table.
+pub fn reconcile_state_key() -> Item {
+    key("RECONCILE", "STATE")
+}
+
+/// The partition of warm (stopped, kept) machines in the control table.
+pub const WARM_PK: &str = "WARM";
+
+/// A warm machine's item.
+pub fn warm_key(machine_id: &str) -> Item {
+    key(WARM_PK, machine_id)
+}
+
+/// A bootstrap code, by the SHA-256 of the code (the code itself is never stored).
+pub fn bootstrap_key(code_hash: &str) -> Item {
+    key(format!("BOOT#{code_hash}"), "BOOT")
+}
+
 /// A worker row.
 pub fn worker_key(worker_id: &str) -> Item {
     HashMap::from([("workerId".to_string(), super::s(worker_id))])

@@ -7,6 +7,7 @@ pub mod hydration;
 pub mod keys;
 pub mod media;
 pub mod queue;
+pub mod reconcile;
 pub mod schema;
 pub mod snapshots;
 pub mod tx;
