@@ -26,7 +26,7 @@ pub fn op_names() -> Vec<&'static str> {
 }
 
 /// Whether a stream record can need capacity: a conversation item, unlocked (`readyShard`
-/// `r…`), with open work (`readyAt` present). The template's event filter lets only these
+/// `d…` due, or `r…` waiting), with open work (`readyAt` present). The template's event filter lets only these
 /// through on AWS; the local runner relies on this check.
 pub fn needs_capacity(r: &EventRecord) -> bool {
     use serde_dynamo::AttributeValue as Av;
@@ -38,7 +38,9 @@ pub fn needs_capacity(r: &EventRecord) -> bool {
         Some(Av::S(v)) => Some(v.as_str()),
         _ => None,
     };
-    s("sk") == Some("CONV") && s("readyShard").is_some_and(|v| v.starts_with('r')) && img.get("readyAt").is_some()
+    s("sk") == Some("CONV")
+        && s("readyShard").is_some_and(|v| v.starts_with(['d', 'r']))
+        && img.get("readyAt").is_some()
 }
 
 /// Handle one invocation payload: a stream batch, a scheduled event or an op envelope.

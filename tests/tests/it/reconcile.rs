@@ -422,8 +422,9 @@ async fn stream_batches_trigger_cycles_only_when_capacity_may_be_needed_and_coal
     let out = reconcile::handle(&g.r, ev).await.unwrap();
     assert_eq!(out["batchItemFailures"], json!([]));
     assert_eq!(g.a.e.store.reconcile_state().await.unwrap().cycles, 0);
-    // A waiting conversation: one cycle, machine spawned.
-    let ev = json!({"Records": [stream_record(3, "CONV", "r0", true)]});
+    // A due conversation (what an enqueue into an idle conversation writes): one cycle, machine
+    // spawned.
+    let ev = json!({"Records": [stream_record(3, "CONV", "d0", true)]});
     let out = reconcile::handle(&g.r, ev).await.unwrap();
     assert_eq!(out["batchItemFailures"], json!([]));
     assert_eq!(g.fake.alive().len(), 1);

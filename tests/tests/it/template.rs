@@ -168,7 +168,7 @@ fn reconcile_runs_once_at_a_time_on_the_stream_the_schedule_and_ops() {
     assert_eq!(pattern["eventName"], json!(["INSERT", "MODIFY"]));
     let img = &pattern["dynamodb"]["NewImage"];
     assert_eq!(img["sk"]["S"], json!(["CONV"]));
-    assert_eq!(img["readyShard"]["S"], json!([{"prefix": "r"}]));
+    assert_eq!(img["readyShard"]["S"], json!([{"prefix": "d"}, {"prefix": "r"}]));
     assert_eq!(img["readyAt"]["N"], json!([{"exists": true}]));
     let sched = &p["Events"]["Cycle"];
     assert_eq!(

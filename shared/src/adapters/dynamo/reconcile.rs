@@ -150,16 +150,18 @@ impl Store {
         Ok((rows, out.last_evaluated_key.filter(|k| !k.is_empty())))
     }
 
-    /// Conversations with work now, from the `ready` index: per shard, the waiting ones
-    /// (`r<n>`, `readyAt <= now +` [`DEMAND_HORIZON_MS`], oldest first) and the locked ones (`l<n>`), at most `limit`
-    /// each. The second value says a bound was hit (more demand exists than was read).
+    /// Conversations with work now, from the `ready` index: per shard, the due ones (`d<n>`), the
+    /// waiting ones (`r<n>`, `readyAt <= now +` [`DEMAND_HORIZON_MS`], oldest first) and the locked
+    /// ones (`l<n>`), at most `limit` each. The second value says a bound was hit (more demand exists than was read).
     pub async fn ready_demand(&self, now: Millis, limit: i32) -> AppResult<(Vec<Demand>, bool)> {
         let mut out = Vec::new();
         let mut capped = false;
         let shards = self.policy.queue.ready_shards.max(1);
-        for locked in [false, true] {
+        // `d<n>`: unlocked and due (the claim order's partition, also in `ready`); `r<n>`: waiting
+        // for their time; `l<n>`: locked.
+        for (prefix, locked) in [("d", false), ("r", false), ("l", true)] {
             for shard in 0..shards {
-                let part = if locked { format!("l{shard}") } else { format!("r{shard}") };
+                let part = format!("{prefix}{shard}");
                 let r = self
                     .client
                     .query()
