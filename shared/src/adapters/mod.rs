@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod blob_local;
 pub mod dynamo;
+pub mod fly;
 pub mod s3;
 pub mod secrets_file;
 pub mod secrets_manager;

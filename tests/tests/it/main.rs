@@ -4,6 +4,7 @@
 
 mod blobs;
 mod concurrency;
+mod fly;
 mod functions;
 mod queue_store;
 mod secrets;
