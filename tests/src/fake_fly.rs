@@ -60,6 +60,10 @@ pub struct Fault {
     pub delay: Duration,
     pub times: u32,
     pub act: bool,
+    /// Match the path (with query) exactly instead of by fragment.
+    pub exact: bool,
+    /// Let this many matching requests through before the fault applies.
+    pub after: u32,
 }
 
 impl Fault {
@@ -73,6 +77,8 @@ impl Fault {
             delay: Duration::ZERO,
             times,
             act: false,
+            exact: false,
+            after: 0,
         }
     }
     pub fn slow(method: &'static str, path_contains: &str, delay: Duration, act: bool) -> Self {
@@ -81,6 +87,19 @@ impl Fault {
     pub fn retry_after(mut self, secs: &str) -> Self {
         self.retry_after = Some(secs.to_string());
         self
+    }
+    pub fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+    pub fn after(mut self, n: u32) -> Self {
+        self.after = n;
+        self
+    }
+    fn matches(&self, method: &str, full: &str) -> bool {
+        self.times > 0
+            && self.method == method
+            && if self.exact { full == self.path_contains } else { full.contains(&self.path_contains) }
     }
     pub fn body(mut self, b: &str) -> Self {
         self.body = b.to_string();
@@ -247,14 +266,14 @@ async fn handle(State(state): State<Arc<Mutex<FlyState>>>, req: Request) -> Resp
             authorization: auth.clone(),
             at: Instant::now(),
         });
-        let fault = s
-            .faults
-            .iter_mut()
-            .find(|f| f.times > 0 && f.method == method.as_str() && full.contains(&f.path_contains))
-            .map(|f| {
-                f.times -= 1;
-                f.clone()
-            });
+        let fault = s.faults.iter_mut().find(|f| f.matches(method.as_str(), &full)).and_then(|f| {
+            if f.after > 0 {
+                f.after -= 1;
+                return None;
+            }
+            f.times -= 1;
+            Some(f.clone())
+        });
         let act = fault.as_ref().is_none_or(|f| f.act || f.status.is_none());
         let mut wait_stuck = false;
         let answer = if auth.as_deref().is_none_or(|a| !a.starts_with("Bearer ") || a.len() <= 7) {

@@ -15,8 +15,9 @@
 //! - Destroy: stop, wait for `stopped` (`GET /machines/{id}/wait?state=stopped`), delete; with
 //!   `force`, `DELETE ?force=true` at once.
 //! - Client-side token buckets per action kind (`fly_rules::RateLimits`).
-//! - `DEPLOYMENT_TAG`/`WORKER_TAG` metadata are put on every machine and volume created (the
-//!   caller's spec metadata plus this deployment's tag).
+//! - `DEPLOYMENT_TAG` is put on every machine and volume created, with the caller's spec
+//!   metadata; machines also always carry `WORKER_TAG` (their name, the worker id, unless the
+//!   spec gives it).
 
 use crate::BoxFut;
 use crate::error::{AppError, AppResult};
@@ -25,7 +26,7 @@ use crate::reconcile::fly_rules::{
     retry_delay, volume_gone,
 };
 use crate::reconcile::provider::{
-    DEPLOYMENT_TAG, Machine, MachineSpec, MachineState, ProviderError, ProviderResult, Volume, VolumeSpec,
+    DEPLOYMENT_TAG, Machine, MachineSpec, MachineState, ProviderError, ProviderResult, Volume, VolumeSpec, WORKER_TAG,
     WorkerProvider,
 };
 use crate::secrets::{SecretValue, Secrets};
@@ -282,11 +283,13 @@ impl FlyProvider {
         if let Some(m) = self.find_machine_by_name(&spec.name).await? {
             return Ok(m);
         }
+        let mut machine_meta = self.tagged(&spec.metadata);
+        machine_meta.entry(WORKER_TAG.to_string()).or_insert_with(|| spec.name.clone());
         let mut config = json!({
             "image": spec.image,
             "env": spec.env,
             "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 2048},
-            "metadata": self.tagged(&spec.metadata),
+            "metadata": machine_meta,
             // A worker that exits is done: no restart by Fly, the machine is reconciled away.
             "restart": {"policy": "no"},
         });

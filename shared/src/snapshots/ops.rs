@@ -267,6 +267,14 @@ pub const TABLE: crate::envelope::OpTable<App> = crate::envelope::OpTable {
             let a = UserAgentSnapshotsArgs { limit: Some(1), ..a };
             list_for_user_agent(app, &a).await?.into_iter().next()
         }),
+    ],
+};
+
+/// The storage sweep (snapshots, timed-out uploads, media; deletes their objects), served by the
+/// `cleanup` function.
+pub const SWEEPS: crate::envelope::OpTable<App> = crate::envelope::OpTable {
+    domain: "storage-sweeps",
+    ops: &[
         crate::op!(App, "expireStorage", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
         crate::op!(App, "expireOldDataSnapshots", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
     ],

@@ -380,21 +380,34 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("getLatestSnapshotForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot"})),
         ("expireOldDataSnapshots", json!({"limit": 5})),
         ("expireStorage", json!({"limit": 5})),
+        (
+            "runFlyCleanup",
+            json!({"appName": "app1", "dryRun": true, "allMachinesInApp": false, "machineConcurrency": 2,
+            "volumeConcurrency": 2}),
+        ),
         ("importSecret", json!({"secretRef": "a.b", "plaintextValue": "v", "metadata": {"k": "v"}})),
         ("secretStatus", json!({"secretRefs": ["a.b"]})),
         ("getSecretsStatus", json!({"agentKey": "bot"})),
         ("deleteSecret", json!({"secretRef": "a.b"})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
-    for op in enqueue::op_names() {
+    for op in enqueue::op_names().into_iter().chain(cleanup::op_names()) {
         assert!(covered.contains(&op), "op {op} has no sample here");
     }
+    // The sweeps and the Fly cleanup are the cleanup function's (nothing answers at its Fly
+    // address here, and no `fly.apiToken` is stored: runFlyCleanup is refused before any call).
+    let env = &a;
+    let invoke = |op: &str, args: Value| {
+        let payload = json!({"op": op, "args": args});
+        let cleanup_op = cleanup::op_names().contains(&op);
+        async move { if cleanup_op { env.cleanup(payload).await } else { enqueue::handle(&env.app, payload).await } }
+    };
     let mut calls = 0;
     for (op, sample) in &ops {
         for args in one_leaf_mutations(sample) {
             let before = snapshot(e).await;
             calls += 1;
-            match enqueue::handle(&a.app, json!({"op": op, "args": args})).await {
+            match invoke(op, args.clone()).await {
                 Ok(_) => {}
                 Err(err) => {
                     let (args, msg) = (short(&args), short(&json!(err.to_string())));
@@ -416,7 +429,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("expireStorage", json!({"limit": 1001})),
         ("expireStorage", json!({"limit": -5})),
     ] {
-        let err = enqueue::handle(&a.app, json!({"op": op, "args": args})).await.unwrap_err();
+        let err = invoke(op, args.clone()).await.unwrap_err();
         assert_eq!(code(&err), "ValidationError", "{op} {args}");
     }
 

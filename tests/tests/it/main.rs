@@ -5,6 +5,7 @@
 mod blobs;
 mod concurrency;
 mod fly;
+mod fly_cleanup;
 mod functions;
 mod queue_store;
 mod secrets;

@@ -105,17 +105,57 @@ fn functions_get_the_configuration_they_read() {
     .unwrap();
     assert_eq!((cfg.blob_bucket.as_deref(), cfg.secrets_prefix.as_str()), (Some("b"), "p/"));
     assert_eq!(t["Resources"]["BlobBucket"]["Type"], "AWS::S3::Bucket");
-    // The scheduled sweeps invoke ops the enqueue function serves.
-    for ev in t["Resources"]["EnqueueFunction"]["Properties"]["Events"].as_object().unwrap().values() {
+    // The scheduled sweeps and the Fly cleanup invoke ops the cleanup function serves; enqueue
+    // has no schedule any more.
+    assert!(t["Resources"]["EnqueueFunction"]["Properties"].get("Events").is_none());
+    let events = t["Resources"]["CleanupFunction"]["Properties"]["Events"].as_object().unwrap();
+    for ev in events.values() {
         let input: serde_json::Value = serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
         let op = input["op"].as_str().unwrap();
-        assert!(enqueue::op_names().contains(&op), "scheduled op '{op}' is not served");
+        assert!(cleanup::op_names().contains(&op), "scheduled op '{op}' is not served");
+        assert!(!enqueue::op_names().contains(&op), "'{op}' moved to the cleanup function");
     }
+    for name in ["LeaseSweep", "StorageSweep", "FlyCleanup"] {
+        assert!(events.contains_key(name), "{name}");
+    }
+    assert_eq!(events["LeaseSweep"]["Properties"]["Schedule"], "rate(5 minutes)");
+    assert_eq!(events["StorageSweep"]["Properties"]["Schedule"], "rate(1 hour)");
+    assert_eq!(events["FlyCleanup"]["Properties"]["Schedule"], "cron(0 3 * * ? *)", "nightly");
+    assert_eq!(events["FlyCleanup"]["Properties"]["State"], "DISABLED", "off by default");
+    // Fly settings reach every function, under the names Config reads.
+    let cfg = shared::Config::from_lookup(&|k| match k {
+        "DEPLOYMENT_ID" => Some("dep-9".into()),
+        "FLY_API_BASE" => Some("http://fly".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!((cfg.deployment_id.as_str(), cfg.fly_api_base.as_str()), ("dep-9", "http://fly"));
+    assert_eq!(vars["FLY_API_BASE"], json!({"Ref": "FlyApiBase"}));
+    assert_eq!(vars["FLY_APP_NAME"], json!({"Ref": "FlyAppName"}));
+    assert_eq!(vars["DEPLOYMENT_ID"]["Fn::If"][1], json!({"Ref": "DeploymentId"}));
+    // Least privilege: enqueue reads blobs only; cleanup deletes snapshot and media objects and
+    // reads one secret, the Fly token.
+    let policies = |f: &str| t["Resources"][f]["Properties"]["Policies"].as_array().unwrap().clone();
+    let enq = serde_json::to_string(&policies("EnqueueFunction")).unwrap();
+    assert!(enq.contains("S3ReadPolicy") && !enq.contains("S3CrudPolicy"), "{enq}");
+    let statements: Vec<Value> = policies("CleanupFunction")
+        .iter()
+        .filter_map(|p| p.get("Statement"))
+        .flat_map(|s| s.as_array().unwrap().clone())
+        .collect();
+    let cl = serde_json::to_string(&policies("CleanupFunction")).unwrap();
+    assert!(!cl.contains("S3CrudPolicy") && !cl.contains("S3ReadPolicy"), "{cl}");
+    let actions: Vec<&str> =
+        statements.iter().flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap())).collect();
+    assert_eq!(actions, vec!["s3:DeleteObject", "secretsmanager:GetSecretValue"]);
+    let secret = statements[1]["Resource"]["Fn::Sub"].as_str().unwrap();
+    assert!(secret.ends_with(":secret:${SecretsPrefix}fly.apiToken-??????"), "{secret}");
     let claim = &t["Resources"]["ClaimFunction"]["Properties"];
     let ev = claim["Events"].as_object().unwrap().values().next().unwrap();
     assert_eq!((ev["Type"].as_str(), ev["Properties"]["Path"].as_str()), (Some("HttpApi"), Some("/worker/{op}")));
-    for f in ["EnqueueFunction", "ClaimFunction"] {
+    for (f, bin) in [("EnqueueFunction", "enqueue"), ("ClaimFunction", "claim"), ("CleanupFunction", "cleanup")] {
         assert_eq!(t["Resources"][f]["Metadata"]["BuildMethod"], "rust-cargolambda", "{f}");
+        assert_eq!(t["Resources"][f]["Metadata"]["BuildProperties"]["Binary"], bin, "{f}");
     }
     assert_eq!(t["Globals"]["Function"]["Runtime"], "provided.al2023");
 }

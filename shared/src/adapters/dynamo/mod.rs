@@ -10,6 +10,7 @@ pub mod queue;
 pub mod schema;
 pub mod snapshots;
 pub mod tx;
+pub mod worker_cleanup;
 pub mod workers;
 
 use crate::adapters::sdk_error;
