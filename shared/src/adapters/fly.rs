@@ -377,7 +377,8 @@ impl FlyProvider {
             self.call(ActionKind::Destroy, reqwest::Method::DELETE, &format!("{p}?force=true"), None).await?;
             return Ok(());
         }
-        let current = machine_from(&self.call(ActionKind::Read, reqwest::Method::GET, &p, None).await?);
+        let raw = self.call(ActionKind::Read, reqwest::Method::GET, &p, None).await?;
+        let current = machine_from(&raw);
         match current.state {
             MachineState::Gone => {
                 return Err(ProviderError::NotFound { what: format!("machine {id} is {}", current.raw_state) });
@@ -388,7 +389,11 @@ impl FlyProvider {
             MachineState::Stopping | MachineState::Stopped => {}
         }
         if current.state != MachineState::Stopped {
-            let wait = format!("{p}/wait?state=stopped&timeout={}", self.opts.wait_secs);
+            // The instance id pins the wait to this version of the machine (as flyctl does).
+            let mut wait = format!("{p}/wait?state=stopped&timeout={}", self.opts.wait_secs);
+            if let Some(iid) = raw["instance_id"].as_str().filter(|i| !i.is_empty()) {
+                wait.push_str(&format!("&instance_id={}", enc(iid)));
+            }
             self.call(ActionKind::Wait, reqwest::Method::GET, &wait, None).await?;
         }
         self.call(ActionKind::Destroy, reqwest::Method::DELETE, &p, None).await?;

@@ -198,7 +198,7 @@ async fn fly_destroy_stops_waits_then_deletes_or_forces() {
         vec![
             format!("GET {}", m.id),
             "POST stop".into(),
-            "GET wait?state=stopped&timeout=1".into(),
+            "GET wait?state=stopped&timeout=1&instance_id=i1".into(),
             format!("DELETE {}", m.id)
         ]
     );
