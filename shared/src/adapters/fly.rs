@@ -441,7 +441,7 @@ impl WorkerProvider for FlyProvider {
     fn delete_volume<'a>(&'a self, id: &'a str) -> BoxFut<'a, ProviderResult<()>> {
         Box::pin(async move {
             let p = self.path(&format!("/volumes/{}", enc(id)));
-            self.call(ActionKind::Volume, reqwest::Method::DELETE, &p, None).await.map(|_| ())
+            self.call(ActionKind::VolumeDelete, reqwest::Method::DELETE, &p, None).await.map(|_| ())
         })
     }
 }

@@ -132,16 +132,18 @@ pub enum ActionKind {
     Stop,
     /// DELETE machine.
     Destroy,
-    /// POST and DELETE volumes.
+    /// POST volumes (create).
     Volume,
+    /// DELETE volumes.
+    VolumeDelete,
 }
 
 /// Per-action limits (requests per second, burst). Fly limits Machines API actions per action
 /// and per machine (its docs: about 1 req/s per action per machine with a burst of 3; reads
 /// about 5 req/s with a burst of 10). One adapter instance works on many machines of one app,
 /// so the defaults are app-wide buckets a little under what Fly allows for a handful of
-/// machines: creates and volume changes 1/s (burst 3), start/stop/destroy 3/s (burst 6), reads
-/// and waits 5/s (burst 10). A 429 that gets through anyway is retried after its `Retry-After`.
+/// machines: machine and volume creates 1/s (burst 3); start, stop, destroy and volume deletes
+/// 3/s (burst 6) each; reads and waits 5/s (burst 10). A 429 that gets through anyway is retried after its `Retry-After`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimits {
     pub read: (f64, f64),
@@ -160,7 +162,7 @@ impl RateLimits {
     pub fn for_kind(&self, k: ActionKind) -> (f64, f64) {
         match k {
             ActionKind::Read | ActionKind::Wait => self.read,
-            ActionKind::Start | ActionKind::Stop | ActionKind::Destroy => self.mutate,
+            ActionKind::Start | ActionKind::Stop | ActionKind::Destroy | ActionKind::VolumeDelete => self.mutate,
             ActionKind::Create | ActionKind::Volume => self.create,
         }
     }

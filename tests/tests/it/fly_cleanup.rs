@@ -206,3 +206,44 @@ async fn cleanup_keeps_its_report_when_a_verification_listing_fails() {
     assert_eq!(status(&a, "w1").await.0, WorkerStatus::Stopped);
     assert!(fake.machine_ids().is_empty() && fake.volume_ids().is_empty());
 }
+
+/// Figures: a cleanup of 20 machines (each with a volume) at the adapter's default rate limits
+/// and retry policy: wall time and requests sent. `bash infra/scripts/test.sh -p
+/// integration-tests --test it -- --ignored --nocapture cleanup_figures`.
+#[tokio::test]
+#[ignore]
+async fn cleanup_figures() {
+    let a = app_env().await;
+    let fake = FakeFly::start(&["app1"]).await;
+    for i in 0..20 {
+        let w = format!("w{i}");
+        let m = fake.seed_machine("app1", &w, "started", tags("dep-a", &w));
+        fake.seed_volume("app1", &format!("v{i}"), Some(&m), json!({DEPLOYMENT_TAG: "dep-a"}));
+        row(&a, &w, &m, false).await;
+    }
+    a.secret("fly.apiToken", TOKEN).await;
+    let mut ctx = a.cleanup_ctx_at(&fake.url);
+    ctx.fly.options = shared::adapters::fly::FlyOptions::default();
+    let t = std::time::Instant::now();
+    let r = cleanup::handle(&ctx, json!({"op": "runFlyCleanup", "args": {}})).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!((r["machinesDeleted"].as_u64(), r["volumesDeleted"].as_u64()), (Some(20), Some(20)), "{r}");
+    assert_eq!(r["workersStopped"], 20);
+    let reqs = fake.requests();
+    println!(
+        "cleanup of 20 machines + 20 volumes at the default limits: {:.1} s, {} requests ({} GET, {} POST, {} DELETE)",
+        took.as_secs_f64(),
+        reqs.len(),
+        reqs.iter().filter(|q| q.method == "GET").count(),
+        reqs.iter().filter(|q| q.method == "POST").count(),
+        reqs.iter().filter(|q| q.method == "DELETE").count(),
+    );
+    // Fly's per-action limits: never more than burst + rate × elapsed requests of one kind.
+    let first = reqs[0].at;
+    let stops: Vec<f64> =
+        reqs.iter().filter(|q| q.path.ends_with("/stop")).map(|q| (q.at - first).as_secs_f64()).collect();
+    let max_in_1s =
+        stops.iter().map(|s| stops.iter().filter(|x| **x >= *s && **x < s + 1.0).count()).max().unwrap_or(0);
+    println!("stops: {} in total, at most {max_in_1s} in any 1 s window (bucket: 3/s, burst 6)", stops.len());
+    assert!(max_in_1s <= 6 + 3, "{max_in_1s}");
+}
