@@ -64,6 +64,8 @@ pub struct Fault {
     pub exact: bool,
     /// Let this many matching requests through before the fault applies.
     pub after: u32,
+    /// Remove this machine just before the request is served (it vanished meanwhile).
+    pub vanish: Option<String>,
 }
 
 impl Fault {
@@ -79,7 +81,13 @@ impl Fault {
             act: false,
             exact: false,
             after: 0,
+            vanish: None,
         }
+    }
+    /// The machine `id` disappears when the first request matching `method` and `path_contains`
+    /// arrives; the request is then served normally (so it sees the machine gone).
+    pub fn vanish(method: &'static str, path_contains: &str, id: &str) -> Self {
+        Self { status: None, vanish: Some(id.to_string()), ..Self::status(method, path_contains, 200, 1) }
     }
     pub fn slow(method: &'static str, path_contains: &str, delay: Duration, act: bool) -> Self {
         Self { status: None, delay, act, ..Self::status(method, path_contains, 200, 1) }
@@ -274,6 +282,9 @@ async fn handle(State(state): State<Arc<Mutex<FlyState>>>, req: Request) -> Resp
             f.times -= 1;
             Some(f.clone())
         });
+        if let Some(id) = fault.as_ref().and_then(|f| f.vanish.as_ref()) {
+            s.machines.remove(id);
+        }
         let act = fault.as_ref().is_none_or(|f| f.act || f.status.is_none());
         let mut wait_stuck = false;
         let answer = if auth.as_deref().is_none_or(|a| !a.starts_with("Bearer ") || a.len() <= 7) {

@@ -247,3 +247,32 @@ async fn cleanup_figures() {
     println!("stops: {} in total, at most {max_in_1s} in any 1 s window (bucket: 3/s, burst 6)", stops.len());
     assert!(max_in_1s <= 6 + 3, "{max_in_1s}");
 }
+
+#[tokio::test]
+async fn cleanup_rides_out_a_429_burst_and_a_machine_that_vanishes() {
+    let a = app_env().await;
+    let fake = FakeFly::start(&["app1"]).await;
+    let m1 = fake.seed_machine("app1", "w1", "started", tags("dep-a", "w1"));
+    let m2 = fake.seed_machine("app1", "w2", "started", tags("dep-a", "w2"));
+    row(&a, "w1", &m1, false).await;
+    row(&a, "w2", &m2, false).await;
+    a.secret("fly.apiToken", TOKEN).await;
+    // m1's stop meets a 429 burst (Retry-After 1 s, twice); m2 vanishes before its teardown.
+    fake.fault(Fault::status("POST", &format!("/machines/{m1}/stop"), 429, 2).retry_after("1"));
+    fake.fault(Fault::vanish("GET", &format!("/machines/{m2}"), &m2));
+    let r = run(&a, &fake, json!({})).await;
+    assert_eq!(r["errors"], json!([]), "{r}");
+    assert_eq!(r["warnings"], json!([]), "{r}");
+    assert_eq!(ids(&r["machineIdsDeleted"]), sorted(vec![m1.clone(), m2.clone()]));
+    assert_eq!(r["machinesRemaining"], 0);
+    let stops: Vec<_> = fake.requests().into_iter().filter(|q| q.path.ends_with(&format!("{m1}/stop"))).collect();
+    assert_eq!(stops.len(), 3, "two 429s, then the stop");
+    for w in stops.windows(2) {
+        assert!(w[1].at - w[0].at >= std::time::Duration::from_millis(990), "Retry-After honoured");
+    }
+    assert_eq!(fake.count("POST", &format!("{m2}/stop")), 0, "nothing sent to a machine that is gone");
+    // Both are gone, so both rows are stopped.
+    assert_eq!(status(&a, "w1").await.0, WorkerStatus::Stopped);
+    assert_eq!(status(&a, "w2").await.0, WorkerStatus::Stopped);
+    assert!(fake.machine_ids().is_empty());
+}
