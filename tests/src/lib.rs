@@ -245,15 +245,15 @@ impl AppEnv {
                 create: (1000.0, 1000.0),
             },
         };
-        shared::cleanup::ops::CleanupCtx {
-            app: self.app.clone(),
-            fly: shared::adapters::fly::FlySettings {
+        shared::cleanup::ops::CleanupCtx::new(
+            self.app.clone(),
+            shared::adapters::fly::FlySettings {
                 api_base: fly_api_base.to_string(),
                 deployment_id: "dep-a".into(),
                 app_name: Some("app1".into()),
                 options,
             },
-        }
+        )
     }
 
     /// Invoke the `cleanup` function (its sweeps need no Fly: nothing listens at its address).

@@ -128,7 +128,7 @@ const FUNCTIONS: &[(&str, Handler)] = &[
     }),
     ("cleanup", |app, payload| {
         Box::pin(async move {
-            let ctx = shared::cleanup::ops::CleanupCtx { app: (*app).clone(), fly: fly_settings().clone() };
+            let ctx = shared::cleanup::ops::CleanupCtx::new((*app).clone(), fly_settings().clone());
             cleanup::handle(&ctx, payload).await.map_err(|e| {
                 let d = lambda_runtime::Diagnostic::from(e);
                 (d.error_type, d.error_message)

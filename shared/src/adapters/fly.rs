@@ -394,7 +394,9 @@ impl FlyProvider {
             if let Some(iid) = raw["instance_id"].as_str().filter(|i| !i.is_empty()) {
                 wait.push_str(&format!("&instance_id={}", enc(iid)));
             }
-            self.call(ActionKind::Wait, reqwest::Method::GET, &wait, None).await?;
+            // One wait (no retry): a machine that does not stop within Fly's wait is the
+            // caller's to force, not a reason to hold the invocation for minutes.
+            self.once(ActionKind::Wait, reqwest::Method::GET, &wait, None).await?;
         }
         self.call(ActionKind::Destroy, reqwest::Method::DELETE, &p, None).await?;
         Ok(())

@@ -12,12 +12,24 @@ use crate::error::{AppError, AppResult};
 use crate::reconcile::provider::{Machine, MachineState, Volume, WorkerProvider};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
-/// What the cleanup ops run with: the application and where Fly is.
+/// How long a cleanup keeps starting teardowns; the function's timeout (900 s) leaves room for
+/// the batch in flight and the verification listings, so the report is always returned.
+pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What the cleanup ops run with: the application, where Fly is, the time budget.
 #[derive(Debug, Clone)]
 pub struct CleanupCtx {
     pub app: App,
     pub fly: FlySettings,
+    pub budget: std::time::Duration,
+}
+
+impl CleanupCtx {
+    pub fn new(app: App, fly: FlySettings) -> Self {
+        Self { app, fly, budget: TIME_BUDGET }
+    }
 }
 
 /// The cleanup function's own ops (the sweeps it also serves are `OpTable<App>`s).
@@ -37,7 +49,8 @@ pub async fn run_fly_cleanup(ctx: &CleanupCtx, a: &RunFlyCleanupArgs) -> AppResu
         .ok_or_else(|| AppError::validation("Fly cleanup requires a non-empty Fly app name (appName or FLY_APP_NAME)"))?
         .to_string();
     let provider = FlyProvider::from_secrets(&ctx.fly, &app_name, &ctx.app.secrets).await?;
-    let report = cleanup(Arc::new(provider), &ctx.app.store, &ctx.fly.deployment_id, a).await;
+    let deadline = std::time::Instant::now() + ctx.budget;
+    let report = cleanup(Arc::new(provider), &ctx.app.store, &ctx.fly.deployment_id, a, deadline).await;
     if report.errors.is_empty() {
         tracing::info!(app = %report.app_name, deleted = report.machines_deleted, volumes = report.volumes_deleted,
             warnings = report.warnings.len(), dry_run = report.dry_run, "fly cleanup");
@@ -50,6 +63,7 @@ pub async fn run_fly_cleanup(ctx: &CleanupCtx, a: &RunFlyCleanupArgs) -> AppResu
 enum Outcome {
     Deleted(Option<String>),
     Failed(String),
+    NotAttempted,
 }
 
 /// Tear down one machine: stop, wait for stopped, destroy; if that does not finish (stuck in
@@ -80,8 +94,9 @@ async fn delete_volume(p: Arc<dyn WorkerProvider>, v: Volume) -> Outcome {
     }
 }
 
-/// Run `f` over `items` with at most `n` in flight; results in the items' order.
-async fn bounded<T, F, Fut>(items: Vec<T>, n: usize, f: F) -> Vec<(T, Outcome)>
+/// Run `f` over `items` with at most `n` in flight; results in the items' order. Once
+/// `deadline` has passed no new batch starts: the rest fail as "not attempted".
+async fn bounded<T, F, Fut>(items: Vec<T>, n: usize, deadline: Instant, f: F) -> Vec<(T, Outcome)>
 where
     T: Clone + Send + 'static,
     F: Fn(T) -> Fut,
@@ -89,6 +104,12 @@ where
 {
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(n.max(1)) {
+        if Instant::now() >= deadline {
+            for it in chunk {
+                out.push((it.clone(), Outcome::NotAttempted));
+            }
+            continue;
+        }
         let mut set = tokio::task::JoinSet::new();
         for (i, it) in chunk.iter().enumerate() {
             let fut = f(it.clone());
@@ -119,6 +140,7 @@ pub async fn cleanup(
     store: &Store,
     deployment: &str,
     a: &RunFlyCleanupArgs,
+    deadline: Instant,
 ) -> FlyCleanupReport {
     let all = a.all_machines_in_app;
     let mut r = FlyCleanupReport {
@@ -167,7 +189,7 @@ pub async fn cleanup(
 
     // 2. Destroy machines, at most `machineConcurrency` at once.
     let n = rules::concurrency(a.machine_concurrency, MACHINE_CONCURRENCY);
-    let results = bounded(targets, n, |m| destroy_machine(p.clone(), m)).await;
+    let results = bounded(targets, n, deadline, |m| destroy_machine(p.clone(), m)).await;
     let mut deleted: Vec<Machine> = Vec::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for (m, o) in results {
@@ -178,6 +200,10 @@ pub async fn cleanup(
             }
             Outcome::Failed(e) => {
                 r.errors.push(e);
+                failed.insert(m.id);
+            }
+            Outcome::NotAttempted => {
+                r.errors.push(format!("Machine {}: not attempted (the time budget was spent)", m.id));
                 failed.insert(m.id);
             }
         }
@@ -231,13 +257,16 @@ pub async fn cleanup(
         ));
     }
     let n = rules::concurrency(a.volume_concurrency, VOLUME_CONCURRENCY);
-    for (v, o) in bounded(vol_targets, n, |v| delete_volume(p.clone(), v)).await {
+    for (v, o) in bounded(vol_targets, n, deadline, |v| delete_volume(p.clone(), v)).await {
         match o {
             Outcome::Deleted(w) => {
                 r.warnings.extend(w);
                 r.volume_ids_deleted.push(v.id);
             }
             Outcome::Failed(e) => r.errors.push(e),
+            Outcome::NotAttempted => {
+                r.errors.push(format!("Volume {}: not attempted (the time budget was spent)", v.id))
+            }
         }
     }
     r.volumes_deleted = r.volume_ids_deleted.len();

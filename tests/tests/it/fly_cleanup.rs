@@ -276,3 +276,22 @@ async fn cleanup_rides_out_a_429_burst_and_a_machine_that_vanishes() {
     assert_eq!(status(&a, "w2").await.0, WorkerStatus::Stopped);
     assert!(fake.machine_ids().is_empty());
 }
+
+#[tokio::test]
+async fn cleanup_past_its_time_budget_starts_nothing_more_and_still_reports() {
+    let a = app_env().await;
+    let fake = FakeFly::start(&["app1"]).await;
+    let m = fake.seed_machine("app1", "w1", "started", tags("dep-a", "w1"));
+    let v = fake.seed_volume("app1", "v1", None, json!({DEPLOYMENT_TAG: "dep-a"}));
+    row(&a, "w1", &m, false).await;
+    a.secret("fly.apiToken", TOKEN).await;
+    let mut ctx = a.cleanup_ctx_at(&fake.url);
+    ctx.budget = std::time::Duration::ZERO;
+    let r = cleanup::handle(&ctx, json!({"op": "runFlyCleanup", "args": {}})).await.unwrap();
+    let errors = r["errors"].to_string();
+    assert!(errors.contains(&format!("Machine {m}: not attempted")), "{r}");
+    assert!(errors.contains(&format!("Volume {v}: not attempted")), "{r}");
+    assert_eq!((r["machineIdsRemaining"].clone(), r["volumeIdsRemaining"].clone()), (json!([m]), json!([v])));
+    assert_eq!(fake.writes(), 0);
+    assert_eq!(status(&a, "w1").await.0, WorkerStatus::Active);
+}

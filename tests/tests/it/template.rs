@@ -122,6 +122,9 @@ fn functions_get_the_configuration_they_read() {
     assert_eq!(events["StorageSweep"]["Properties"]["Schedule"], "rate(1 hour)");
     assert_eq!(events["FlyCleanup"]["Properties"]["Schedule"], "cron(0 3 * * ? *)", "nightly");
     assert_eq!(events["FlyCleanup"]["Properties"]["State"], "DISABLED", "off by default");
+    // The cleanup's time budget leaves the batch in flight and the report room in the timeout.
+    let timeout = t["Resources"]["CleanupFunction"]["Properties"]["Timeout"].as_u64().unwrap();
+    assert!(timeout >= 2 * shared::cleanup::ops::TIME_BUDGET.as_secs() + 60, "{timeout}");
     // Fly settings reach every function, under the names Config reads.
     let cfg = shared::Config::from_lookup(&|k| match k {
         "DEPLOYMENT_ID" => Some("dep-9".into()),
