@@ -251,7 +251,7 @@ impl FlyProvider {
 
     async fn list_machines_raw(&self) -> ProviderResult<Vec<Value>> {
         let v = self.call(ActionKind::Read, reqwest::Method::GET, &self.path("/machines"), None).await?;
-        Ok(v.as_array().cloned().unwrap_or_default())
+        listing(v, "machines")
     }
 
     async fn find_machine_by_name(&self, name: &str) -> ProviderResult<Option<Machine>> {
@@ -265,11 +265,11 @@ impl FlyProvider {
 
     async fn list_volumes_all(&self) -> ProviderResult<Vec<Volume>> {
         let v = self.call(ActionKind::Read, reqwest::Method::GET, &self.path("/volumes"), None).await?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter().filter(|v| !volume_gone(v["state"].as_str().unwrap_or_default())).map(volume_from).collect()
-            })
-            .unwrap_or_default())
+        Ok(listing(v, "volumes")?
+            .iter()
+            .filter(|v| !volume_gone(v["state"].as_str().unwrap_or_default()))
+            .map(volume_from)
+            .collect())
     }
 
     /// Metadata of something created: the caller's, plus this deployment's tag.
@@ -302,6 +302,14 @@ impl FlyProvider {
             match self.once(ActionKind::Create, reqwest::Method::POST, &self.path("/machines"), Some(&body)).await {
                 Ok(v) => {
                     let mut m = machine_from(&v);
+                    if m.id.is_empty() {
+                        // An answer without the machine: find it by name.
+                        return self.find_machine_by_name(&spec.name).await?.ok_or_else(|| ProviderError::Retryable {
+                            status: None,
+                            retry_after: None,
+                            message: "Fly API: the create answered no machine id".into(),
+                        });
+                    }
                     if m.region.is_empty() {
                         m.region = spec.region.clone();
                     }
@@ -338,7 +346,14 @@ impl FlyProvider {
         let mut attempt = 1;
         loop {
             match self.once(ActionKind::Volume, reqwest::Method::POST, &self.path("/volumes"), Some(&body)).await {
-                Ok(v) => return Ok(volume_from(&v)),
+                Ok(v) if v["id"].as_str().is_some_and(|i| !i.is_empty()) => return Ok(volume_from(&v)),
+                Ok(_) => {
+                    return find(self.list_volumes_all().await?).ok_or_else(|| ProviderError::Retryable {
+                        status: None,
+                        retry_after: None,
+                        message: "Fly API: the volume create answered no volume id".into(),
+                    });
+                }
                 Err(ProviderError::Retryable { status, retry_after, message }) => {
                     let delay = retry_delay(&self.opts.retry, attempt, retry_after, random_u32());
                     if let Some(d) = delay {
@@ -445,6 +460,19 @@ impl WorkerProvider for FlyProvider {
             let p = self.path(&format!("/volumes/{}", enc(id)));
             self.call(ActionKind::VolumeDelete, reqwest::Method::DELETE, &p, None).await.map(|_| ())
         })
+    }
+}
+
+/// A listing's body: a JSON array, else nothing may be concluded (an unexpected shape must never
+/// read as "there are none").
+fn listing(v: Value, what: &str) -> ProviderResult<Vec<Value>> {
+    match v {
+        Value::Array(a) => Ok(a),
+        _ => Err(ProviderError::Retryable {
+            status: None,
+            retry_after: None,
+            message: format!("Fly API: the {what} listing is not a JSON array"),
+        }),
     }
 }
 

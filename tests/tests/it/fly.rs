@@ -126,6 +126,10 @@ async fn fly_errors_are_classified_by_status_never_by_body() {
     let other = FlyProvider::new(&settings(&fake, "dep-a"), "no-such-app", SecretValue::new(TOKEN)).unwrap();
     let e = other.list_machines().await.unwrap_err();
     assert!(e.is_not_found() && e.to_string().contains("/apps/no-such-app/machines"), "{e}");
+    // A 200 whose listing is not an array is not "no machines": nothing may be concluded.
+    fake.fault(Fault::status("GET", "/v1/apps/app1/machines", 200, 1).exact().body("{\"machines\": []}"));
+    let e = p.list_machines().await.unwrap_err();
+    assert!(e.is_retryable() && e.to_string().contains("not a JSON array"), "{e}");
     // 422 is Fatal at once, no retry.
     let before = fake.count("POST", "/stop");
     fake.fault(Fault::status("POST", "/stop", 422, 5));
