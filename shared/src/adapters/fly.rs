@@ -337,6 +337,16 @@ impl FlyProvider {
     async fn create_volume_impl(&self, spec: &VolumeSpec) -> ProviderResult<Volume> {
         let find = |vols: Vec<Volume>| vols.into_iter().find(|v| v.name == spec.name && v.region == spec.region);
         if let Some(v) = find(self.list_volumes_all().await?) {
+            // A 32-bit name hash can collide (W-P7): another worker's volume is never reused.
+            let owner = |m: &BTreeMap<String, String>| m.get(WORKER_TAG).cloned();
+            if let (Some(theirs), Some(ours)) = (owner(&v.metadata), owner(&spec.metadata))
+                && theirs != ours
+            {
+                return Err(ProviderError::Fatal {
+                    status: 409,
+                    message: format!("volume name {} is taken by worker {theirs}'s volume {}", spec.name, v.id),
+                });
+            }
             return Ok(v);
         }
         let body = json!({

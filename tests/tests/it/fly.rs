@@ -71,6 +71,11 @@ async fn fly_create_tags_everything_is_idempotent_by_name_and_sends_the_token() 
     let vol = fake.lock().volumes[&v.id].clone();
     assert_eq!((vol.metadata[DEPLOYMENT_TAG].as_str(), vol.metadata[WORKER_TAG].as_str()), (Some("dep-a"), Some("w1")));
 
+    // The same name for another worker (a hash collision) is refused, never shared.
+    let clash = VolumeSpec { metadata: BTreeMap::from([(WORKER_TAG.to_string(), "w9".to_string())]), ..vspec.clone() };
+    let e = p.create_volume(&clash).await.unwrap_err();
+    assert!(matches!(&e, ProviderError::Fatal { .. }) && e.to_string().contains("taken by worker w1"), "{e}");
+    assert_eq!(fake.volume_ids().len(), 1);
     let m = p.create_machine(&spec("w1", Some(&v.id))).await.unwrap();
     assert_eq!(m.state, MachineState::Active);
     assert!(m.tagged_for("dep-a"));
