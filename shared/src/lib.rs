@@ -10,6 +10,7 @@ pub mod agents;
 #[cfg(feature = "aws")]
 pub mod app;
 pub mod blob;
+pub mod cleanup;
 pub mod clock;
 #[cfg(feature = "aws")]
 pub mod config;

@@ -1,6 +1,7 @@
 //! Test harness: a store on fresh tables in the DynamoDB named by `DYNAMODB_ENDPOINT`
 //! (DynamoDB Local, started by `infra/scripts/test.sh`), with a manual clock.
 
+pub mod fake_fly;
 pub mod fake_provider;
 
 use shared::adapters::dynamo::counter::RequestCounter;
@@ -226,6 +227,42 @@ impl AppEnv {
     }
 }
 
+impl AppEnv {
+    /// The `cleanup` function's context on this application, with Fly at `fly_api_base`
+    /// (deployment `dep-a`, app `app1`, fast timeouts).
+    pub fn cleanup_ctx_at(&self, fly_api_base: &str) -> shared::cleanup::ops::CleanupCtx {
+        let options = shared::adapters::fly::FlyOptions {
+            request_timeout: std::time::Duration::from_millis(700),
+            wait_secs: 1,
+            retry: shared::reconcile::fly_rules::RetryPolicy {
+                max_attempts: 3,
+                base_backoff: std::time::Duration::from_millis(20),
+                max_backoff: std::time::Duration::from_millis(80),
+                max_retry_after: std::time::Duration::from_secs(3),
+            },
+            limits: shared::reconcile::fly_rules::RateLimits {
+                read: (1000.0, 1000.0),
+                mutate: (1000.0, 1000.0),
+                create: (1000.0, 1000.0),
+            },
+        };
+        shared::cleanup::ops::CleanupCtx::new(
+            self.app.clone(),
+            shared::adapters::fly::FlySettings {
+                api_base: fly_api_base.to_string(),
+                deployment_id: "dep-a".into(),
+                app_name: Some("app1".into()),
+                options,
+            },
+        )
+    }
+
+    /// Invoke the `cleanup` function (its sweeps need no Fly: nothing listens at its address).
+    pub async fn cleanup(&self, payload: serde_json::Value) -> shared::AppResult<serde_json::Value> {
+        cleanup::handle(&self.cleanup_ctx_at("http://127.0.0.1:9/v1"), payload).await
+    }
+}
+
 impl Drop for AppEnv {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.blob_dir);
@@ -350,7 +387,7 @@ pub async fn invoke(app: &shared::app::App, payload: serde_json::Value) -> Resul
     }
 }
 
-/// Every op of every op-envelope function.
+/// Every op of every op-envelope function (`enqueue`, `admin`, `api`, `cleanup`).
 pub fn all_op_names() -> Vec<&'static str> {
-    [enqueue::op_names(), admin::op_names(), api::op_names()].concat()
+    [enqueue::op_names(), admin::op_names(), api::op_names(), cleanup::op_names()].concat()
 }

@@ -112,3 +112,29 @@ async fn values_never_leak_from_the_file_backend() {
 async fn values_never_leak_from_secrets_manager() {
     never_leaks(Arc::new(moto_secrets().await), true).await;
 }
+
+/// The Fly adapter logs its retries, never its API token (which it sends as a bearer token).
+#[tokio::test(flavor = "current_thread")]
+async fn the_fly_token_never_reaches_the_logs() {
+    use integration_tests::fake_fly::{FakeFly, Fault};
+    use shared::reconcile::provider::WorkerProvider;
+    const FLY_TOKEN: &str = "fly-test-token-SENTINEL-0451";
+    let (buf, _guard) = capture_logs();
+    let fake = FakeFly::start(&["app1"]).await;
+    let settings = shared::adapters::fly::FlySettings {
+        api_base: fake.url.clone(),
+        deployment_id: "dep-a".into(),
+        app_name: None,
+        options: Default::default(),
+    };
+    let p = shared::adapters::fly::FlyProvider::new(&settings, "app1", shared::secrets::SecretValue::new(FLY_TOKEN))
+        .unwrap();
+    fake.fault(Fault::status("GET", "/machines", 503, 1).retry_after("0"));
+    p.list_machines().await.unwrap();
+    let e = p.get_machine("nope").await.unwrap_err();
+    let text = buf.text();
+    assert!(text.contains("fly: retrying"), "the retry is logged: {text}");
+    assert!(!text.contains(FLY_TOKEN), "{text}");
+    assert!(!format!("{p:?} {e} {e:?}").contains(FLY_TOKEN));
+    assert!(fake.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {FLY_TOKEN}"))));
+}

@@ -6,8 +6,9 @@
 //!   `aws lambda invoke --endpoint-url` work unchanged; the functions are the `FUNCTIONS` table.
 //! - `PUT|GET /blobs/<key>?...`: the local blob store behind the presigned-style URLs that
 //!   snapshots and media hand out (HMAC-signed, expiring).
-//! - A timer runs the lease sweep (`releaseExpiredLeases`) and the storage sweep (snapshot and
-//!   media expiry) the way the scheduled rules do.
+//! - A timer invokes the `cleanup` function's lease sweep (`releaseExpiredLeases`) and storage
+//!   sweep (`expireStorage`: snapshot and media expiry) the way the scheduled rules do. The
+//!   nightly Fly cleanup (disabled by default on AWS) is not run by a timer here.
 //!
 //! Storage: dynoxide in-process, reached through an in-process connector with no listening port
 //! (in memory, or a file under `--data-dir`, which one runner at a time holds), or the endpoint in
@@ -166,6 +167,12 @@ const FUNCTIONS: &[(&str, Handler)] = &[
             Box::pin(reconcile::handle(r, payload)).await.map_err(function_error)
         })
     }),
+    ("cleanup", |app, payload| {
+        Box::pin(async move {
+            let ctx = shared::cleanup::ops::CleanupCtx::new((*app).clone(), fly_settings().clone());
+            cleanup::handle(&ctx, payload).await.map_err(function_error)
+        })
+    }),
 ];
 
 /// The reconcile function's context (its provider factory runs workers as child processes).
@@ -173,6 +180,36 @@ static RECONCILER: std::sync::OnceLock<shared::reconcile::cycle::Reconciler> = s
 /// Set after every successful enqueue; one background task turns it into cycles (coalesced:
 /// a burst of enqueues wakes it once).
 static RECONCILE_WANTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The cleanup function's Fly settings (`DEPLOYMENT_ID`, `FLY_API_BASE`, `FLY_APP_NAME`), read once.
+fn fly_settings() -> &'static shared::adapters::fly::FlySettings {
+    static FLY: std::sync::OnceLock<shared::adapters::fly::FlySettings> = std::sync::OnceLock::new();
+    FLY.get_or_init(|| {
+        let cfg = Config::from_env().or_else(|_| Config::from_lookup(&|_| None));
+        match cfg {
+            Ok(c) => cleanup::settings_from_env(&c),
+            Err(_) => shared::adapters::fly::FlySettings {
+                api_base: String::new(),
+                deployment_id: "local".into(),
+                app_name: None,
+                options: Default::default(),
+            },
+        }
+    })
+}
+
+/// Run one op of a hosted function, as its EventBridge schedule would (the runner's timers).
+async fn run_scheduled(app: &Arc<App>, function: &str, payload: Value) {
+    let Some((_, h)) = FUNCTIONS.iter().find(|(n, _)| *n == function) else { return };
+    let op = payload["op"].as_str().unwrap_or("?").to_string();
+    match h(app.clone(), payload).await {
+        Ok(r) if r.as_object().is_some_and(|o| o.values().any(|v| v.as_u64().is_some_and(|n| n > 0))) => {
+            tracing::info!(%op, result = %r, "scheduled {function}")
+        }
+        Ok(_) => {}
+        Err((t, m)) => tracing::warn!(%op, error_type = %t, error = %m, "scheduled {function} failed"),
+    }
+}
 
 #[tokio::main]
 async fn main() {
@@ -365,18 +402,15 @@ async fn run(args: Args) -> Result<(), String> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match app.store.release_expired_leases(Some(500)).await {
-                    Ok(r) if r.unlocked > 0 => tracing::info!(?r, "lease sweep"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
-                }
-                match shared::snapshots::ops::sweep(&app, Some(100)).await {
-                    Ok(r) if r != shared::snapshots::model::SweepResult::default() => {
-                        tracing::info!(?r, "storage sweep")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "storage sweep failed"),
-                }
+                // The schedules of the template, through the cleanup function that serves them.
+                run_scheduled(
+                    &app,
+                    "cleanup",
+                    serde_json::json!({"op": "releaseExpiredLeases", "args": {"limit": 500}}),
+                )
+                .await;
+                run_scheduled(&app, "cleanup", serde_json::json!({"op": "expireStorage", "args": {"limit": 100}}))
+                    .await;
             }
         });
     }

@@ -564,3 +564,63 @@ async fn reconcile_starts_a_local_worker_process_that_does_the_work() {
     );
     assert!(ws[0]["machineId"].is_string() && ws[0]["volumeId"].is_string(), "{body}");
 }
+
+/// The runner hosts `cleanup`: its timer runs the lease sweep through it (an expired lease comes
+/// back to the queue with nobody calling), and it answers the Invoke path; `enqueue` no longer
+/// serves the sweeps.
+#[tokio::test]
+async fn the_cleanup_function_runs_the_sweeps_on_the_runner_timer() {
+    let r = start(&[("LEASE_MS", "1000")], &["--worker", "local-1"]);
+    let c = lambda(&r.base).await;
+    let http = reqwest::Client::new();
+    let (err, _) = invoke(
+        &c,
+        json!({"op": "configureAgent", "args": {"agentKey": "bot", "version": "1", "secretsRef": [], "enabled": true}}),
+    )
+    .await;
+    assert_eq!(err, None);
+    let (err, enq) = invoke(
+        &c,
+        json!({"op": "enqueue", "args": {"conversationId": "tg:bot:1", "agentKey": "bot",
+            "payload": {"provider": "telegram", "providerUserId": "1", "messageText": "ping"}}}),
+    )
+    .await;
+    assert_eq!(err, None, "{enq}");
+    let (st, job) = worker(&http, &r, "claim", json!({})).await;
+    assert_eq!((st, job["messageId"].clone()), (200, enq["messageId"].clone()));
+    assert_eq!(queued_ready(&c).await, 0);
+    // The lease (1 s) runs out; the 1 s timer invokes cleanup's releaseExpiredLeases.
+    let mut back = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if queued_ready(&c).await == 1 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the timer's lease sweep requeued the message");
+    let call = |op: &'static str, function: &'static str| {
+        let c = c.clone();
+        async move {
+            let out = c
+                .invoke()
+                .function_name(function)
+                .payload(Blob::new(json!({"op": op, "args": {}}).to_string()))
+                .send()
+                .await
+                .expect("invoke");
+            let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+            (out.function_error().map(str::to_string), body)
+        }
+    };
+    let (err, swept) = call("expireStorage", "cleanup").await;
+    assert_eq!(err, None, "{swept}");
+    assert!(swept.get("snapshotsExpired").is_some(), "{swept}");
+    let (err, body) = call("expireStorage", "enqueue").await;
+    assert_eq!((err.as_deref(), body["errorType"].as_str()), (Some("Unhandled"), Some("ValidationError")));
+    assert!(body["errorMessage"].as_str().unwrap().contains("unknown op"), "enqueue no longer serves it: {body}");
+    // runFlyCleanup with no Fly app configured: a precise refusal, no Fly call.
+    let (err, body) = call("runFlyCleanup", "cleanup").await;
+    assert_eq!((err.as_deref(), body["errorType"].as_str()), (Some("Unhandled"), Some("ValidationError")));
+    assert!(body["errorMessage"].as_str().unwrap().contains("Fly app name"), "{body}");
+}

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod blob_local;
 pub mod dynamo;
+pub mod fly;
 pub mod jwks;
 pub mod process;
 pub mod s3;

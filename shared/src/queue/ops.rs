@@ -30,9 +30,16 @@ pub const TABLE: OpTable<App> = OpTable {
             .store
             .list_conversation_items(&a)
             .await?),
+        op!(App, "redriveDeadLetters", |app, a: RedriveArgs| app.store.redrive(a).await?),
+    ],
+};
+
+/// The lease sweep, served by the `cleanup` function (its schedule and the local runner's timer).
+pub const SWEEPS: OpTable<App> = OpTable {
+    domain: "queue-sweeps",
+    ops: &[
         op!(App, "releaseStuckJobs", |app, a: ReleaseArgs| app.store.release_expired_leases(a.limit).await?),
         op!(App, "releaseExpiredLeases", |app, a: ReleaseArgs| app.store.release_expired_leases(a.limit).await?),
-        op!(App, "redriveDeadLetters", |app, a: RedriveArgs| app.store.redrive(a).await?),
     ],
 };
 

@@ -256,12 +256,18 @@ pub async fn sweep(app: &App, limit: Option<i64>) -> AppResult<SweepResult> {
     Ok(res)
 }
 
-/// The snapshot and storage ops for operators (the `admin` function).
+/// The snapshot ops for operators (the `admin` function).
 pub const TABLE: crate::envelope::OpTable<App> = crate::envelope::OpTable {
     domain: "snapshots",
+    ops: &[crate::op!(App, "listSnapshotsForConversation", |app, a: ListSnapshotsArgs| list_for_conversation(app, &a)
+        .await?)],
+};
+
+/// The storage sweep (snapshots, timed-out uploads, media; deletes their objects), served by the
+/// `cleanup` function.
+pub const SWEEPS: crate::envelope::OpTable<App> = crate::envelope::OpTable {
+    domain: "storage-sweeps",
     ops: &[
-        crate::op!(App, "listSnapshotsForConversation", |app, a: ListSnapshotsArgs| list_for_conversation(app, &a)
-            .await?),
         crate::op!(App, "expireStorage", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
         crate::op!(App, "expireOldDataSnapshots", |app, a: crate::queue::ReleaseArgs| sweep(app, a.limit).await?),
     ],

@@ -50,8 +50,9 @@ async fn user_snapshot(a: &AppEnv, user: &str) {
 async fn each_function_serves_only_its_callers_ops() {
     let a = app_env().await;
     let (producer, admin_ops, user_ops) = (enqueue::op_names(), admin::op_names(), api::op_names());
+    let cleanup_ops = cleanup::op_names();
     for op in all_op_names() {
-        let n = [&producer, &admin_ops, &user_ops].iter().filter(|l| l.contains(&op)).count();
+        let n = [&producer, &admin_ops, &user_ops, &cleanup_ops].iter().filter(|l| l.contains(&op)).count();
         assert_eq!(n, 1, "{op} is served by {n} functions");
     }
     assert_eq!(producer, vec!["enqueue", "hasQueuedJobsForConversation"]);

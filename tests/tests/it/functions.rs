@@ -380,6 +380,11 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("getLatestSnapshotForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot"})),
         ("expireOldDataSnapshots", json!({"limit": 5})),
         ("expireStorage", json!({"limit": 5})),
+        (
+            "runFlyCleanup",
+            json!({"appName": "app1", "dryRun": true, "allMachinesInApp": false, "machineConcurrency": 2,
+            "volumeConcurrency": 2}),
+        ),
         ("importSecret", json!({"secretRef": "a.b", "plaintextValue": "v", "metadata": {"k": "v"}})),
         ("secretStatus", json!({"secretRefs": ["a.b"]})),
         ("getSecretsStatus", json!({"agentKey": "bot"})),
@@ -389,12 +394,22 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
     for op in all_op_names() {
         assert!(covered.contains(&op), "op {op} has no sample here");
     }
+    // The sweeps and the Fly cleanup are the cleanup function's (nothing answers at its Fly
+    // address here, and no `fly.apiToken` is stored: runFlyCleanup is refused before any call).
+    let env = &a;
+    let invoke = |op: &str, args: Value| {
+        let payload = json!({"op": op, "args": args});
+        let cleanup_op = cleanup::op_names().contains(&op);
+        async move {
+            if cleanup_op { env.cleanup(payload).await } else { integration_tests::invoke(&env.app, payload).await }
+        }
+    };
     let mut calls = 0;
     for (op, sample) in &ops {
         for args in one_leaf_mutations(sample) {
             let before = snapshot(e).await;
             calls += 1;
-            match invoke(&a.app, json!({"op": op, "args": args})).await {
+            match invoke(op, args.clone()).await {
                 Ok(_) => {}
                 Err(err) => {
                     let (args, msg) = (short(&args), short(&json!(err.to_string())));
@@ -406,7 +421,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         }
     }
     for name in ["x".repeat(3_000), String::new(), "a\u{0}".into()] {
-        let err = invoke(&a.app, json!({"op": name, "args": {}})).await.unwrap_err();
+        let err = integration_tests::invoke(&a.app, json!({"op": name, "args": {}})).await.unwrap_err();
         assert_eq!(code(&err), "ValidationError");
     }
     // Out-of-range limits of the snapshot ops are refused (the README gives their ranges).
@@ -416,7 +431,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("expireStorage", json!({"limit": 1001})),
         ("expireStorage", json!({"limit": -5})),
     ] {
-        let err = invoke(&a.app, json!({"op": op, "args": args})).await.unwrap_err();
+        let err = invoke(op, args.clone()).await.unwrap_err();
         assert_eq!(code(&err), "ValidationError", "{op} {args}");
     }
 

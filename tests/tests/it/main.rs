@@ -5,6 +5,8 @@
 mod access;
 mod blobs;
 mod concurrency;
+mod fly;
+mod fly_cleanup;
 mod functions;
 mod queue_store;
 mod reconcile;

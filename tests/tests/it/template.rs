@@ -106,10 +106,11 @@ fn functions_get_the_configuration_they_read() {
     assert_eq!((cfg.blob_bucket.as_deref(), cfg.secrets_prefix.as_str()), (Some("b"), "p/"));
     assert_eq!(t["Resources"]["BlobBucket"]["Type"], "AWS::S3::Bucket");
     // The scheduled sweeps invoke ops the function they are attached to serves.
-    let served: [(&str, Vec<&str>); 3] = [
+    let served: [(&str, Vec<&str>); 4] = [
         ("EnqueueFunction", enqueue::op_names()),
         ("AdminFunction", admin::op_names()),
         ("ApiFunction", api::op_names()),
+        ("CleanupFunction", cleanup::op_names()),
     ];
     for (f, ops) in &served {
         let events = t["Resources"][f]["Properties"]["Events"].as_object().cloned().unwrap_or_default();
@@ -137,11 +138,66 @@ fn functions_get_the_configuration_they_read() {
     .unwrap();
     assert_eq!(cfg.policy.access.user_token_secret_ref.as_deref(), Some("api.userTokenKey"));
     assert_eq!(cfg.policy.access.jwks_url.as_deref(), Some("https://idp.example/jwks"));
+    // The scheduled sweeps and the Fly cleanup invoke ops the cleanup function serves; enqueue
+    // has no schedule any more.
+    assert!(t["Resources"]["EnqueueFunction"]["Properties"].get("Events").is_none());
+    let events = t["Resources"]["CleanupFunction"]["Properties"]["Events"].as_object().unwrap();
+    for ev in events.values() {
+        let input: serde_json::Value = serde_json::from_str(ev["Properties"]["Input"].as_str().unwrap()).unwrap();
+        let op = input["op"].as_str().unwrap();
+        assert!(cleanup::op_names().contains(&op), "scheduled op '{op}' is not served");
+        assert!(!enqueue::op_names().contains(&op), "'{op}' moved to the cleanup function");
+    }
+    for name in ["LeaseSweep", "StorageSweep", "FlyCleanup"] {
+        assert!(events.contains_key(name), "{name}");
+    }
+    assert_eq!(events["LeaseSweep"]["Properties"]["Schedule"], "rate(5 minutes)");
+    assert_eq!(events["StorageSweep"]["Properties"]["Schedule"], "rate(1 hour)");
+    assert_eq!(events["FlyCleanup"]["Properties"]["Schedule"], "cron(0 3 * * ? *)", "nightly");
+    assert_eq!(events["FlyCleanup"]["Properties"]["State"], "DISABLED", "off by default");
+    // The cleanup's time budget leaves the batch in flight and the report room in the timeout.
+    let timeout = t["Resources"]["CleanupFunction"]["Properties"]["Timeout"].as_u64().unwrap();
+    assert!(timeout >= 2 * shared::cleanup::ops::TIME_BUDGET.as_secs() + 60, "{timeout}");
+    // Fly settings reach every function, under the names Config reads.
+    let cfg = shared::Config::from_lookup(&|k| match k {
+        "DEPLOYMENT_ID" => Some("dep-9".into()),
+        "FLY_API_BASE" => Some("http://fly".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!((cfg.deployment_id.as_str(), cfg.fly_api_base.as_str()), ("dep-9", "http://fly"));
+    assert_eq!(vars["FLY_API_BASE"], json!({"Ref": "FlyApiBase"}));
+    assert_eq!(vars["FLY_APP_NAME"], json!({"Ref": "FlyAppName"}));
+    assert_eq!(vars["DEPLOYMENT_ID"]["Fn::If"][1], json!({"Ref": "DeploymentId"}));
+    // Least privilege: enqueue touches no blob; cleanup deletes snapshot and media objects and
+    // reads one secret, the Fly token.
+    let policies = |f: &str| t["Resources"][f]["Properties"]["Policies"].as_array().unwrap().clone();
+    let enq = serde_json::to_string(&policies("EnqueueFunction")).unwrap();
+    assert!(!enq.contains("S3") && !enq.contains("secretsmanager"), "{enq}");
+    let statements: Vec<Value> = policies("CleanupFunction")
+        .iter()
+        .filter_map(|p| p.get("Statement"))
+        .flat_map(|s| s.as_array().unwrap().clone())
+        .collect();
+    let cl = serde_json::to_string(&policies("CleanupFunction")).unwrap();
+    assert!(!cl.contains("S3CrudPolicy") && !cl.contains("S3ReadPolicy"), "{cl}");
+    let actions: Vec<&str> =
+        statements.iter().flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap())).collect();
+    assert_eq!(actions, vec!["s3:DeleteObject", "secretsmanager:GetSecretValue"]);
+    let secret = statements[1]["Resource"]["Fn::Sub"].as_str().unwrap();
+    assert!(secret.ends_with(":secret:${SecretsPrefix}fly.apiToken-??????"), "{secret}");
     let claim = &t["Resources"]["ClaimFunction"]["Properties"];
     let ev = claim["Events"].as_object().unwrap().values().next().unwrap();
     assert_eq!((ev["Type"].as_str(), ev["Properties"]["Path"].as_str()), (Some("HttpApi"), Some("/worker/{op}")));
-    for f in ["EnqueueFunction", "AdminFunction", "ApiFunction", "ClaimFunction"] {
+    for (f, bin) in [
+        ("EnqueueFunction", "enqueue"),
+        ("AdminFunction", "admin"),
+        ("ApiFunction", "api"),
+        ("ClaimFunction", "claim"),
+        ("CleanupFunction", "cleanup"),
+    ] {
         assert_eq!(t["Resources"][f]["Metadata"]["BuildMethod"], "rust-cargolambda", "{f}");
+        assert_eq!(t["Resources"][f]["Metadata"]["BuildProperties"]["Binary"], bin, "{f}");
     }
     assert_eq!(t["Globals"]["Function"]["Runtime"], "provided.al2023");
 }

@@ -425,10 +425,10 @@ async fn snapshots_are_verified_guarded_and_restored_from_the_newest_good_one() 
 
     // The sweep: the upload window closes (1 h), then retention ends (7 days): objects deleted.
     a.e.clock.advance(3_600_000);
-    let r = invoke(&a.app, json!({"op": "expireStorage", "args": {}})).await.unwrap();
+    let r = a.cleanup(json!({"op": "expireStorage", "args": {}})).await.unwrap();
     assert_eq!(r["uploadsTimedOut"], 1, "{r}");
     a.e.clock.advance(7 * 86_400_000);
-    let r = invoke(&a.app, json!({"op": "expireOldDataSnapshots", "args": {"limit": 10}})).await.unwrap();
+    let r = a.cleanup(json!({"op": "expireOldDataSnapshots", "args": {"limit": 10}})).await.unwrap();
     assert_eq!(r["snapshotsExpired"], 1, "{r}");
     use shared::blob::BlobBackend;
     assert_eq!(
@@ -489,10 +489,10 @@ async fn media_expires_with_its_blob_and_the_payload_copy() {
     assert_eq!(code(&reuse), "Conflict", "{reuse}");
     assert_eq!(snapshot(&a.e).await, before_reuse);
     // Before retention ends the sweep leaves it alone.
-    let swept = invoke(&a.app, json!({"op": "expireStorage"})).await.unwrap();
+    let swept = a.cleanup(json!({"op": "expireStorage"})).await.unwrap();
     assert_eq!(swept["mediaExpired"], 0);
     a.e.clock.advance(604_800_000);
-    let swept = invoke(&a.app, json!({"op": "expireStorage"})).await.unwrap();
+    let swept = a.cleanup(json!({"op": "expireStorage"})).await.unwrap();
     assert_eq!(swept["mediaExpired"], 1, "{swept}");
     assert_eq!(a.blobs.size("media/mPHOTO9").await.unwrap(), None, "the blob is deleted");
     let m = a.e.store.get_message(&r.message_id).await.unwrap().unwrap();
@@ -818,7 +818,7 @@ async fn attachments_cannot_cross_conversations() {
     assert_eq!(code(&e), "Conflict", "{e}");
     assert_eq!(snapshot(&a.e).await, before, "nothing written for Q");
     // The sweep leaves P's blob alone; P's worker still downloads it.
-    let r = invoke(&a.app, json!({"op": "expireStorage", "args": {}})).await.unwrap();
+    let r = a.cleanup(json!({"op": "expireStorage", "args": {}})).await.unwrap();
     assert_eq!(r["mediaExpired"], 0, "{r}");
     assert_eq!(a.blobs.size("media/mP").await.unwrap(), Some(18));
     // The same conversation may reference it again only as before (one row per storage id).

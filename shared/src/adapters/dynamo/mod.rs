@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod schema;
 pub mod snapshots;
 pub mod tx;
+pub mod worker_cleanup;
 pub mod workers;
 
 use crate::adapters::sdk_error;
