@@ -14,11 +14,31 @@ pub struct App {
     pub secrets: Secrets,
     pub blobs: Arc<dyn BlobBackend>,
     pub auth: Arc<Authenticator>,
+    /// The Telegram Bot API (`TELEGRAM_API_BASE`; tests point it at a fake).
+    pub telegram: Arc<dyn crate::telegram::port::BotApi>,
+    /// The deployment's public base URL (`PUBLIC_BASE_URL`): the Telegram webhook is registered
+    /// at `<it>/telegram/webhook`.
+    pub public_base_url: Option<String>,
 }
 
 impl App {
     pub fn new(store: Arc<Store>, secrets: Secrets, blobs: Arc<dyn BlobBackend>) -> Self {
-        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()) }
+        let telegram = Arc::new(
+            crate::adapters::telegram::HttpBotApi::new(crate::config::DEFAULT_TELEGRAM_API_BASE)
+                .expect("an HTTP client with default settings builds"),
+        );
+        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()), telegram, public_base_url: None }
+    }
+
+    /// The same application talking to another Bot API (a fake in tests, a configured base URL).
+    pub fn with_telegram(
+        mut self,
+        api: Arc<dyn crate::telegram::port::BotApi>,
+        public_base_url: Option<String>,
+    ) -> Self {
+        self.telegram = api;
+        self.public_base_url = public_base_url;
+        self
     }
 
     pub fn now(&self) -> crate::clock::Millis {
@@ -39,6 +59,7 @@ impl App {
         let secrets = Secrets::new(backend, clock, cfg.policy.secrets.cache_ms);
         let s3 = sdk.get(cfg.s3_endpoint.as_deref()).await;
         let blobs = Arc::new(crate::adapters::s3::S3Blobs::from_config(cfg, &s3)?);
-        Ok(Self::new(store, secrets, blobs))
+        let telegram = Arc::new(crate::adapters::telegram::HttpBotApi::new(&cfg.telegram_api_base)?);
+        Ok(Self::new(store, secrets, blobs).with_telegram(telegram, cfg.public_base_url.clone()))
     }
 }

@@ -1,6 +1,8 @@
 //! Test harness: a store on fresh tables in the DynamoDB named by `DYNAMODB_ENDPOINT`
 //! (DynamoDB Local, started by `infra/scripts/test.sh`), with a manual clock.
 
+pub mod fake_telegram;
+
 use shared::adapters::dynamo::counter::RequestCounter;
 use shared::agents::model::ConfigureAgentArgs;
 use shared::clock::ManualClock;

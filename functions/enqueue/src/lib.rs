@@ -16,6 +16,9 @@ pub const TABLES: &[&OpTable<App>] = &[
     &shared::workers::ops::TABLE,
     &shared::secrets::ops::TABLE,
     &shared::snapshots::ops::TABLE,
+    // Until the `api`/`admin` split: identity ops (user-scoped, then operator).
+    &shared::identity::ops::USER_TABLE,
+    &shared::identity::ops::ADMIN_TABLE,
 ];
 
 /// Every op this function serves.

@@ -8,6 +8,7 @@ pub mod dynamo;
 pub mod s3;
 pub mod secrets_file;
 pub mod secrets_manager;
+pub mod telegram;
 
 use crate::error::AppError;
 
