@@ -7,5 +7,6 @@ mod concurrency;
 mod functions;
 mod queue_store;
 mod secrets;
+mod telegram;
 mod template;
 mod worker_protocol;

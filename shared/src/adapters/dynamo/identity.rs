@@ -373,12 +373,12 @@ impl Store {
                     continue;
                 }
                 seen.push(b.binding_id.clone());
-                let ex = Ex::new().val(":id", s(&b.binding_id)).val(":f", s(flag));
+                let ex = Ex::new().name("#f", "flag").val(":id", s(&b.binding_id)).val(":f", s(flag));
                 if self
                     .update_if(
                         self.c(),
                         keys::binding_pointer_key(&b.consumer_user_id),
-                        "SET flag = :f",
+                        "SET #f = :f",
                         "bindingId = :id",
                         &ex,
                         "flagging a binding",
@@ -411,7 +411,7 @@ impl Store {
         item.insert("botIdentity".into(), s(bot));
         item.insert("updateId".into(), n(update_id));
         item.insert("agentKey".into(), s(agent_key));
-        item.insert("raw".into(), s(raw));
+        item.insert("rawUpdate".into(), s(raw));
         item.insert("receivedAt".into(), n(self.now()));
         item.insert("ttl".into(), n(keys::ttl_seconds(ttl_at)));
         let r = self
@@ -436,7 +436,7 @@ impl Store {
         let Some(mut i) = self.get(&self.tables.queue, keys::update_key(bot, update_id)).await? else {
             return Ok(None);
         };
-        let raw = match i.remove("raw") {
+        let raw = match i.remove("rawUpdate") {
             Some(AttributeValue::S(r)) => r,
             _ => return Ok(None),
         };
@@ -450,13 +450,18 @@ impl Store {
     /// Record what processing did with an update (first outcome wins). The raw update is dropped
     /// once processed (W-13: the message holds what the agent needs).
     pub async fn record_update(&self, bot: &str, update_id: i64, outcome: &str, detail: &str) -> AppResult<bool> {
-        let ex =
-            Ex::new().val(":o", s(outcome)).val(":d", s(crate::ids::truncate(detail, 500))).val(":now", n(self.now()));
+        let ex = Ex::new()
+            .name("#o", "outcome")
+            .name("#d", "detail")
+            .name("#raw", "rawUpdate")
+            .val(":o", s(outcome))
+            .val(":d", s(crate::ids::truncate(detail, 500)))
+            .val(":now", n(self.now()));
         self.update_if(
             &self.tables.queue,
             keys::update_key(bot, update_id),
-            "SET outcome = :o, detail = :d, processedAt = :now REMOVE raw",
-            "attribute_exists(pk) AND attribute_not_exists(outcome)",
+            "SET #o = :o, #d = :d, processedAt = :now REMOVE #raw",
+            "attribute_exists(pk) AND attribute_not_exists(#o)",
             &ex,
             "recording an update's outcome",
         )
