@@ -114,8 +114,43 @@ fn functions_get_the_configuration_they_read() {
     let claim = &t["Resources"]["ClaimFunction"]["Properties"];
     let ev = claim["Events"].as_object().unwrap().values().next().unwrap();
     assert_eq!((ev["Type"].as_str(), ev["Properties"]["Path"].as_str()), (Some("HttpApi"), Some("/worker/{op}")));
-    for f in ["EnqueueFunction", "ClaimFunction"] {
+    for f in ["EnqueueFunction", "ClaimFunction", "WebhookFunction"] {
         assert_eq!(t["Resources"][f]["Metadata"]["BuildMethod"], "rust-cargolambda", "{f}");
     }
     assert_eq!(t["Globals"]["Function"]["Runtime"], "provided.al2023");
+}
+
+/// The webhook function: its route, the stream that feeds its process stage (only new `TG#`
+/// items, the key prefix the code writes), and secrets scoped to the Telegram refs.
+#[test]
+fn the_webhook_function_is_wired_with_least_privilege() {
+    let t = template();
+    let w = &t["Resources"]["WebhookFunction"]["Properties"];
+    let route = &w["Events"]["TelegramUpdate"];
+    assert_eq!(
+        (route["Type"].as_str(), route["Properties"]["Path"].as_str()),
+        (Some("HttpApi"), Some("/telegram/webhook"))
+    );
+    let stream = &w["Events"]["AcceptedUpdates"];
+    assert_eq!(stream["Type"], "DynamoDB");
+    assert_eq!(stream["Properties"]["Stream"]["Fn::GetAtt"], json!(["QueueTable", "StreamArn"]));
+    let pattern: Value =
+        serde_json::from_str(stream["Properties"]["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(pattern["dynamodb"]["Keys"]["pk"]["S"][0]["prefix"], shared::adapters::dynamo::keys::UPDATE_PK_PREFIX);
+    assert_eq!(pattern["eventName"], json!(["INSERT"]));
+    assert_eq!(stream["Properties"]["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]));
+    let text = serde_json::to_string(&w["Policies"]).unwrap();
+    assert!(!text.contains("WorkersTable"), "the webhook never touches workers");
+    assert!(!text.contains("secret:${SecretsPrefix}*"), "no access to every secret: {text}");
+    assert!(text.contains("telegram.botToken.*") && text.contains("telegram.webhookSecret.*"));
+    assert_eq!(shared::identity::rules::webhook_secret_ref("1"), "telegram.webhookSecret.1");
+    assert_eq!(shared::identity::rules::token_ref("a"), "telegram.botToken.a");
+    assert!(!text.contains("s3:GetObject") && !text.contains("S3CrudPolicy"), "media are only written");
+    let enq = &t["Resources"]["EnqueueFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(enq["PUBLIC_BASE_URL"]["Fn::Sub"].as_str().unwrap().starts_with("https://${WorkerApi}"));
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["TELEGRAM_API_BASE"],
+        json!({"Ref": "TelegramApiBase"})
+    );
 }
