@@ -483,3 +483,33 @@ async fn bot_api_faults_are_stable_errors_without_the_token() {
         .unwrap_err();
     assert_eq!(code_of(&e), "ValidationError");
 }
+
+/// The accept stage's cost, measured: one GetItem (the hook) and one conditional PutItem per
+/// update (the secret comes from the process cache); a replay costs the same and writes nothing.
+/// The process stage of a routed text update is counted too (printed).
+#[tokio::test]
+async fn accept_costs_two_requests_per_update() {
+    let t = setup().await;
+    let s = onboard(&t, "a", TOKEN_A).await;
+    post(&t.app, Some(&s), &text_update(1, 42, 42, "private", "warm the secret cache")).await;
+    let counter = &t.env.e.counter;
+    counter.reset();
+    let n = 20;
+    for i in 0..n {
+        assert_eq!(post(&t.app, Some(&s), &text_update(100 + i, 42, 42, "private", "hi")).await.0, 200);
+    }
+    let per_update = counter.total() as f64 / n as f64;
+    let ops = counter.by_operation();
+    eprintln!("accept: {per_update} DynamoDB requests per accepted update ({ops:?})");
+    assert_eq!(per_update, 2.0, "{ops:?}");
+    counter.reset();
+    post(&t.app, Some(&s), &text_update(100, 42, 42, "private", "hi")).await;
+    assert_eq!(counter.total(), 2, "a replay: the lookup and the refused put");
+    counter.reset();
+    process(&t.app, "7001", 101).await;
+    eprintln!(
+        "process (unbound text, fallback agent): {} DynamoDB requests ({:?})",
+        counter.total(),
+        counter.by_operation()
+    );
+}
