@@ -429,6 +429,9 @@ mod tests {
         assert_eq!(route(&group, "7", None, Some(paired), None, true), Route::Bound(t("g")));
         assert_eq!(route(&group, "7", None, None, Some("bot"), true), Route::NotLinked);
         assert_eq!(route(&group, "7", None, None, None, false), Route::NotLinked);
+        assert_eq!(unbound_conversation_id("7", "-100"), "telegram:7:-100");
+        assert_eq!(external_message_id("7", 12), "tg:7:12");
+        assert_eq!(crate::identity::rules::user_agent_conversation_id("a", "u"), "user-agent:a:u");
     }
 
     #[test]

@@ -513,3 +513,56 @@ async fn accept_costs_two_requests_per_update() {
         counter.by_operation()
     );
 }
+
+/// A new bot on an agent flags the old bot's bindings (reported), the old bot's secret stops
+/// working, and onboarding goes back to configuring the webhook.
+#[tokio::test]
+async fn a_bot_change_flags_the_bindings_of_the_old_bot() {
+    let t = setup().await;
+    let s = onboard(&t, "a", TOKEN_A).await;
+    let c = pairing_code(&t.app, "u1", "a", None).await;
+    deliver(&t.app, &s, "7001", &text_update(1, 42, 42, "private", &format!("/start {c}"))).await;
+    let r =
+        op(&t.app, "importTelegramTokenForAgent", json!({"agentKey": "a", "plaintextValue": TOKEN_B})).await.unwrap();
+    assert_eq!(r["previousBotIdentity"], "7001");
+    assert_eq!(r["flaggedBindings"], 1);
+    let b = op(&t.app, "getUserAgentBinding", json!({"consumerUserId": "u1"})).await.unwrap();
+    assert_eq!(b["flag"], "bot_changed");
+    let st = state(&t.app, "u1", "a").await;
+    assert_eq!(st["nextAction"], "configure_webhook", "{st}");
+    assert_eq!(st["bindingStatus"], "flagged");
+    assert_eq!(
+        post(&t.app, Some(&s), &text_update(2, 42, 42, "private", "hi")).await.0,
+        401,
+        "the old bot's hook is gone"
+    );
+    let r =
+        op(&t.app, "resolveAgentForTelegram", json!({"botIdentity": "7001", "telegramUserId": "42"})).await.unwrap();
+    assert_eq!(r["agentKey"], Value::Null, "a flagged binding is not routed");
+    // The old bot is free again for another agent.
+    op(&t.app, "importTelegramTokenForAgent", json!({"agentKey": "b", "plaintextValue": TOKEN_A})).await.unwrap();
+}
+
+/// Two Telegram users race for one code: exactly one binding, the code used once.
+#[tokio::test]
+async fn a_code_raced_by_two_chats_pairs_exactly_once() {
+    let t = setup().await;
+    onboard(&t, "a", TOKEN_A).await;
+    for round in 0..5 {
+        let user = format!("race{round}");
+        let c = pairing_code(&t.app, &user, "a", None).await;
+        let consume = |tg: i64| {
+            let app = t.app.clone();
+            let c = c.clone();
+            tokio::spawn(async move {
+                op(&app, "consumePairingCode", json!({"code": c, "botIdentity": "7001", "telegramUserId": tg.to_string(), "telegramChatId": tg.to_string()})).await
+            })
+        };
+        let (x, y) = (consume(1000 + round * 2), consume(1001 + round * 2));
+        let (x, y) = (x.await.unwrap(), y.await.unwrap());
+        assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
+        let winner = if x.is_ok() { 1000 + round * 2 } else { 1001 + round * 2 };
+        let b = op(&t.app, "getUserAgentBinding", json!({"consumerUserId": user})).await.unwrap();
+        assert_eq!(b["telegramUserId"], winner.to_string());
+    }
+}

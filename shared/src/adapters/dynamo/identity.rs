@@ -368,12 +368,24 @@ impl Store {
                 .await
                 .map_err(|e| sdk_error("Query bot bindings", e))?;
             for item in page.items.unwrap_or_default() {
+                let guard_key = keys::key(
+                    match item.get("pk") {
+                        Some(AttributeValue::S(v)) => v.clone(),
+                        _ => continue,
+                    },
+                    match item.get("sk") {
+                        Some(AttributeValue::S(v)) => v.clone(),
+                        _ => continue,
+                    },
+                );
                 let b: Binding = from_item(item)?;
+                let ex = Ex::new().name("#f", "flag").val(":id", s(&b.binding_id)).val(":f", s(flag));
+                // The guard's copy too: routing reads it.
+                self.update_if(self.c(), guard_key, "SET #f = :f", "bindingId = :id", &ex, "flagging a guard").await?;
                 if seen.contains(&b.binding_id) {
                     continue;
                 }
                 seen.push(b.binding_id.clone());
-                let ex = Ex::new().name("#f", "flag").val(":id", s(&b.binding_id)).val(":f", s(flag));
                 if self
                     .update_if(
                         self.c(),
