@@ -214,6 +214,16 @@ pub fn next_action(token_verified: bool, webhook_ready: bool, binding_active: bo
     }
 }
 
+/// Whether a value has the shape of a bot token (`<digits>:<20..=100 of A-Z a-z 0-9 _ ->`), so
+/// nothing else is ever sent to Telegram (or stored) as one.
+pub fn is_bot_token_shaped(t: &str) -> bool {
+    let Some((id, secret)) = t.split_once(':') else { return false };
+    (1..=20).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (20..=100).contains(&secret.len())
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The per-agent bot token ref: the one resolver every flow uses (W-8), never the global one (W-9).
 pub fn token_ref(agent_key: &str) -> String {
     format!("telegram.botToken.{agent_key}")
@@ -377,5 +387,16 @@ mod tests {
             r(&["x", "telegram.botToken.a", "telegram.botToken"])
         );
         assert_eq!(token_ref("a"), "telegram.botToken.a");
+        assert!(is_bot_token_shaped("7001:AAfakeTokenForBotA_secret"));
+        for bad in [
+            "",
+            "7001",
+            "7001:short",
+            "x1:AAfakeTokenForBotA_secret",
+            "7001:AAfake TokenForBotA_secret",
+            "7001:AAfake/TokenForBotA_secre",
+        ] {
+            assert!(!is_bot_token_shaped(bad), "{bad}");
+        }
     }
 }

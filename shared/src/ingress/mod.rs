@@ -11,8 +11,9 @@
 use crate::adapters::dynamo::identity::Accepted;
 use crate::app::App;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::identity::bots::hook_hash;
 use crate::identity::model::BotRecord;
-use crate::identity::ops::{TelegramIds, consume_code, hook_hash, resolve_for_telegram};
+use crate::identity::pairing::{TelegramIds, consume_code, resolve_for_telegram};
 use crate::identity::rules::{Guard, attempt_window};
 use crate::queue::EnqueueArgs;
 use crate::queue::model::{Attachment, AttachmentStatus, Payload};

@@ -23,6 +23,9 @@ async fn setup() -> Tg {
     let fake = FakeTelegram::start().await;
     fake.add_bot(TOKEN_A, 7001, "fake_a_bot");
     fake.add_bot(TOKEN_B, 7002, "fake_b_bot");
+    // Real time: items with a DynamoDB TTL (codes, updates, attempt counters) must not look long
+    // expired to DynamoDB Local, whose TTL sweeper would delete them mid-test.
+    env.e.clock.set(shared::Clock::now_ms(&shared::SystemClock));
     let app = env.app.clone().with_telegram(fake.api(), Some(BASE.into()));
     seed_agent(&env.e.store, "a", true).await;
     seed_agent(&env.e.store, "b", true).await;
@@ -464,10 +467,10 @@ async fn bot_api_faults_are_stable_errors_without_the_token() {
     t.fake.fault("getMe", Fault::Slow(std::time::Duration::from_millis(1500)));
     let e = op(&t.app, "importTelegramTokenForAgent", import(TOKEN_A)).await.unwrap_err();
     assert!(e.to_string().contains("timed out"), "{e}");
-    let e = op(&t.app, "importTelegramTokenForAgent", import("9999:unknown")).await.unwrap_err();
+    let e = op(&t.app, "importTelegramTokenForAgent", import("9999:unknownTokenOfNoBot_x")).await.unwrap_err();
     assert_eq!(code_of(&e), "ValidationError");
     for msg in [e.to_string(), e.chain()] {
-        assert!(!msg.contains("AAfakeToken") && !msg.contains("9999:unknown"), "{msg}");
+        assert!(!msg.contains("AAfakeToken") && !msg.contains("unknownTokenOfNoBot"), "{msg}");
     }
     assert_eq!(snapshot(&t.env.e).await, before, "a refused import stores nothing");
     assert!(t.env.app.secrets.get("telegram.botToken.a").await.unwrap().is_none());
@@ -565,4 +568,80 @@ async fn a_code_raced_by_two_chats_pairs_exactly_once() {
         let b = op(&t.app, "getUserAgentBinding", json!({"consumerUserId": user})).await.unwrap();
         assert_eq!(b["telegramUserId"], winner.to_string());
     }
+}
+
+async fn put_raw(t: &Tg, item: Value) {
+    let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+        serde_dynamo::to_item(item).unwrap();
+    t.env.e.store.client.put_item().table_name(&t.env.e.tables.control).set_item(Some(item)).send().await.unwrap();
+}
+
+/// Data migrated from the original: a Telegram binding and a pending code without a bot
+/// identity are revoked (annotated) and expired; profiles without one are counted.
+#[tokio::test]
+async fn soft_reset_revokes_legacy_bindings_and_expires_legacy_codes() {
+    let t = setup().await;
+    let binding = json!({"bindingId": "01LEGACY", "consumerUserId": "old1", "agentKey": "a",
+        "conversationId": "user-agent:a:old1", "status": "active", "source": "telegram_pairing",
+        "telegramUserId": "99", "telegramChatId": "99", "boundAt": 5, "metadata": {"displayName": "Old"}});
+    let mut pointer = binding.clone();
+    pointer["pk"] = json!("USER#old1");
+    pointer["sk"] = json!("BINDING");
+    let mut history = binding.clone();
+    history["pk"] = json!("USER#old1");
+    history["sk"] = json!("BH#0000000000005#01LEGACY");
+    put_raw(&t, pointer).await;
+    put_raw(&t, history).await;
+    put_raw(
+        &t,
+        json!({"pk": "PAIR#LEGACY2345", "sk": "CODE", "code": "LEGACY2345", "consumerUserId": "old2",
+        "agentKey": "a", "status": "pending", "createdAt": 1, "expiresAt": 9_999_999_999_999i64}),
+    )
+    .await;
+    let r = op(&t.app, "softResetTelegramBindingsMissingBotIdentity", json!({})).await.unwrap();
+    assert_eq!(
+        r,
+        json!({"revokedBindings": 1, "annotatedBindings": 0, "expiredPairings": 1, "pendingPairingsMissingBotIdentity": 1,
+            "legacyBindingsMissingBotIdentity": 1, "profilesMissingBotIdentity": 2})
+    );
+    assert_eq!(op(&t.app, "getUserAgentBinding", json!({"consumerUserId": "old1"})).await.unwrap(), Value::Null);
+    let h = t
+        .env
+        .e
+        .store
+        .get(&t.env.e.tables.control, shared::adapters::dynamo::keys::key("USER#old1", "BH#0000000000005#01LEGACY"))
+        .await
+        .unwrap()
+        .unwrap();
+    let h: Value = serde_dynamo::from_item(h).unwrap();
+    assert_eq!(h["status"], "revoked");
+    assert_eq!(h["metadata"]["softResetReason"], "missing_bot_identity");
+    assert_eq!(h["metadata"]["displayName"], "Old");
+    let code = t
+        .env
+        .e
+        .store
+        .get(&t.env.e.tables.control, shared::adapters::dynamo::keys::key("PAIR#LEGACY2345", "CODE"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(serde_dynamo::from_item::<_, Value>(code).unwrap()["status"], "expired");
+    // A second run finds nothing to revoke; the revoked row is annotated again.
+    let r = op(&t.app, "softResetTelegramBindingsMissingBotIdentity", json!({})).await.unwrap();
+    assert_eq!(
+        (r["revokedBindings"].as_i64(), r["annotatedBindings"].as_i64(), r["expiredPairings"].as_i64()),
+        (Some(0), Some(1), Some(0))
+    );
+    // Bindings made by this version always carry their bot: untouched.
+    let s = onboard(&t, "a", TOKEN_A).await;
+    let c = pairing_code(&t.app, "u1", "a", None).await;
+    deliver(&t.app, &s, "7001", &text_update(1, 42, 42, "private", &format!("/start {c}"))).await;
+    let r =
+        op(&t.app, "softResetTelegramBindingsMissingBotIdentity", json!({"revokeActiveBindings": true})).await.unwrap();
+    assert_eq!((r["revokedBindings"].as_i64(), r["profilesMissingBotIdentity"].as_i64()), (Some(0), Some(1)));
+    assert_eq!(op(&t.app, "getUserAgentBinding", json!({"consumerUserId": "u1"})).await.unwrap()["status"], "active");
+    let refs = op(&t.app, "getRequiredSecretRefs", json!({})).await.unwrap();
+    assert_eq!(refs["secretRefs"], json!(["telegram.botToken.a", "telegram.botToken.b"]));
+    let refs = op(&t.app, "getRequiredSecretRefs", json!({"agentKey": "a"})).await.unwrap();
+    assert_eq!(refs["secretRefs"], json!(["telegram.botToken.a"]));
 }
