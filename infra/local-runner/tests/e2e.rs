@@ -511,7 +511,7 @@ async fn enqueue_latency_by_queue_depth() {
 async fn telegram_updates_through_the_runner() {
     use integration_tests::fake_telegram::FakeTelegram;
     let fake = FakeTelegram::start().await;
-    let token = "7001:runnerToken";
+    let token = "7001:runnerTokenOfTheLocalBot";
     fake.add_bot(token, 7001, "runner_bot");
     let r = start(&[("TELEGRAM_API_BASE", fake.base.as_str())], &[]);
     let c = lambda(&r.base).await;
