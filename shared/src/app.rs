@@ -16,12 +16,32 @@ pub struct App {
     pub auth: Arc<Authenticator>,
     /// End users' token keys from `USER_TOKEN_JWKS_URL` (the `api` function).
     pub jwks: Arc<crate::adapters::jwks::JwksCache>,
+    /// The Telegram Bot API (`TELEGRAM_API_BASE`; tests point it at a fake).
+    pub telegram: Arc<dyn crate::telegram::port::BotApi>,
+    /// The deployment's public base URL (`PUBLIC_BASE_URL`): the Telegram webhook is registered
+    /// at `<it>/telegram/webhook`.
+    pub public_base_url: Option<String>,
 }
 
 impl App {
     pub fn new(store: Arc<Store>, secrets: Secrets, blobs: Arc<dyn BlobBackend>) -> Self {
         let jwks = Arc::new(crate::adapters::jwks::JwksCache::new(store.policy.access.jwks_url.clone()));
-        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()), jwks }
+        let telegram = Arc::new(
+            crate::adapters::telegram::HttpBotApi::new(crate::config::DEFAULT_TELEGRAM_API_BASE)
+                .expect("an HTTP client with default settings builds"),
+        );
+        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()), jwks, telegram, public_base_url: None }
+    }
+
+    /// The same application talking to another Bot API (a fake in tests, a configured base URL).
+    pub fn with_telegram(
+        mut self,
+        api: Arc<dyn crate::telegram::port::BotApi>,
+        public_base_url: Option<String>,
+    ) -> Self {
+        self.telegram = api;
+        self.public_base_url = public_base_url;
+        self
     }
 
     pub fn now(&self) -> crate::clock::Millis {
@@ -42,7 +62,8 @@ impl App {
         let secrets = Secrets::new(backend, clock, cfg.policy.secrets.cache_ms);
         let s3 = sdk.get(cfg.s3_endpoint.as_deref()).await;
         let blobs = Arc::new(crate::adapters::s3::S3Blobs::from_config(cfg, &s3)?);
-        Ok(Self::new(store, secrets, blobs))
+        let telegram = Arc::new(crate::adapters::telegram::HttpBotApi::new(&cfg.telegram_api_base)?);
+        Ok(Self::new(store, secrets, blobs).with_telegram(telegram, cfg.public_base_url.clone()))
     }
 }
 

@@ -18,7 +18,11 @@ pub struct Policies {
     pub snapshots: SnapshotPolicy,
     pub media: MediaPolicy,
     pub access: crate::access::model::AccessPolicy,
+    pub telegram: crate::identity::model::TelegramPolicy,
 }
+
+/// The Telegram Bot API's own base URL.
+pub const DEFAULT_TELEGRAM_API_BASE: &str = "https://api.telegram.org";
 
 /// Physical table names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +75,11 @@ pub struct Config {
     pub deployment_id: String,
     /// Fly Machines API base URL (`FLY_API_BASE`, default `https://api.machines.dev/v1`).
     pub fly_api_base: String,
+    /// Telegram Bot API base URL (`TELEGRAM_API_BASE`, default `https://api.telegram.org`).
+    pub telegram_api_base: String,
+    /// This deployment's public base URL (`PUBLIC_BASE_URL`, the HTTP API's URL): where
+    /// `configureTelegramWebhook` points Telegram when no URL is passed.
+    pub public_base_url: Option<String>,
 }
 
 fn env_num<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, key: &str, default: T) -> Result<T, AppError> {
@@ -81,6 +90,16 @@ fn env_num<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, key: &str
             .trim()
             .parse()
             .map_err(|_| AppError::validation(format!("environment variable {key}='{v}' is not a number"))),
+    }
+}
+
+fn env_bool(get: &dyn Fn(&str) -> Option<String>, key: &str, default: bool) -> Result<bool, AppError> {
+    match get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v.is_empty() => Ok(default),
+        Some(v) if v == "true" || v == "1" => Ok(true),
+        Some(v) if v == "false" || v == "0" => Ok(false),
+        Some(v) => Err(AppError::validation(format!("environment variable {key}='{v}' is not true or false"))),
     }
 }
 
@@ -134,6 +153,13 @@ impl Config {
                 issuer: get("USER_TOKEN_ISSUER").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
                 audience: get("USER_TOKEN_AUDIENCE").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
             },
+            telegram: crate::identity::model::TelegramPolicy {
+                require_binding: env_bool(get, "TELEGRAM_REQUIRE_BINDING", d.telegram.require_binding)?,
+                replies: env_bool(get, "TELEGRAM_REPLIES", d.telegram.replies)?,
+                attempts_per_chat: env_num(get, "PAIRING_ATTEMPTS_PER_CHAT", d.telegram.attempts_per_chat)?,
+                attempts_per_bot: env_num(get, "PAIRING_ATTEMPTS_PER_BOT", d.telegram.attempts_per_bot)?,
+                ..d.telegram
+            },
         };
         if policy.queue.lease_ms <= 0 || policy.workers.stale_after_ms <= 0 {
             return Err(AppError::validation("LEASE_MS and STALE_AFTER_MS must be positive"));
@@ -154,6 +180,8 @@ impl Config {
             s3_endpoint: opt("S3_ENDPOINT"),
             deployment_id: opt("DEPLOYMENT_ID").unwrap_or_else(|| "local".to_string()),
             fly_api_base: opt("FLY_API_BASE").unwrap_or_else(|| "https://api.machines.dev/v1".to_string()),
+            telegram_api_base: opt("TELEGRAM_API_BASE").unwrap_or_else(|| DEFAULT_TELEGRAM_API_BASE.to_string()),
+            public_base_url: opt("PUBLIC_BASE_URL"),
         })
     }
 }
@@ -176,6 +204,23 @@ mod tests {
         assert_eq!(c.policy.workers.stale_after_ms, 420_000);
         assert_eq!(c.policy.queue.default_max_attempts, 5);
         assert!(c.dynamodb_endpoint.is_none());
+        assert_eq!(c.telegram_api_base, "https://api.telegram.org");
+        assert!(c.public_base_url.is_none());
+        assert!(!c.policy.telegram.require_binding && c.policy.telegram.replies);
+    }
+
+    #[test]
+    fn telegram_settings() {
+        let c = cfg(&[
+            ("TELEGRAM_API_BASE", "http://127.0.0.1:9/"),
+            ("PUBLIC_BASE_URL", "https://x.example"),
+            ("TELEGRAM_REQUIRE_BINDING", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.telegram_api_base, "http://127.0.0.1:9/");
+        assert_eq!(c.public_base_url.as_deref(), Some("https://x.example"));
+        assert!(c.policy.telegram.require_binding);
+        assert!(cfg(&[("TELEGRAM_REPLIES", "maybe")]).is_err());
     }
 
     #[test]

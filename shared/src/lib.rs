@@ -19,7 +19,10 @@ pub mod conversations;
 pub mod envelope;
 pub mod error;
 pub mod hydration;
+pub mod identity;
 pub mod ids;
+#[cfg(feature = "aws")]
+pub mod ingress;
 pub mod media;
 pub mod protocol;
 pub mod queue;
@@ -27,6 +30,7 @@ pub mod reconcile;
 #[cfg(feature = "aws")]
 pub mod secrets;
 pub mod snapshots;
+pub mod telegram;
 #[cfg(feature = "aws")]
 pub mod telemetry;
 #[cfg(feature = "aws")]

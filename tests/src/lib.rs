@@ -3,6 +3,7 @@
 
 pub mod fake_fly;
 pub mod fake_provider;
+pub mod fake_telegram;
 
 use shared::adapters::dynamo::counter::RequestCounter;
 use shared::agents::model::ConfigureAgentArgs;

@@ -16,6 +16,7 @@ pub const TABLES: &[&OpTable<App>] = &[
     &shared::workers::ops::TABLE,
     &shared::secrets::ops::TABLE,
     &shared::snapshots::ops::TABLE,
+    &shared::identity::ops::ADMIN_TABLE,
 ];
 
 /// Every op this function serves.

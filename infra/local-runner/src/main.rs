@@ -1,6 +1,7 @@
 //! The local runner: every function's handler on localhost, with an embedded DynamoDB.
 //!
 //! - `POST /worker/<op>`: the `claim` function's routes (worker protocol).
+//! - `POST /telegram/webhook`: the `webhook` function (accept; a background task processes).
 //! - `POST /2015-03-31/functions/<name>/invocations`: the Lambda Invoke REST path (qualified
 //!   names, ARNs, `Event` and `DryRun` invocations), so the AWS SDK's Lambda client and
 //!   `aws lambda invoke --endpoint-url` work unchanged; the functions are the `FUNCTIONS` table.
@@ -173,6 +174,12 @@ const FUNCTIONS: &[(&str, Handler)] = &[
             cleanup::handle(&ctx, payload).await.map_err(function_error)
         })
     }),
+    // A stream batch (`{"Records": [...]}`) or an API Gateway event, as on AWS.
+    ("webhook", |app, payload| {
+        Box::pin(
+            async move { webhook::dispatch(&app, payload).await.map_err(|e| ("Internal".to_string(), e.to_string())) },
+        )
+    }),
 ];
 
 /// The reconcile function's context (its provider factory runs workers as child processes).
@@ -334,7 +341,11 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&blob_root).map_err(|e| format!("creating {}: {e}", blob_root.display()))?;
     let blobs = Arc::new(LocalBlobs::open(&blob_root, format!("http://{addr}")).map_err(|e| e.to_string())?);
     let secrets = Secrets::new(Arc::new(secret_backend), clock, cfg.policy.secrets.cache_ms);
-    let app = Arc::new(App::new(store.clone(), secrets, blobs.clone()));
+    // Telegram: TELEGRAM_API_BASE (a fake in tests); the webhook URL defaults to this runner's.
+    let telegram =
+        Arc::new(shared::adapters::telegram::HttpBotApi::new(&cfg.telegram_api_base).map_err(|e| e.to_string())?);
+    let public = cfg.public_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let app = Arc::new(App::new(store.clone(), secrets, blobs.clone()).with_telegram(telegram, Some(public)));
     let mut tokens = String::new();
     for w in &args.workers {
         let m = store
@@ -425,6 +436,10 @@ async fn run(args: Args) -> Result<(), String> {
             post(worker).get(worker).route_layer(axum::middleware::from_fn_with_state(api_body, read_body)),
         )
         .route(
+            "/telegram/webhook",
+            post(telegram_webhook).route_layer(axum::middleware::from_fn_with_state(api_body, read_body)),
+        )
+        .route(
             "/blobs/{*key}",
             put(blob).get(blob).route_layer(axum::middleware::from_fn_with_state(blob_body, read_body)),
         )
@@ -451,6 +466,7 @@ async fn run(args: Args) -> Result<(), String> {
         "local-runner listening on http://{addr}\n  storage: {storage}; tables {}, {}, {}\n  \
          blobs: {}\n  \
          worker routes: POST http://{addr}/worker/<op>  (Authorization: Bearer <worker token>)\n  \
+         telegram webhook: POST http://{addr}/telegram/webhook  (X-Telegram-Bot-Api-Secret-Token)\n  \
          lambda invoke: POST http://{addr}/2015-03-31/functions/<name>/invocations  (functions: {})\n{tokens}",
         cfg.tables.queue,
         cfg.tables.workers,
@@ -548,6 +564,33 @@ async fn worker(State(st): State<AppState>, method: Method, uri: Uri, headers: H
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
     };
     let resp = claim::handle(&st.app, req).await;
+    let (parts, body) = resp.into_parts();
+    let bytes: Vec<u8> = match body {
+        lambda_http::Body::Text(t) => t.into_bytes(),
+        lambda_http::Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// `POST /telegram/webhook`: the webhook function's accept stage; a new update is processed
+/// by a background task (on AWS: the queue table's stream).
+async fn telegram_webhook(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut req = http::Request::builder().method(method).uri(uri);
+    for (k, v) in &headers {
+        req = req.header(k, v);
+    }
+    let req = match req.body(lambda_http::Body::Binary(body.to_vec())) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    let resp = webhook::handle_and_spawn(st.app.clone(), req).await;
     let (parts, body) = resp.into_parts();
     let bytes: Vec<u8> = match body {
         lambda_http::Body::Text(t) => t.into_bytes(),

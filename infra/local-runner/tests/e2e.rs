@@ -63,10 +63,15 @@ async fn lambda(base: &str) -> aws_sdk_lambda::Client {
 }
 
 async fn invoke(c: &aws_sdk_lambda::Client, payload: Value) -> (Option<String>, Value) {
-    // The producer's ops are `enqueue`'s, the operator's `admin`'s.
-    let function = match payload["op"].as_str() {
-        Some("enqueue" | "hasQueuedJobsForConversation") => "enqueue",
-        _ => "admin",
+    // The producer's ops are `enqueue`'s, the end user's `api`'s (trusted-backend mode), the
+    // operator's `admin`'s.
+    let op = payload["op"].as_str().unwrap_or_default();
+    let function = if enqueue::op_names().contains(&op) {
+        "enqueue"
+    } else if api::op_names().contains(&op) {
+        "api"
+    } else {
+        "admin"
     };
     let out = c.invoke().function_name(function).payload(Blob::new(payload.to_string())).send().await.expect("invoke");
     let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
@@ -623,4 +628,89 @@ async fn the_cleanup_function_runs_the_sweeps_on_the_runner_timer() {
     let (err, body) = call("runFlyCleanup", "cleanup").await;
     assert_eq!((err.as_deref(), body["errorType"].as_str()), (Some("Unhandled"), Some("ValidationError")));
     assert!(body["errorMessage"].as_str().unwrap().contains("Fly app name"), "{body}");
+}
+
+/// Telegram through the runner: the onboarding ops over Lambda Invoke, updates posted to
+/// `/telegram/webhook` (processed by the runner's background task), a forged secret refused; then
+/// the accept latency of 200 text updates (printed: p50/p99).
+#[tokio::test]
+async fn telegram_updates_through_the_runner() {
+    use integration_tests::fake_telegram::FakeTelegram;
+    let fake = FakeTelegram::start().await;
+    let token = "7001:runnerTokenOfTheLocalBot";
+    fake.add_bot(token, 7001, "runner_bot");
+    let r = start(&[("TELEGRAM_API_BASE", fake.base.as_str())], &[]);
+    let c = lambda(&r.base).await;
+    let ok = |(e, v): (Option<String>, Value)| {
+        assert!(e.is_none(), "{v}");
+        v
+    };
+    ok(invoke(
+        &c,
+        json!({"op": "configureAgent", "args": {"agentKey": "a", "version": "1", "secretsRef": [], "enabled": true}}),
+    )
+    .await);
+    ok(invoke(&c, json!({"op": "importTelegramTokenForAgent", "args": {"agentKey": "a", "plaintextValue": token}}))
+        .await);
+    let w = ok(invoke(&c, json!({"op": "configureTelegramWebhook", "args": {"agentKey": "a"}})).await);
+    assert_eq!(w["webhookUrl"], format!("{}/telegram/webhook", r.base));
+    let secret = fake.webhook(token).unwrap().secret_token;
+    let code = ok(
+        invoke(&c, json!({"op": "createPairingCode", "args": {"consumerUserId": "u1", "agentKey": "a"}})).await
+    )["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let http = reqwest::Client::new();
+    let url = format!("{}/telegram/webhook", r.base);
+    let update = |id: i64, text: &str| json!({"update_id": id, "message": {"message_id": id, "chat": {"id": 42, "type": "private"}, "from": {"id": 42}, "text": text}});
+    let send = |secret: String, body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http.post(&url).header("X-Telegram-Bot-Api-Secret-Token", secret).json(&body).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    assert_eq!(send("af_v1_7001".into(), update(1, "forged")).await, 401);
+    assert_eq!(send(secret.clone(), update(2, &format!("/start {code}"))).await, 200);
+    let mut bound = Value::Null;
+    for _ in 0..100 {
+        bound = ok(invoke(&c, json!({"op": "getUserAgentBinding", "args": {"consumerUserId": "u1"}})).await);
+        if !bound.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bound["telegramUserId"], "42", "the background task paired the user");
+
+    let n = 200;
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = std::time::Instant::now();
+        assert_eq!(send(secret.clone(), update(100 + i as i64, "hi")).await, 200);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    eprintln!(
+        "webhook accept through the runner: {n} updates, p50 {:?}, p99 {:?}, max {:?}",
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+    let mut count = 0;
+    for _ in 0..200 {
+        let items = ok(invoke(
+            &c,
+            json!({"op": "listQueueItemsForConversation", "args": {"conversationId": "user-agent:a:u1", "limit": 500}}),
+        )
+        .await);
+        count = items.as_array().unwrap().len();
+        if count == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count, n, "every accepted update was processed and enqueued once");
 }

@@ -2,23 +2,33 @@
 
 use crate::error::{AppError, AppResult};
 
-/// An end user's id in the consumer's system (`consumerUserId`): 1 to 256 characters, no
-/// control characters, not blank. Only [`ConsumerUserId::parse`] makes one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An end user's id in the consumer's system (`consumerUserId`): 1 to 256 bytes, no control
+/// characters, no surrounding whitespace. Only [`ConsumerUserId::parse`] (and deserializing,
+/// which calls it) makes one. Ops that act for one user take it as a parameter of the use case:
+/// the `api` function passes the one of a verified token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct ConsumerUserId(String);
 
 impl ConsumerUserId {
-    pub fn parse(s: &str) -> AppResult<Self> {
-        if s.trim().is_empty() || s.chars().count() > 256 || s.chars().any(char::is_control) {
-            return Err(AppError::validation(
-                "consumerUserId must be 1 to 256 characters, not blank, without control characters",
-            ));
+    pub const MAX_BYTES: usize = 256;
+
+    pub fn parse(v: &str) -> AppResult<Self> {
+        crate::ids::check_text("consumerUserId", v, Self::MAX_BYTES)?;
+        if v.trim() != v {
+            return Err(AppError::validation("consumerUserId must not start or end with whitespace"));
         }
-        Ok(Self(s.to_string()))
+        Ok(Self(v.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConsumerUserId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod process;
 pub mod s3;
 pub mod secrets_file;
 pub mod secrets_manager;
+pub mod telegram;
 
 use crate::error::AppError;
 

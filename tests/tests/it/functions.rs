@@ -328,6 +328,9 @@ fn one_leaf_mutations(v: &Value) -> Vec<Value> {
 async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() {
     let a = app_env().await;
     let e = &a.e;
+    // Real time: items written with a DynamoDB TTL (pairing codes) must not look long expired to
+    // DynamoDB Local, whose TTL sweeper would delete them between two snapshots.
+    e.clock.set(shared::Clock::now_ms(&shared::SystemClock));
     seed_agent(&e.store, "bot", true).await;
     e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
     let token = a.mint("w1").await;
@@ -389,6 +392,40 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("secretStatus", json!({"secretRefs": ["a.b"]})),
         ("getSecretsStatus", json!({"agentKey": "bot"})),
         ("deleteSecret", json!({"secretRef": "a.b"})),
+        // Identity (issue 9). Telegram is never reached: the token sample is not token-shaped and
+        // the agent's bot is not claimed, so every call stays on our side.
+        (
+            "importTelegramTokenForAgent",
+            json!({"agentKey": "bot", "plaintextValue": "not-a-token", "metadata": {"k": "v"}}),
+        ),
+        ("configureTelegramWebhook", json!({"agentKey": "bot", "publicBaseUrl": "https://h.example"})),
+        ("reconcileTelegramBotIdentityForAgent", json!({"agentKey": "bot"})),
+        ("getWebhookReadiness", json!({"agentKey": "bot"})),
+        ("createPairingCode", json!({"consumerUserId": "u", "agentKey": "bot", "ttlMs": 60000})),
+        ("createUserAgentPairing", json!({"consumerUserId": "u", "agentKey": "bot", "ttlMs": 60000})),
+        ("getPairingCodeStatus", json!({"consumerUserId": "u", "code": "ABCDEFGH23"})),
+        ("getUserAgentPairingStatus", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        (
+            "consumePairingCode",
+            json!({"code": "ABCDEFGH23", "botIdentity": "7001", "telegramUserId": "1", "telegramChatId": "1"}),
+        ),
+        (
+            "bindUserAgent",
+            json!({"consumerUserId": "u", "agentKey": "bot", "botIdentity": "7001", "source": "manual",
+            "telegramUserId": "1", "telegramChatId": "1", "metadata": {"displayName": "d"}}),
+        ),
+        ("resolveAgentForUser", json!({"consumerUserId": "u"})),
+        ("resolveAgentForTelegram", json!({"botIdentity": "7001", "telegramUserId": "1", "telegramChatId": "1"})),
+        ("getUserAgentBinding", json!({"consumerUserId": "u"})),
+        ("getUserAgentOnboardingState", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getTelegramAgentReadiness", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getAgentOperationalReadiness", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getRequiredSecretRefs", json!({"agentKey": "bot"})),
+        (
+            "softResetTelegramBindingsMissingBotIdentity",
+            json!({"revokeActiveBindings": true, "expirePendingPairings": true}),
+        ),
+        ("revokeUserAgentBinding", json!({"consumerUserId": "u"})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
     for op in all_op_names() {

@@ -11,5 +11,6 @@ mod functions;
 mod queue_store;
 mod reconcile;
 mod secrets;
+mod telegram;
 mod template;
 mod worker_protocol;

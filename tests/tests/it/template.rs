@@ -195,6 +195,7 @@ fn functions_get_the_configuration_they_read() {
         ("ApiFunction", "api"),
         ("ClaimFunction", "claim"),
         ("CleanupFunction", "cleanup"),
+        ("WebhookFunction", "webhook"),
     ] {
         assert_eq!(t["Resources"][f]["Metadata"]["BuildMethod"], "rust-cargolambda", "{f}");
         assert_eq!(t["Resources"][f]["Metadata"]["BuildProperties"]["Binary"], bin, "{f}");
@@ -243,4 +244,39 @@ fn reconcile_runs_once_at_a_time_on_the_stream_the_schedule_and_ops() {
     for op in ["startWorkers", "reconcileWorkerPool", "checkIdleShutdowns", "listWorkers", "getWorkerStats"] {
         assert!(reconcile::op_names().contains(&op), "{op}");
     }
+}
+
+/// The webhook function: its route, the stream that feeds its process stage (only new `TG#`
+/// items, the key prefix the code writes), and secrets scoped to the Telegram refs.
+#[test]
+fn the_webhook_function_is_wired_with_least_privilege() {
+    let t = template();
+    let w = &t["Resources"]["WebhookFunction"]["Properties"];
+    let route = &w["Events"]["TelegramUpdate"];
+    assert_eq!(
+        (route["Type"].as_str(), route["Properties"]["Path"].as_str()),
+        (Some("HttpApi"), Some("/telegram/webhook"))
+    );
+    let stream = &w["Events"]["AcceptedUpdates"];
+    assert_eq!(stream["Type"], "DynamoDB");
+    assert_eq!(stream["Properties"]["Stream"]["Fn::GetAtt"], json!(["QueueTable", "StreamArn"]));
+    let pattern: Value =
+        serde_json::from_str(stream["Properties"]["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(pattern["dynamodb"]["Keys"]["pk"]["S"][0]["prefix"], shared::adapters::dynamo::keys::UPDATE_PK_PREFIX);
+    assert_eq!(pattern["eventName"], json!(["INSERT"]));
+    assert_eq!(stream["Properties"]["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]));
+    let text = serde_json::to_string(&w["Policies"]).unwrap();
+    assert!(!text.contains("WorkersTable"), "the webhook never touches workers");
+    assert!(!text.contains("secret:${SecretsPrefix}*"), "no access to every secret: {text}");
+    assert!(text.contains("telegram.botToken.*") && text.contains("telegram.webhookSecret.*"));
+    assert_eq!(shared::identity::rules::webhook_secret_ref("1"), "telegram.webhookSecret.1");
+    assert_eq!(shared::identity::rules::token_ref("a"), "telegram.botToken.a");
+    assert!(!text.contains("s3:GetObject") && !text.contains("S3CrudPolicy"), "media are only written");
+    let adm = &t["Resources"]["AdminFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(adm["PUBLIC_BASE_URL"]["Fn::Sub"].as_str().unwrap().starts_with("https://${WorkerApi}"));
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["TELEGRAM_API_BASE"],
+        json!({"Ref": "TelegramApiBase"})
+    );
 }

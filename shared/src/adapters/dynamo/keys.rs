@@ -169,6 +169,73 @@ pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("pk".to_string(), super::s(pk)), ("sk".to_string(), super::s(sk))])
 }
 
+// ---------- identity (control table) and Telegram updates (queue table) ----------
+
+/// A bot and the agent it belongs to: the bot's uniqueness record.
+pub fn bot_key(bot_identity: &str) -> Item {
+    key(format!("BOT#{bot_identity}"), "OWNER")
+}
+
+/// The webhook hook of a secret, keyed by the secret's SHA-256 (hex).
+pub fn hook_key(secret_sha256: &str) -> Item {
+    key(format!("HOOK#{secret_sha256}"), "HOOK")
+}
+
+pub fn user_pk(consumer_user_id: &str) -> String {
+    format!("USER#{consumer_user_id}")
+}
+
+/// The consumer's active binding (one per consumer).
+pub fn binding_pointer_key(consumer_user_id: &str) -> Item {
+    key(user_pk(consumer_user_id), "BINDING")
+}
+
+/// The prefix of a consumer's binding history rows.
+pub const BINDING_HISTORY_PREFIX: &str = "BH#";
+
+/// One binding's history row: by time, then id.
+pub fn binding_history_key(consumer_user_id: &str, bound_at: Millis, binding_id: &str) -> Item {
+    key(user_pk(consumer_user_id), format!("{BINDING_HISTORY_PREFIX}{bound_at:013}#{binding_id}"))
+}
+
+/// The prefix of a consumer's latest-code pointers (one per agent).
+pub const USER_PAIRING_PREFIX: &str = "PAIRING#";
+
+/// The consumer's latest pairing code for an agent.
+pub fn user_pairing_key(consumer_user_id: &str, agent_key: &str) -> Item {
+    key(user_pk(consumer_user_id), format!("{USER_PAIRING_PREFIX}{agent_key}"))
+}
+
+pub fn pairing_key(code: &str) -> Item {
+    key(format!("PAIR#{code}"), "CODE")
+}
+
+pub fn bot_bindings_pk(bot_identity: &str) -> String {
+    format!("BOTB#{bot_identity}")
+}
+
+/// A binding uniqueness item: (bot, Telegram user) or (bot, chat), under the bot's partition.
+pub fn guard_key(g: &crate::identity::rules::Guard) -> Item {
+    use crate::identity::rules::Guard;
+    match g {
+        Guard::TgUser { bot, user } => key(bot_bindings_pk(bot), format!("U#{user}")),
+        Guard::TgChat { bot, chat } => key(bot_bindings_pk(bot), format!("C#{chat}")),
+    }
+}
+
+/// A pairing-attempt counter: `scope` is `chat` or `bot`, one item per window.
+pub fn attempt_key(scope: &str, id: &str, window: i64) -> Item {
+    key(format!("RL#{scope}#{id}"), format!("W#{window}"))
+}
+
+/// An accepted Telegram update (queue table; its stream feeds the process stage).
+pub fn update_key(bot_identity: &str, update_id: i64) -> Item {
+    key(format!("{UPDATE_PK_PREFIX}{bot_identity}"), format!("U#{update_id}"))
+}
+
+/// The partition prefix of accepted updates (the stream filter matches on it).
+pub const UPDATE_PK_PREFIX: &str = "TG#";
+
 #[cfg(test)]
 mod tests {
     use super::*;

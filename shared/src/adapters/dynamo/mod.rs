@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod counter;
 pub mod hydration;
+pub mod identity;
 pub mod keys;
 pub mod media;
 pub mod queue;

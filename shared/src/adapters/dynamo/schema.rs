@@ -134,7 +134,8 @@ pub const TABLES: &[TableDef] = &[
         attributes: &[("pk", AttrType::S), ("sk", AttrType::S)],
         lsis: &[],
         gsis: &[],
-        ttl_attribute: None,
+        // Pairing codes and pairing-attempt counters expire by TTL.
+        ttl_attribute: Some("ttl"),
         stream: false,
     },
 ];

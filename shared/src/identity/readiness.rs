@@ -1,0 +1,239 @@
+//! Onboarding state, readiness, required secret refs and the soft reset of legacy bindings
+//! (spec §6.5, §10 with W-5).
+
+use super::bots::{agent_bot, webhook_ready};
+use super::model::*;
+use super::pairing::deep_link;
+use super::rules;
+use crate::app::App;
+use crate::error::AppResult;
+use crate::queue::rules::validate_agent_key;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+// ---------- onboarding and readiness ----------
+
+struct AgentFacts {
+    profile: Option<crate::agents::model::AgentProfile>,
+    bot: Option<BotRecord>,
+    token_ref: String,
+    token_imported: bool,
+    webhook_ready: bool,
+}
+
+async fn facts(app: &App, agent_key: &str) -> AppResult<AgentFacts> {
+    validate_agent_key(agent_key)?;
+    let profile = app.store.get_agent(agent_key).await?;
+    let bot = match &profile {
+        Some(p) => agent_bot(&app.store, p).await?,
+        None => None,
+    };
+    let token_ref = rules::token_ref(agent_key);
+    let token_imported = app.secrets.backend().info(&token_ref).await?.has_active;
+    let webhook_ready = bot.as_ref().is_some_and(|b| webhook_ready(app, b));
+    Ok(AgentFacts { profile, bot, token_ref, token_imported, webhook_ready })
+}
+
+/// `getUserAgentOnboardingState` (W-5): token verified, webhook confirmed, pairing state.
+pub async fn onboarding_state(app: &App, user: &ConsumerUserId, agent_key: &str) -> AppResult<Value> {
+    let f = facts(app, agent_key).await?;
+    let now = app.now();
+    let binding = app.store.get_binding(user.as_str()).await?.filter(|b| b.agent_key == agent_key);
+    let bound = binding.as_ref().is_some_and(|b| b.flag.is_none() && b.telegram_user_id.is_some());
+    let latest = app.store.get_user_pairing(user.as_str(), agent_key).await?;
+    let pairing_status =
+        if bound { Some(PairingStatus::Used) } else { latest.as_ref().map(|c| rules::derived_status(c, now)) };
+    let pending = pairing_status == Some(PairingStatus::Pending);
+    let code = latest.as_ref().filter(|_| pending).map(|c| c.code.clone());
+    let username = f.bot.as_ref().and_then(|b| b.telegram_username.clone());
+    let token_verified = f.token_imported && f.bot.is_some();
+    Ok(json!({
+        "agentKey": agent_key,
+        "botIdentity": f.profile.as_ref().and_then(|p| p.bot_identity.clone()),
+        "telegramUsername": username,
+        "tokenSecretRef": f.token_ref,
+        "tokenImported": f.token_imported,
+        "tokenVerified": token_verified,
+        "webhookReady": f.webhook_ready,
+        "webhookUrl": f.bot.as_ref().and_then(|b| b.webhook_url.clone()),
+        "pairingStatus": pairing_status,
+        "pairingCode": code,
+        "pairingDeepLink": match (&username, &code) { (Some(u), Some(c)) => Some(deep_link(u, c)), _ => None },
+        "bindingStatus": binding.as_ref().map(|b| if b.flag.is_some() { "flagged" } else { "active" }),
+        "nextAction": rules::next_action(token_verified, f.webhook_ready, bound, pending),
+    }))
+}
+
+/// `getTelegramAgentReadiness` / `getAgentOperationalReadiness`: missing secrets checked against
+/// the real fallback (a per-agent bridge ref is present when its global ref is), and the
+/// Telegram facts.
+pub async fn agent_readiness(app: &App, user: &ConsumerUserId, agent_key: &str) -> AppResult<Value> {
+    let f = facts(app, agent_key).await?;
+    let mut missing = Vec::new();
+    if let Some(p) = &f.profile {
+        for r in crate::secrets::ops::hydration_refs(p) {
+            if crate::secrets::validate_ref(&r).is_ok() && app.secrets.backend().info(&r).await?.has_active {
+                continue;
+            }
+            let global = r.strip_suffix(&format!(".{agent_key}")).filter(|g| g.starts_with("agent-bridge."));
+            if let Some(g) = global
+                && app.secrets.backend().info(g).await?.has_active
+            {
+                continue;
+            }
+            // A global bridge ref is only a fallback: its absence is not a gap when the agent's own is set.
+            let own = format!("{r}.{agent_key}");
+            if r.starts_with("agent-bridge.")
+                && !r.ends_with(&format!(".{agent_key}"))
+                && crate::secrets::validate_ref(&own).is_ok()
+                && app.secrets.backend().info(&own).await?.has_active
+            {
+                continue;
+            }
+            if !missing.contains(&r) {
+                missing.push(r);
+            }
+        }
+    }
+    let bot_identity = f.profile.as_ref().and_then(|p| p.bot_identity.clone());
+    let mut issues = Vec::new();
+    if f.profile.is_none() {
+        issues.push("missing_agent_profile");
+    }
+    if !f.token_imported {
+        issues.push("missing_telegram_token");
+    }
+    if bot_identity.is_none() || f.bot.is_none() {
+        issues.push("missing_bot_identity");
+    }
+    if !f.webhook_ready {
+        issues.push("webhook_not_verified");
+    }
+    if f.profile.as_ref().is_some_and(|p| !p.enabled) {
+        issues.push("agent_disabled");
+    }
+    let binding = app.store.get_binding(user.as_str()).await?.filter(|b| b.agent_key == agent_key);
+    Ok(json!({
+        "agentKey": agent_key,
+        "missingSecrets": missing,
+        "hasTelegramToken": f.token_imported,
+        "botIdentity": bot_identity,
+        "webhookReady": f.webhook_ready,
+        "bindingActive": binding.as_ref().is_some_and(|b| b.flag.is_none()),
+        "issues": issues,
+        "ready": issues.is_empty() && missing.is_empty(),
+    }))
+}
+
+/// Most profiles the deployment-wide `getRequiredSecretRefs` reads (spec §10.5).
+pub const MAX_PROFILES_SCANNED: usize = 200;
+
+/// `getRequiredSecretRefs`: the agent's refs (with the bridge fallbacks hydration reads); without
+/// an agent, the sorted union over up to 200 enabled profiles.
+pub async fn required_secret_refs(app: &App, agent_key: Option<&str>) -> AppResult<Value> {
+    use crate::adapters::dynamo::Ex;
+    let Some(k) = agent_key else {
+        let ex = Ex::new()
+            .val(":p", crate::adapters::dynamo::s("PROFILE"))
+            .val(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true));
+        let items = app.store.scan_control("sk = :p AND enabled = :t", &ex, Some(MAX_PROFILES_SCANNED)).await?;
+        let mut refs = std::collections::BTreeSet::new();
+        for i in items {
+            let p: crate::agents::model::AgentProfile = crate::adapters::dynamo::from_item(i)?;
+            refs.extend(crate::secrets::ops::hydration_refs(&p));
+        }
+        return Ok(json!({ "agentKey": null, "secretRefs": refs }));
+    };
+    validate_agent_key(k)?;
+    let refs = match app.store.get_agent(k).await? {
+        Some(p) => crate::secrets::ops::hydration_refs(&p),
+        None => Vec::new(),
+    };
+    Ok(json!({ "agentKey": k, "secretRefs": refs }))
+}
+
+/// `softResetTelegramBindingsMissingBotIdentity` (migration helper for data brought over from
+/// the original): Telegram-paired bindings without a bot identity are annotated
+/// (`softResetReason`, `softResetAt`, `softResetMode`) and, when active, revoked; pending codes
+/// without a bot identity are expired; profiles without one are counted. A full scan of the
+/// control table: an operator op, run once after a migration.
+pub async fn soft_reset(app: &App, revoke_active: bool, expire_pending: bool) -> AppResult<Value> {
+    use crate::adapters::dynamo::{Ex, from_item, keys, s};
+    let now = app.now();
+    let no_bot = "(attribute_not_exists(botIdentity) OR attribute_type(botIdentity, :nul) OR botIdentity = :empty)";
+    let ex = Ex::new()
+        .name("#src", "source")
+        .name("#st", "status")
+        .val(":tp", s("telegram_pairing"))
+        .val(":nul", s("NULL"))
+        .val(":empty", s(""))
+        .val(":ptr", s("BINDING"))
+        .val(":bh", s(keys::BINDING_HISTORY_PREFIX))
+        .val(":code", s("CODE"))
+        .val(":pending", s("pending"))
+        .val(":profile", s("PROFILE"));
+    let (mut revoked, mut annotated, mut expired) = (0u32, 0u32, 0u32);
+    let legacy = app
+        .store
+        .scan_control(&format!("(sk = :ptr OR begins_with(sk, :bh)) AND #src = :tp AND {no_bot}"), &ex, None)
+        .await?;
+    let legacy_count = legacy.iter().filter(|i| matches!(i.get("sk"), Some(aws_sdk_dynamodb::types::AttributeValue::S(k)) if k.starts_with(keys::BINDING_HISTORY_PREFIX))).count();
+    let mut md = BTreeMap::from([
+        ("softResetReason".to_string(), "missing_bot_identity".to_string()),
+        ("softResetAt".to_string(), now.to_string()),
+        ("softResetMode".to_string(), "telegram_bot_identity_v1".to_string()),
+    ]);
+    for item in legacy {
+        let (
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)),
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)),
+        ) = (item.get("pk").cloned(), item.get("sk").cloned())
+        else {
+            continue;
+        };
+        let b: Binding = from_item(item)?;
+        let mut m = b.metadata.clone().unwrap_or_default();
+        m.append(&mut md.clone());
+        if sk == "BINDING" {
+            app.store.annotate_binding(keys::key(pk, sk), &b.binding_id, &m).await?;
+            if revoke_active {
+                let hist = keys::binding_history_key(&b.consumer_user_id, b.bound_at, &b.binding_id);
+                app.store.annotate_binding(hist, &b.binding_id, &m).await?;
+                let b = Binding { metadata: Some(m), ..b };
+                match app.store.revoke_binding(&b, now).await {
+                    Ok(()) => revoked += 1,
+                    Err(e) => return Err(e.into_app("revoking a legacy binding")),
+                }
+            } else {
+                annotated += 1;
+            }
+        } else if !(revoke_active && b.status == BindingStatus::Active)
+            && app.store.annotate_binding(keys::key(pk, sk), &b.binding_id, &m).await?
+            && b.status != BindingStatus::Active
+        {
+            annotated += 1;
+        }
+    }
+    md.clear();
+    let codes = app.store.scan_control(&format!("sk = :code AND #st = :pending AND {no_bot}"), &ex, None).await?;
+    let pending_count = codes.len();
+    if expire_pending {
+        for c in &codes {
+            if let Some(aws_sdk_dynamodb::types::AttributeValue::S(code)) = c.get("code")
+                && app.store.expire_pairing(code).await?
+            {
+                expired += 1;
+            }
+        }
+    }
+    let profiles = app.store.scan_control(&format!("sk = :profile AND {no_bot}"), &ex, None).await?;
+    tracing::info!(revoked, annotated, expired, "soft reset of bindings without a bot identity");
+    Ok(json!({
+        "revokedBindings": revoked,
+        "annotatedBindings": annotated,
+        "expiredPairings": expired,
+        "pendingPairingsMissingBotIdentity": pending_count,
+        "legacyBindingsMissingBotIdentity": legacy_count,
+        "profilesMissingBotIdentity": profiles.len(),
+    }))
+}

@@ -1,0 +1,209 @@
+//! A fake Telegram Bot API (axum on 127.0.0.1) with state and faults: bots by token, each bot's
+//! webhook (URL, secret, allowed updates), files, and every message sent. Faults: the next call
+//! of a method answers a status (5xx, 429 with `retry_after`) or is slow.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct Webhook {
+    pub url: String,
+    pub secret_token: String,
+    pub allowed_updates: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Bot {
+    pub id: i64,
+    pub username: String,
+    pub webhook: Option<Webhook>,
+}
+
+#[derive(Debug, Clone)]
+pub struct File {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    /// What getFile reports (may differ from the bytes, to test limits).
+    pub declared_size: Option<u64>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Status(u16),
+    RetryAfter(i64),
+    Slow(Duration),
+}
+
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub bots: HashMap<String, Bot>,
+    pub files: HashMap<String, File>,
+    /// (bot id, chat id, text).
+    pub sent: Vec<(i64, String, String)>,
+    pub faults: HashMap<String, Vec<Fault>>,
+    /// Calls per method (`file` for downloads), and every request path seen.
+    pub calls: HashMap<String, u32>,
+    pub paths: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct FakeTelegram {
+    pub state: Arc<Mutex<FakeState>>,
+    pub base: String,
+}
+
+impl FakeTelegram {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let app = Router::new().fallback(serve).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake telegram");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { state, base }
+    }
+
+    pub fn add_bot(&self, token: &str, id: i64, username: &str) {
+        self.state.lock().unwrap().bots.insert(token.into(), Bot { id, username: username.into(), webhook: None });
+    }
+
+    pub fn add_file(&self, file_id: &str, path: &str, bytes: Vec<u8>, declared_size: Option<u64>, ct: Option<&str>) {
+        self.state.lock().unwrap().files.insert(
+            file_id.into(),
+            File { path: path.into(), bytes, declared_size, content_type: ct.map(str::to_string) },
+        );
+    }
+
+    /// The next call of `method` fails or is slow (queued, one fault per call).
+    pub fn fault(&self, method: &str, f: Fault) {
+        self.state.lock().unwrap().faults.entry(method.into()).or_default().push(f);
+    }
+
+    pub fn webhook(&self, token: &str) -> Option<Webhook> {
+        self.state.lock().unwrap().bots.get(token).and_then(|b| b.webhook.clone())
+    }
+
+    pub fn sent(&self) -> Vec<(i64, String, String)> {
+        self.state.lock().unwrap().sent.clone()
+    }
+
+    pub fn calls(&self, method: &str) -> u32 {
+        self.state.lock().unwrap().calls.get(method).copied().unwrap_or(0)
+    }
+
+    /// An adapter on this fake with short timeouts.
+    pub fn api(&self) -> Arc<shared::adapters::telegram::HttpBotApi> {
+        Arc::new(
+            shared::adapters::telegram::HttpBotApi::new(&self.base)
+                .expect("client")
+                .with_timeouts(Duration::from_millis(500), Duration::from_secs(5)),
+        )
+    }
+}
+
+fn reply(status: u16, v: Value) -> Response {
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(v)).into_response()
+}
+
+fn ok(result: Value) -> Response {
+    reply(200, json!({"ok": true, "result": result}))
+}
+
+fn err(status: u16, desc: &str) -> Response {
+    reply(status, json!({"ok": false, "error_code": status, "description": desc}))
+}
+
+async fn serve(State(st): State<Arc<Mutex<FakeState>>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let args: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+    let (download, rest) = match path.strip_prefix("/file/bot") {
+        Some(r) => (true, r),
+        None => (false, path.strip_prefix("/bot").unwrap_or("")),
+    };
+    let Some((token, method)) = rest.split_once('/') else { return err(404, "Not Found") };
+    let method_name = if download { "file".to_string() } else { method.to_string() };
+    let fault = {
+        let mut s = st.lock().unwrap();
+        s.paths.push(path.clone());
+        *s.calls.entry(method_name.clone()).or_default() += 1;
+        s.faults.get_mut(&method_name).and_then(|v| if v.is_empty() { None } else { Some(v.remove(0)) })
+    };
+    match fault {
+        Some(Fault::Status(c)) => return err(c, "Internal Server Error"),
+        Some(Fault::RetryAfter(s)) => {
+            return reply(
+                429,
+                json!({"ok": false, "error_code": 429, "description": "Too Many Requests", "parameters": {"retry_after": s}}),
+            );
+        }
+        Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    let mut s = st.lock().unwrap();
+    let Some(bot) = s.bots.get(token).cloned() else { return err(401, "Unauthorized") };
+    if download {
+        let Some(f) = s.files.values().find(|f| f.path == method).cloned() else { return err(404, "Not Found") };
+        let mut r = (StatusCode::OK, f.bytes).into_response();
+        if let Some(ct) = f.content_type {
+            r.headers_mut().insert("content-type", ct.parse().unwrap());
+        }
+        return r;
+    }
+    match method {
+        "getMe" => ok(json!({"id": bot.id, "is_bot": true, "first_name": "Fake", "username": bot.username})),
+        "setWebhook" => {
+            let url = args["url"].as_str().unwrap_or("").to_string();
+            if !url.is_empty() && !url.starts_with("https://") && !url.starts_with("http://127.0.0.1") {
+                return err(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook");
+            }
+            let wh = Webhook {
+                url,
+                secret_token: args["secret_token"].as_str().unwrap_or("").to_string(),
+                allowed_updates: args["allowed_updates"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+            };
+            s.bots.get_mut(token).unwrap().webhook = Some(wh);
+            ok(json!(true))
+        }
+        "getWebhookInfo" => {
+            let wh = bot.webhook.unwrap_or_default();
+            ok(json!({"url": wh.url, "has_custom_certificate": false, "pending_update_count": 0,
+                "allowed_updates": wh.allowed_updates}))
+        }
+        "getFile" => {
+            let id = args["file_id"].as_str().unwrap_or("");
+            match s.files.get(id) {
+                Some(f) => {
+                    let size = f.declared_size.unwrap_or(f.bytes.len() as u64);
+                    if size > 20 * 1024 * 1024 {
+                        return err(400, "Bad Request: file is too big");
+                    }
+                    ok(json!({"file_id": id, "file_size": size, "file_path": f.path}))
+                }
+                None => err(400, "Bad Request: invalid file_id"),
+            }
+        }
+        "sendMessage" => {
+            let chat = match &args["chat_id"] {
+                Value::String(c) => c.clone(),
+                other => other.to_string(),
+            };
+            let text = args["text"].as_str().unwrap_or("").to_string();
+            s.sent.push((bot.id, chat.clone(), text.clone()));
+            ok(json!({"message_id": s.sent.len(), "chat": {"id": chat}, "text": text}))
+        }
+        _ => err(404, "Not Found: method not found"),
+    }
+}
