@@ -79,6 +79,8 @@ mod tests {
         assert!(ConsumerUserId::parse("").is_err());
         assert!(ConsumerUserId::parse("a\u{0}b").is_err());
         assert!(ConsumerUserId::parse(&"x".repeat(257)).is_err());
-        assert!(ConsumerUserId::parse(&"é".repeat(256)).is_ok());
+        assert!(ConsumerUserId::parse(&"é".repeat(128)).is_ok());
+        assert!(ConsumerUserId::parse(&"é".repeat(129)).is_err(), "256 bytes at most");
+        assert!(ConsumerUserId::parse(" u").is_err());
     }
 }
