@@ -83,13 +83,20 @@ impl FlySettings {
     }
 }
 
+/// Where the API token comes from: given once, or read from the secret store at each request
+/// (cached by [`Secrets`]; a rotated `fly.apiToken` takes effect within its cache time).
+enum FlyToken {
+    Fixed(SecretValue),
+    Store(Secrets),
+}
+
 /// A [`WorkerProvider`] bound to one Fly app.
 pub struct FlyProvider {
     http: reqwest::Client,
     base: String,
     app: String,
     deployment: String,
-    token: SecretValue,
+    token: FlyToken,
     opts: FlyOptions,
     started: Instant,
     buckets: Mutex<HashMap<ActionKind, TokenBucket>>,
@@ -104,6 +111,16 @@ impl std::fmt::Debug for FlyProvider {
 impl FlyProvider {
     /// A provider with the token given (tests; [`FlyProvider::from_secrets`] is the usual way).
     pub fn new(settings: &FlySettings, app: &str, token: SecretValue) -> AppResult<Self> {
+        Self::build(settings, app, FlyToken::Fixed(token))
+    }
+
+    /// A provider for `app` that reads the `fly.apiToken` secret when it calls Fly (the reconcile
+    /// function's: its provider factory is built before any secret is read).
+    pub fn with_secret_store(settings: &FlySettings, app: &str, secrets: Secrets) -> AppResult<Self> {
+        Self::build(settings, app, FlyToken::Store(secrets))
+    }
+
+    fn build(settings: &FlySettings, app: &str, token: FlyToken) -> AppResult<Self> {
         let app = app.trim();
         if app.is_empty() || app.len() > 63 {
             return Err(AppError::validation("the Fly app name must be 1 to 63 characters"));
@@ -163,10 +180,29 @@ impl FlyProvider {
             ActionKind::Wait => self.opts.request_timeout + Duration::from_secs(u64::from(self.opts.wait_secs)),
             _ => self.opts.request_timeout,
         };
+        let token = match &self.token {
+            FlyToken::Fixed(t) => t.clone(),
+            FlyToken::Store(secrets) => match secrets.get(TOKEN_REF).await {
+                Ok(Some(t)) if !t.expose().trim().is_empty() => SecretValue::new(t.expose().trim()),
+                Ok(_) => {
+                    return Err(ProviderError::Fatal {
+                        status: 401,
+                        message: format!("Missing active '{TOKEN_REF}' secret. Import it before using Fly."),
+                    });
+                }
+                Err(e) => {
+                    return Err(ProviderError::Retryable {
+                        status: None,
+                        retry_after: None,
+                        message: format!("reading '{TOKEN_REF}': {}", e.code().as_str()),
+                    });
+                }
+            },
+        };
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(self.token.expose())
+            .bearer_auth(token.expose())
             .header("Content-Type", "application/json")
             .timeout(timeout);
         if let Some(b) = body {

@@ -37,11 +37,18 @@ impl ProviderFactory for Cached {
     }
 }
 
-/// The deployed factory (Lambda): `fly` needs the Fly Machines adapter; `process` exists only
-/// where workers can be child processes (the local runner builds its own, [`local`]).
-pub fn deployed(_cfg: &crate::config::Config) -> Arc<dyn ProviderFactory> {
-    Arc::new(Cached::new(|pc: &ProviderRuntimeConfig| {
-        Err(AppError::validation(format!("provider kind '{}' is not available in this build", pc.kind)))
+/// The deployed factory (Lambda): `fly` is the Fly Machines adapter on the stored provider
+/// config's app, its token read from the `fly.apiToken` secret when it calls Fly; `process`
+/// exists only where workers can be child processes (the local runner builds its own, [`local`]).
+pub fn deployed(cfg: &crate::config::Config, secrets: crate::secrets::Secrets) -> Arc<dyn ProviderFactory> {
+    let settings = crate::adapters::fly::FlySettings::from_config(cfg, None);
+    Arc::new(Cached::new(move |pc: &ProviderRuntimeConfig| match pc.kind.as_str() {
+        "fly" => Ok(Arc::new(crate::adapters::fly::FlyProvider::with_secret_store(
+            &settings,
+            &pc.app_name,
+            secrets.clone(),
+        )?) as Arc<dyn WorkerProvider>),
+        kind => Err(AppError::validation(format!("provider kind '{kind}' is not available on AWS (use 'fly')"))),
     }))
 }
 

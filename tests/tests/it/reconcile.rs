@@ -678,3 +678,53 @@ async fn warm_machines_are_destroyed_after_their_retention() {
     assert!(g.fake.volumes().is_empty());
     g.check().await;
 }
+
+/// The deployed wiring: the `fly` provider kind is the Fly Machines adapter (the fake Fly API
+/// here), its token read from the `fly.apiToken` secret when it calls Fly. A cycle spawns one
+/// tagged machine with a volume for the waiting conversation, carrying a bootstrap code and no
+/// token; without the secret the cycle creates nothing and reports why.
+#[tokio::test]
+async fn the_deployed_factory_runs_workers_on_fly() {
+    use integration_tests::fake_fly::FakeFly;
+    let fly = FakeFly::start(&["app"]).await;
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let cfg = shared::Config::from_lookup(&|k| match k {
+        "FLY_API_BASE" => Some(fly.url.clone()),
+        "DEPLOYMENT_ID" => Some(DEP.into()),
+        _ => None,
+    })
+    .unwrap();
+    let r = Reconciler {
+        app: a.app.clone(),
+        deployment: DEP.into(),
+        providers: shared::reconcile::providers::deployed(&cfg, a.app.secrets.clone()),
+    };
+    let op = |op: &'static str, args: Value| reconcile::handle(&r, json!({"op": op, "args": args}));
+    let pc = json!({"kind": "fly", "appName": "app", "image": "img:1", "region": "fra",
+                    "apiBaseUrl": "https://af.example", "volumeSizeGb": 1});
+    op("setProviderRuntimeConfig", json!({"config": pc, "expectedVersion": 0})).await.unwrap();
+    op("setScalingPolicy", json!({"policy": {"maxWorkers": 2, "spawnStep": 2}, "expectedVersion": 0})).await.unwrap();
+    a.e.store.enqueue(enq("c1", "bot", "hi")).await.unwrap();
+    // No token yet: nothing is created at Fly.
+    a.e.clock.advance(5_000);
+    let rep = op("reconcileWorkerPool", json!({})).await.unwrap();
+    assert_eq!(fly.machine_ids().len(), 0, "{rep}");
+    assert_eq!(fly.writes(), 0);
+    a.secret("fly.apiToken", "fly-token-secret").await;
+    a.e.clock.advance(5_000);
+    let rep = op("reconcileWorkerPool", json!({})).await.unwrap();
+    let ids = fly.machine_ids();
+    assert_eq!(ids.len(), 1, "{rep}");
+    let m = fly.machine(&ids[0]).unwrap();
+    assert_eq!(m.config["metadata"][DEPLOYMENT_TAG], DEP);
+    let env = &m.config["env"];
+    assert!(env["AGENT_FACTORY_BOOTSTRAP_CODE"].is_string(), "{env}");
+    assert!(!env.to_string().contains("fly-token-secret") && !env.to_string().contains("afw1."), "{env}");
+    assert_eq!(fly.volume_ids().len(), 1);
+    assert!(fly.requests().iter().all(|q| q.authorization.as_deref() == Some("Bearer fly-token-secret")));
+    let rows = a.e.store.live_workers().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].machine_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(rows[0].assigned_conversation_id.as_deref(), Some("c1"));
+}
