@@ -436,6 +436,7 @@ mod tests {
             registered_at: Some(T),
             token_hash: None,
             token_issued_at: None,
+            ttl: None,
         }
     }
 

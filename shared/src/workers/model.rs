@@ -188,6 +188,19 @@ pub struct WorkerItem {
     pub token_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_issued_at: Option<Millis>,
+    /// DynamoDB TTL (epoch seconds), set only on `stopped` rows: [`STOPPED_RETENTION_MS`] after
+    /// the stop, so the history of stopped workers does not grow without bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+}
+
+/// How long a `stopped` worker row is kept (for `listWorkers`, audits) before DynamoDB's TTL
+/// deletes it.
+pub const STOPPED_RETENTION_MS: Millis = 30 * 86_400_000;
+
+/// The `ttl` of a row stopped at `stopped_at`.
+pub fn stopped_ttl(stopped_at: Millis) -> i64 {
+    (stopped_at + STOPPED_RETENTION_MS).div_euclid(1000)
 }
 
 impl WorkerItem {

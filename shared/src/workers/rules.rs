@@ -59,7 +59,11 @@ pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis
             registered_at: Some(now),
             token_hash: None,
             token_issued_at: None,
+            ttl: None,
         };
+        if a.status == WorkerStatus::Stopped {
+            w.ttl = w.stopped_at.map(crate::workers::model::stopped_ttl);
+        }
         if let (Some(m), Some(app)) = (&a.machine_id, &a.app_name) {
             w.machine_id = Some(m.clone());
             w.app_name = Some(app.clone());
@@ -104,8 +108,11 @@ pub fn apply_upsert(prev: Option<&WorkerItem>, a: &UpsertWorkerArgs, now: Millis
     }
     set_assignment(&mut w, a.assignment.clone(), now);
     if a.status == WorkerStatus::Stopped {
-        // A stopped worker's token stops working.
+        // A stopped worker's token stops working, and the row expires after the retention.
         w.token_hash = None;
+        w.ttl = w.stopped_at.map(crate::workers::model::stopped_ttl);
+    } else {
+        w.ttl = None;
     }
     Ok(w)
 }

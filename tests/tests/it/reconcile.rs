@@ -223,6 +223,13 @@ async fn a_crashed_worker_is_replaced_and_its_machine_destroyed() {
     assert_eq!(rep["tornDown"], 1, "{rep}");
     assert_eq!(g.fake.alive().len(), 1);
     g.check().await;
+    // The stopped row is not read by cycles any more and expires after the retention.
+    let stopped = g.op("listWorkers", json!({"status": "stopped"})).await.unwrap();
+    let id = stopped["workers"][0]["workerId"].as_str().unwrap().to_string();
+    let row = g.a.e.store.get_worker(&id).await.unwrap().unwrap();
+    let at = row.stopped_at.unwrap();
+    assert_eq!(row.ttl, Some(shared::workers::model::stopped_ttl(at)));
+    assert_eq!(row.ttl.unwrap() * 1000 - at, shared::workers::model::STOPPED_RETENTION_MS);
 }
 
 #[tokio::test]

@@ -320,6 +320,7 @@ impl Store {
             registered_at: Some(now),
             token_hash: None,
             token_issued_at: None,
+            ttl: None,
         };
         let r = self
             .client
@@ -403,15 +404,17 @@ impl Store {
             }
             WorkerStatus::Stopping => (
                 WorkerStatus::Stopped,
-                "SET #st = :to, stoppedAt = if_not_exists(stoppedAt, :now) REMOVE machineId, volumeId, tokenHash, tokenIssuedAt",
+                "SET #st = :to, stoppedAt = if_not_exists(stoppedAt, :now), #ttl = :ttl REMOVE machineId, volumeId, tokenHash, tokenIssuedAt",
             ),
             WorkerStatus::Stopped => return Ok(false),
         };
         let ex = Ex::new()
             .name("#st", "status")
+            .name("#ttl", "ttl")
             .val(":from", s(from.as_str()))
             .val(":to", s(to.as_str()))
-            .val(":now", n(now));
+            .val(":now", n(now))
+            .val(":ttl", n(crate::workers::model::stopped_ttl(now)));
         let r = self
             .client
             .update_item()

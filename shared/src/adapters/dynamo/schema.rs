@@ -123,7 +123,7 @@ pub const TABLES: &[TableDef] = &[
         attributes: &[("workerId", AttrType::S), ("status", AttrType::S), ("heartbeatAt", AttrType::N)],
         lsis: &[],
         gsis: &[IndexDef { name: IDX_WORKERS_BY_STATUS, hash: "status", range: Some("heartbeatAt"), include: None }],
-        ttl_attribute: None,
+        ttl_attribute: Some("ttl"),
         stream: false,
     },
     TableDef {

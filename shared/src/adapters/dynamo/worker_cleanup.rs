@@ -15,11 +15,13 @@ impl Store {
             .name("#st", "status")
             .val(":stopped", s("stopped"))
             .val(":m", s(machine_id))
-            .val(":now", n(self.now()));
+            .val(":now", n(self.now()))
+            .name("#ttl", "ttl")
+            .val(":ttl", n(crate::workers::model::stopped_ttl(self.now())));
         self.update_if(
             &self.tables.workers,
             keys::worker_key(worker_id),
-            "SET #st = :stopped, stoppedAt = :now REMOVE tokenHash, tokenIssuedAt",
+            "SET #st = :stopped, stoppedAt = :now, #ttl = :ttl REMOVE tokenHash, tokenIssuedAt",
             "attribute_exists(workerId) AND machineId = :m AND #st <> :stopped",
             &ex,
             "UpdateItem worker stopped by cleanup",
