@@ -187,11 +187,7 @@ struct BindInput {
 }
 
 /// One attempt at a bind (with `extra` writes in the same transaction), from fresh reads.
-async fn bind_once(
-    app: &App,
-    i: &BindInput,
-    extra: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
-) -> Result<Binding, TxError> {
+async fn bind_once(app: &App, i: &BindInput, extra: Vec<crate::adapters::dynamo::TxItem>) -> Result<Binding, TxError> {
     let p = profile(&app.store, &i.agent_key).await.map_err(TxError::Other)?;
     let bot = match (&i.bot_identity, &p.bot_identity) {
         (Some(given), Some(own)) if given != own => {

@@ -133,9 +133,7 @@ pub const MAX_PROFILES_SCANNED: usize = 200;
 pub async fn required_secret_refs(app: &App, agent_key: Option<&str>) -> AppResult<Value> {
     use crate::adapters::dynamo::Ex;
     let Some(k) = agent_key else {
-        let ex = Ex::new()
-            .val(":p", crate::adapters::dynamo::s("PROFILE"))
-            .val(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true));
+        let ex = Ex::new().val(":p", crate::adapters::dynamo::s("PROFILE")).val(":t", crate::adapters::dynamo::b(true));
         let items = app.store.scan_control("sk = :p AND enabled = :t", &ex, Some(MAX_PROFILES_SCANNED)).await?;
         let mut refs = std::collections::BTreeSet::new();
         for i in items {
@@ -177,18 +175,22 @@ pub async fn soft_reset(app: &App, revoke_active: bool, expire_pending: bool) ->
         .store
         .scan_control(&format!("(sk = :ptr OR begins_with(sk, :bh)) AND #src = :tp AND {no_bot}"), &ex, None)
         .await?;
-    let legacy_count = legacy.iter().filter(|i| matches!(i.get("sk"), Some(aws_sdk_dynamodb::types::AttributeValue::S(k)) if k.starts_with(keys::BINDING_HISTORY_PREFIX))).count();
+    let legacy_count = legacy
+        .iter()
+        .filter(|i| {
+            crate::adapters::dynamo::item_s(i, "sk").is_some_and(|k| k.starts_with(keys::BINDING_HISTORY_PREFIX))
+        })
+        .count();
     let mut md = BTreeMap::from([
         ("softResetReason".to_string(), "missing_bot_identity".to_string()),
         ("softResetAt".to_string(), now.to_string()),
         ("softResetMode".to_string(), "telegram_bot_identity_v1".to_string()),
     ]);
     for item in legacy {
-        let (
-            Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)),
-            Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)),
-        ) = (item.get("pk").cloned(), item.get("sk").cloned())
-        else {
+        let (Some(pk), Some(sk)) = (
+            crate::adapters::dynamo::item_s(&item, "pk").map(str::to_string),
+            crate::adapters::dynamo::item_s(&item, "sk").map(str::to_string),
+        ) else {
             continue;
         };
         let b: Binding = from_item(item)?;
@@ -219,7 +221,7 @@ pub async fn soft_reset(app: &App, revoke_active: bool, expire_pending: bool) ->
     let pending_count = codes.len();
     if expire_pending {
         for c in &codes {
-            if let Some(aws_sdk_dynamodb::types::AttributeValue::S(code)) = c.get("code")
+            if let Some(code) = crate::adapters::dynamo::item_s(c, "code")
                 && app.store.expire_pairing(code).await?
             {
                 expired += 1;

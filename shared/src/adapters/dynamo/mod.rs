@@ -101,6 +101,16 @@ pub fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 pub use keys::key;
+/// A boolean attribute value.
+pub fn b(v: bool) -> AttributeValue {
+    AttributeValue::Bool(v)
+}
+/// A string attribute of a raw item.
+pub fn item_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+/// One write of a transaction, built by an adapter and passed through by a use case.
+pub type TxItem = aws_sdk_dynamodb::types::TransactWriteItem;
 
 pub fn to_item<T: serde::Serialize>(v: &T) -> AppResult<Item> {
     serde_dynamo::to_item(v).map_err(|e| AppError::internal(format!("encoding item: {e}")))
