@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Lambda deployment zips (release, arm64, provided.al2023) with cargo lambda and
 # prints their sizes: target/lambda/<function>/bootstrap.zip.
-# Usage: infra/scripts/package.sh [function ...]     (default: enqueue admin api claim)
+# Usage: infra/scripts/package.sh [function ...]     (default: every function)
 # Needs the venv (cargo-lambda + ziglang as the cross linker): install-tools.sh --sam.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FUNCTIONS=("$@")
-((${#FUNCTIONS[@]})) || FUNCTIONS=(enqueue admin api claim)
+((${#FUNCTIONS[@]})) || FUNCTIONS=(enqueue admin api claim reconcile cleanup webhook)
 TARGET_TRIPLE=aarch64-unknown-linux-gnu
 
 bash "$SCRIPTS_DIR/install-tools.sh" --sam
