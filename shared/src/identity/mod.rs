@@ -16,3 +16,6 @@ pub mod pairing;
 #[cfg(feature = "aws")]
 pub mod readiness;
 pub mod rules;
+#[cfg(feature = "aws")]
+pub mod user_agents;
+pub mod views;

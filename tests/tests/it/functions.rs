@@ -380,6 +380,18 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("getWorkerControlState", json!({"workerId": "w1"})),
         ("listSnapshotsForConversation", json!({"conversationId": "c1", "limit": 5})),
         ("listSnapshotsForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot", "limit": 5})),
+        ("getUserAgentsOverview", json!({"consumerUserId": "u"})),
+        ("listUserAgents", json!({"consumerUserId": "u", "includeDisabled": false})),
+        ("getUserAgent", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getActiveUserAgent", json!({"consumerUserId": "u"})),
+        (
+            "listQueueItemsForUserAgent",
+            json!({"consumerUserId": "u", "agentKey": "bot", "statuses": ["queued"], "limit": 5}),
+        ),
+        (
+            "sendMessageToUserAgent",
+            json!({"consumerUserId": "u", "agentKey": "bot", "content": "hi", "metadata": {"k": "v"}}),
+        ),
         ("getLatestSnapshotForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot"})),
         ("expireOldDataSnapshots", json!({"limit": 5})),
         ("expireStorage", json!({"limit": 5})),

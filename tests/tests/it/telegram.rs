@@ -645,3 +645,73 @@ async fn soft_reset_revokes_legacy_bindings_and_expires_legacy_codes() {
     let refs = op(&t.app, "getRequiredSecretRefs", json!({"agentKey": "a"})).await.unwrap();
     assert_eq!(refs["secretRefs"], json!(["telegram.botToken.a"]));
 }
+
+/// The user-agent views (spec §9) from real state: a pending code makes the agent `pairing`, a
+/// Telegram pairing makes it `active` and the user's active agent; a message from the app goes
+/// to the binding's conversation with the chat ids; the queue view leaves `rawUpdateJson` out;
+/// another user sees none of it; without an active binding nothing is sent.
+#[tokio::test]
+async fn user_agent_views_follow_pairing_and_messages_reach_the_bound_conversation() {
+    let t = setup().await;
+    let secret = onboard(&t, "a", TOKEN_A).await;
+    let overview = |user: &'static str| op(&t.app, "getUserAgentsOverview", json!({"consumerUserId": user}));
+    let o = overview("u1").await.unwrap();
+    assert_eq!((o["agents"].as_array().unwrap().len(), o["canCreateNewAgent"].as_bool()), (0, Some(true)), "{o}");
+    let code = pairing_code(&t.app, "u1", "a", None).await;
+    let e = op(&t.app, "getUserAgent", json!({"consumerUserId": "u1", "agentKey": "a"})).await.unwrap();
+    assert_eq!((e["status"].as_str(), e["pairingStatus"].as_str()), (Some("pairing"), Some("pending")), "{e}");
+    let refused =
+        op(&t.app, "sendMessageToUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "content": "x"})).await;
+    assert_eq!(code_of(&refused.unwrap_err()), "NotFound");
+    let (_, _, o) =
+        deliver(&t.app, &secret, "7001", &text_update(1, 42, 42, "private", &format!("/start {code}"))).await;
+    assert_eq!(o["outcome"], "paired", "{o}");
+    let o = overview("u1").await.unwrap();
+    assert_eq!((o["activeAgentKey"].as_str(), o["canCreateNewAgent"].as_bool()), (Some("a"), Some(false)), "{o}");
+    let a = &o["agents"][0];
+    assert_eq!(
+        (a["status"].as_str(), a["pairingStatus"].as_str(), a["canChat"].as_bool()),
+        (Some("active"), Some("used"), Some(true))
+    );
+    assert_eq!(a["telegramUsername"], "fake_a_bot");
+    let active = op(&t.app, "getActiveUserAgent", json!({"consumerUserId": "u1"})).await.unwrap();
+    assert_eq!(active["agentKey"], "a");
+    let sent = op(
+        &t.app,
+        "sendMessageToUserAgent",
+        json!({"consumerUserId": "u1", "agentKey": "a", "content": "from the app", "metadata": {"k": "v"}}),
+    )
+    .await
+    .unwrap();
+    assert!(sent["messageId"].is_string(), "{sent}");
+    deliver(&t.app, &secret, "7001", &text_update(2, 42, 42, "private", "from telegram")).await;
+    let items =
+        op(&t.app, "listQueueItemsForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a"})).await.unwrap();
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    let app_msg = items.iter().find(|i| i["payload"]["messageText"] == "from the app").unwrap();
+    assert_eq!(app_msg["payload"]["provider"], "telegram");
+    assert_eq!(app_msg["payload"]["providerUserId"], "42");
+    assert_eq!(app_msg["payload"]["metadata"]["source"], "user_agent_api");
+    assert_eq!(app_msg["payload"]["metadata"]["telegramChatId"], "42");
+    assert!(items.iter().all(|i| i["payload"].get("rawUpdateJson").is_none()));
+    let only_done = op(
+        &t.app,
+        "listQueueItemsForUserAgent",
+        json!({"consumerUserId": "u1", "agentKey": "a", "statuses": ["done"], "limit": 10}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(only_done, json!([]));
+    // Another user: nothing of u1's.
+    assert_eq!(overview("u2").await.unwrap()["agents"], json!([]));
+    assert_eq!(op(&t.app, "getActiveUserAgent", json!({"consumerUserId": "u2"})).await.unwrap(), Value::Null);
+    // Bad input: precise refusals.
+    for (name, args) in [
+        ("listQueueItemsForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "limit": 0})),
+        ("listQueueItemsForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "statuses": ["nope"]})),
+        ("getUserAgent", json!({"consumerUserId": "u1"})),
+    ] {
+        assert_eq!(code_of(&op(&t.app, name, args).await.unwrap_err()), "ValidationError", "{name}");
+    }
+}

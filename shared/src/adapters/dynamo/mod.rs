@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod schema;
 pub mod snapshots;
 pub mod tx;
+pub mod user_agents;
 pub mod worker_cleanup;
 pub mod workers;
 
