@@ -170,6 +170,7 @@ pub const ADMIN_TABLE: OpTable<App> = OpTable {
         )
         .await?),
         op!(App, "reconcileTelegramBotIdentityForAgent", |app, a: AgentArgs| reconcile_bot(app, &a.agent_key).await?),
+        op!(App, "getProviderOperationalReadiness", |app, _a: crate::envelope::NoArgs| provider_readiness(app).await?),
         op!(App, "getWebhookReadiness", |app, a: AgentArgs| webhook_readiness(app, &a.agent_key).await?),
         op!(App, "bindUserAgent", |app, a: BindArgs| bind_by_hand(app, a).await?),
         op!(App, "consumePairingCode", |app, a: ConsumeArgs| {

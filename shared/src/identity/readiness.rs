@@ -239,3 +239,35 @@ pub async fn soft_reset(app: &App, revoke_active: bool, expire_pending: bool) ->
         "profilesMissingBotIdentity": profiles.len(),
     }))
 }
+
+/// `getProviderOperationalReadiness`: whether the worker pool can run — a stored provider config
+/// (and, for `fly`, an active `fly.apiToken`), a message runtime config — and how `api` learns
+/// its users (`userToken` or `trustedBackend`).
+pub async fn provider_readiness(app: &App) -> AppResult<Value> {
+    use crate::adapters::dynamo::reconcile::Stored;
+    let provider = app
+        .store
+        .get_versioned::<crate::reconcile::model::ProviderRuntimeConfig>(Stored::ProviderConfig)
+        .await?
+        .map(|v| v.value);
+    let message = app.store.message_config().await?;
+    let mut issues = Vec::new();
+    if provider.is_none() {
+        issues.push("missing_provider_runtime_config");
+    }
+    if message.is_none() {
+        issues.push("missing_message_runtime_config");
+    }
+    if provider.as_ref().is_some_and(|p| p.kind == "fly")
+        && !app.secrets.backend().info(crate::adapters::fly::TOKEN_REF).await?.has_active
+    {
+        issues.push("missing_fly_token");
+    }
+    Ok(json!({
+        "providerRuntimeConfigPresent": provider.is_some(),
+        "providerKind": provider.map(|p| p.kind),
+        "workerRuntimeConfigPresent": message.is_some(),
+        "userAuthMode": app.store.policy.access.mode(),
+        "issues": issues,
+    }))
+}

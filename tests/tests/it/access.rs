@@ -306,3 +306,23 @@ async fn tokens_of_an_identity_providers_key_set() {
     assert_eq!(call(r2.token(&claims("u2"))).await.unwrap().as_array().unwrap().len(), 1);
     assert!(idp.fetches.load(Ordering::SeqCst) <= 3);
 }
+
+/// `getProviderOperationalReadiness` (admin) says what the pool lacks and how `api` learns users.
+#[tokio::test]
+async fn provider_readiness_reports_missing_config_and_the_user_auth_mode() {
+    let a = app_env().await;
+    let r = admin::handle(&a.app, json!({"op": "getProviderOperationalReadiness"})).await.unwrap();
+    assert_eq!(r["userAuthMode"], "trustedBackend");
+    assert_eq!(r["issues"], json!(["missing_provider_runtime_config", "missing_message_runtime_config"]));
+    admin::handle(&a.app, json!({"op": "setMessageRuntimeConfig", "args": {"messageConfig": {"systemPrompt": "p"}}}))
+        .await
+        .unwrap();
+    let r = admin::handle(&a.app, json!({"op": "getProviderOperationalReadiness"})).await.unwrap();
+    assert_eq!(
+        (r["workerRuntimeConfigPresent"].as_bool(), r["issues"].clone()),
+        (Some(true), json!(["missing_provider_runtime_config"]))
+    );
+    let t = token_env().await;
+    let r = admin::handle(&t.app, json!({"op": "getProviderOperationalReadiness"})).await.unwrap();
+    assert_eq!(r["userAuthMode"], "userToken");
+}
