@@ -101,6 +101,47 @@ pub async fn queue_items(app: &App, user: &ConsumerUserId, a: &QueueItemsArgs) -
         .collect())
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ViewArgs {
+    agent_key: String,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// How many history entries the conversation view carries at most (the newest ones; the
+/// original returns the whole history, unbounded).
+pub const VIEW_HISTORY_MAX: i32 = 200;
+
+/// `getConversationViewForUserAgent`: the conversation the user talks to the agent in — its
+/// newest [`VIEW_HISTORY_MAX`] history entries (oldest first; `historyTruncated` says when more
+/// exist), its newest `limit` queue items (as `listQueueItemsForUserAgent`), whether work waits,
+/// and when the user and the assistant last spoke. Works with a revoked binding or none.
+pub async fn conversation_view(app: &App, user: &ConsumerUserId, a: &ViewArgs) -> AppResult<serde_json::Value> {
+    use crate::conversations::model::HistoryRole;
+    let items =
+        queue_items(app, user, &QueueItemsArgs { agent_key: a.agent_key.clone(), statuses: None, limit: a.limit })
+            .await?;
+    let bindings = app.store.user_bindings(user.as_str()).await?;
+    let cid = views::target_conversation(&bindings, user.as_str(), &a.agent_key);
+    let mut history = app.store.list_history(&cid, VIEW_HISTORY_MAX + 1).await?;
+    let truncated = history.len() > VIEW_HISTORY_MAX as usize;
+    if truncated {
+        history.remove(0);
+    }
+    let last = |role: HistoryRole| history.iter().rev().find(|h| h.role == role).map(|h| h.at);
+    Ok(serde_json::json!({
+        "conversationId": cid,
+        "contextHistory": history,
+        "historyTruncated": truncated,
+        "queueItems": items,
+        "hasQueuedJobs": items.iter().any(|i| matches!(i.status, MessageStatus::Queued | MessageStatus::Processing)),
+        "latestMessageId": items.first().map(|i| i.id.clone()),
+        "lastUserMessageAt": last(HistoryRole::User),
+        "lastAssistantMessageAt": last(HistoryRole::Assistant),
+    }))
+}
+
 /// `sendMessageToUserAgent`: a message from the user to its agent, into the conversation of its
 /// active binding (Telegram chat ids carried along). Refused without an active binding.
 pub async fn send_message(app: &App, user: &ConsumerUserId, a: SendArgs) -> AppResult<serde_json::Value> {
@@ -166,6 +207,8 @@ pub const TABLE: OpTable<UserCtx> = OpTable {
             o.agents.into_iter().find(|e| Some(&e.agent_key) == key.as_ref())
         }),
         op!(UserCtx, "listQueueItemsForUserAgent", |c, a: QueueItemsArgs| queue_items(&c.app, &c.user, &a).await?),
+        op!(UserCtx, "getConversationViewForUserAgent", |c, a: ViewArgs| conversation_view(&c.app, &c.user, &a)
+            .await?),
         op!(UserCtx, "sendMessageToUserAgent", |c, a: SendArgs| send_message(&c.app, &c.user, a).await?),
     ],
 };

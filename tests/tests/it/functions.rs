@@ -381,6 +381,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("listSnapshotsForConversation", json!({"conversationId": "c1", "limit": 5})),
         ("listSnapshotsForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot", "limit": 5})),
         ("getProviderOperationalReadiness", json!({})),
+        ("getConversationViewForUserAgent", json!({"consumerUserId": "u", "agentKey": "bot", "limit": 5})),
         ("getUserAgentsOverview", json!({"consumerUserId": "u"})),
         ("listUserAgents", json!({"consumerUserId": "u", "includeDisabled": false})),
         ("getUserAgent", json!({"consumerUserId": "u", "agentKey": "bot"})),

@@ -703,6 +703,23 @@ async fn user_agent_views_follow_pairing_and_messages_reach_the_bound_conversati
     .await
     .unwrap();
     assert_eq!(only_done, json!([]));
+    let view =
+        op(&t.app, "getConversationViewForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a"})).await.unwrap();
+    assert_eq!(view["conversationId"], app_msg["conversationId"]);
+    assert_eq!((view["hasQueuedJobs"].as_bool(), view["queueItems"].as_array().unwrap().len()), (Some(true), 2));
+    assert_eq!((view["contextHistory"].clone(), view["lastUserMessageAt"].clone()), (json!([]), Value::Null));
+    op(
+        &t.app,
+        "appendConversationMessages",
+        json!({"conversationId": view["conversationId"], "workspaceId": "default",
+               "messages": [{"role": "user", "content": "q", "at": 5}, {"role": "assistant", "content": "r", "at": 7}]}),
+    )
+    .await
+    .unwrap();
+    let view =
+        op(&t.app, "getConversationViewForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a"})).await.unwrap();
+    assert_eq!(view["contextHistory"].as_array().unwrap().len(), 2);
+    assert_eq!((view["lastUserMessageAt"].as_i64(), view["lastAssistantMessageAt"].as_i64()), (Some(5), Some(7)));
     // Another user: nothing of u1's.
     assert_eq!(overview("u2").await.unwrap()["agents"], json!([]));
     assert_eq!(op(&t.app, "getActiveUserAgent", json!({"consumerUserId": "u2"})).await.unwrap(), Value::Null);
