@@ -2,28 +2,14 @@
 //! uniqueness items, pairing-attempt counters) and accepted Telegram updates in the queue table.
 //! Every invariant is one conditional write or one transaction (W-11).
 
-use super::tx::{tx_put, tx_update};
+use super::tx::{tx_delete, tx_put, tx_update};
 use super::{Ex, Item, Store, TxError, from_item, keys, n, s, to_item};
 use crate::adapters::sdk_error;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
 use crate::identity::model::{Binding, BindingStatus, BotRecord, PairingCode, PairingStatus, WebhookHook};
 use crate::identity::rules::{BindPlan, Guard};
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
-
-fn tx_delete(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactWriteItem {
-    let (names, values) = ex.for_exprs(&[cond]);
-    let d = Delete::builder()
-        .table_name(table)
-        .set_key(Some(key))
-        .condition_expression(cond)
-        .set_expression_attribute_names(names)
-        .set_expression_attribute_values(values)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .expect("delete has table and key");
-    TransactWriteItem::builder().delete(d).build()
-}
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
 fn with_key<T: serde::Serialize>(v: &T, key: Item) -> AppResult<Item> {
     let mut item = to_item(v)?;

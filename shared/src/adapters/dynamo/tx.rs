@@ -2,7 +2,9 @@
 //! unused ones), and the old item returned when a condition fails.
 
 use super::{Ex, Item};
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 
 pub(crate) fn tx_update(table: &str, key: Item, update: &str, cond: Option<&str>, ex: &Ex) -> TransactWriteItem {
     let mut exprs = vec![update];
@@ -47,4 +49,18 @@ pub(crate) fn tx_check(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactW
         .build()
         .expect("condition check has table, key and condition");
     TransactWriteItem::builder().condition_check(c).build()
+}
+
+pub(crate) fn tx_delete(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactWriteItem {
+    let (names, values) = ex.for_exprs(&[cond]);
+    let d = Delete::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .condition_expression(cond)
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(values)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .expect("delete has table and key");
+    TransactWriteItem::builder().delete(d).build()
 }
