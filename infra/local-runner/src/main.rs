@@ -553,17 +553,22 @@ async fn read_body(State(p): State<BodyPolicy>, req: Request, next: Next) -> Res
     }
 }
 
-/// `/worker/<op>`: hand the request to the `claim` function's handler as API Gateway would.
-async fn worker(State(st): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+/// An HTTP request as the API Gateway integration hands it to a `lambda_http` handler.
+fn lambda_request(
+    method: Method,
+    uri: Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<lambda_http::Request, http::Error> {
     let mut req = http::Request::builder().method(method).uri(uri);
-    for (k, v) in &headers {
+    for (k, v) in headers {
         req = req.header(k, v);
     }
-    let req = match req.body(lambda_http::Body::Binary(body.to_vec())) {
-        Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
-    };
-    let resp = claim::handle(&st.app, req).await;
+    req.body(lambda_http::Body::Binary(body.to_vec()))
+}
+
+/// A `lambda_http` handler's response as the runner's HTTP response.
+fn http_response(resp: lambda_http::Response<lambda_http::Body>) -> Response {
     let (parts, body) = resp.into_parts();
     let bytes: Vec<u8> = match body {
         lambda_http::Body::Text(t) => t.into_bytes(),
@@ -571,6 +576,16 @@ async fn worker(State(st): State<AppState>, method: Method, uri: Uri, headers: H
         _ => Vec::new(),
     };
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// `/worker/<op>`: hand the request to the `claim` function's handler as API Gateway would.
+async fn worker(State(st): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let req = match lambda_request(method, uri, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    let resp = claim::handle(&st.app, req).await;
+    http_response(resp)
 }
 
 /// `POST /telegram/webhook`: the webhook function's accept stage; a new update is processed
@@ -582,22 +597,12 @@ async fn telegram_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut req = http::Request::builder().method(method).uri(uri);
-    for (k, v) in &headers {
-        req = req.header(k, v);
-    }
-    let req = match req.body(lambda_http::Body::Binary(body.to_vec())) {
+    let req = match lambda_request(method, uri, &headers, &body) {
         Ok(r) => r,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
     };
     let resp = webhook::handle_and_spawn(st.app.clone(), req).await;
-    let (parts, body) = resp.into_parts();
-    let bytes: Vec<u8> = match body {
-        lambda_http::Body::Text(t) => t.into_bytes(),
-        lambda_http::Body::Binary(b) => b,
-        _ => Vec::new(),
-    };
-    Response::from_parts(parts, Body::from(bytes))
+    http_response(resp)
 }
 
 /// A Lambda API error: the status, `x-amzn-ErrorType`, and a body that both the AWS SDKs
