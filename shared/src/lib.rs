@@ -24,6 +24,7 @@ pub mod ids;
 #[cfg(feature = "aws")]
 pub mod ingress;
 pub mod media;
+pub mod paging;
 pub mod protocol;
 pub mod queue;
 pub mod reconcile;

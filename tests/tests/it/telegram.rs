@@ -687,7 +687,8 @@ async fn user_agent_views_follow_pairing_and_messages_reach_the_bound_conversati
     deliver(&t.app, &secret, "7001", &text_update(2, 42, 42, "private", "from telegram")).await;
     let items =
         op(&t.app, "listQueueItemsForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a"})).await.unwrap();
-    let items = items.as_array().unwrap();
+    assert_eq!(items["nextCursor"], Value::Null, "{items}");
+    let items = items["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{items:?}");
     let app_msg = items.iter().find(|i| i["payload"]["messageText"] == "from the app").unwrap();
     assert_eq!(app_msg["payload"]["provider"], "telegram");
@@ -702,7 +703,7 @@ async fn user_agent_views_follow_pairing_and_messages_reach_the_bound_conversati
     )
     .await
     .unwrap();
-    assert_eq!(only_done, json!([]));
+    assert_eq!(only_done, json!({"items": [], "nextCursor": null}));
     let view =
         op(&t.app, "getConversationViewForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a"})).await.unwrap();
     assert_eq!(view["conversationId"], app_msg["conversationId"]);
@@ -731,4 +732,124 @@ async fn user_agent_views_follow_pairing_and_messages_reach_the_bound_conversati
     ] {
         assert_eq!(code_of(&op(&t.app, name, args).await.unwrap_err()), "ValidationError", "{name}");
     }
+}
+
+/// The user-agent listings are pages, not silent truncations: queue items, history and agents
+/// come back `limit` at a time with a `nextCursor` until the last page; every item appears once,
+/// in order; a cursor of another listing or a forged one is refused, and so is one of another
+/// user's conversation (it can only move within the caller's own).
+#[tokio::test]
+async fn user_agent_listings_page_with_cursors() {
+    let t = setup().await;
+    let secret = onboard(&t, "a", TOKEN_A).await;
+    let code = pairing_code(&t.app, "u1", "a", None).await;
+    deliver(&t.app, &secret, "7001", &text_update(1, 42, 42, "private", &format!("/start {code}"))).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let r = op(
+            &t.app,
+            "sendMessageToUserAgent",
+            json!({"consumerUserId": "u1", "agentKey": "a", "content": format!("m{i}")}),
+        )
+        .await
+        .unwrap();
+        sent.push(r["messageId"].as_str().unwrap().to_string());
+    }
+    // Queue items: 2 + 2 + 1, newest first, each once.
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), Value::Null, 0);
+    loop {
+        let mut args = json!({"consumerUserId": "u1", "agentKey": "a", "limit": 2});
+        if !cursor.is_null() {
+            args["cursor"] = cursor.clone();
+        }
+        let page = op(&t.app, "listQueueItemsForUserAgent", args).await.unwrap();
+        pages += 1;
+        seen.extend(page["items"].as_array().unwrap().iter().map(|i| i["_id"].as_str().unwrap().to_string()));
+        cursor = page["nextCursor"].clone();
+        if cursor.is_null() || pages > 5 {
+            break;
+        }
+    }
+    let newest_first: Vec<String> = sent.iter().rev().cloned().collect();
+    assert_eq!((seen, pages), (newest_first, 3));
+    // Status filter across pages: every queued item, none twice.
+    let first = op(&t.app, "listQueueItemsForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "limit": 4}))
+        .await
+        .unwrap();
+    let c = first["nextCursor"].clone();
+    let rest = op(
+        &t.app,
+        "listQueueItemsForUserAgent",
+        json!({"consumerUserId": "u1", "agentKey": "a", "limit": 4, "statuses": ["queued"], "cursor": c}),
+    )
+    .await
+    .unwrap();
+    assert_eq!((rest["items"].as_array().unwrap().len(), rest["nextCursor"].clone()), (1, Value::Null), "{rest}");
+    assert_eq!(rest["items"][0]["_id"], sent[0].as_str());
+    // History: 5 entries, pages of 2 from the newest; each page oldest first.
+    let view =
+        op(&t.app, "getConversationViewForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a"})).await.unwrap();
+    let cid = view["conversationId"].clone();
+    let msgs: Vec<Value> = (0..5).map(|i| json!({"role": "user", "content": format!("h{i}"), "at": 10 + i})).collect();
+    op(
+        &t.app,
+        "appendConversationMessages",
+        json!({"conversationId": cid, "workspaceId": "default", "messages": msgs}),
+    )
+    .await
+    .unwrap();
+    let (mut history, mut cursor) = (Vec::new(), Value::Null);
+    for _ in 0..4 {
+        let mut args = json!({"consumerUserId": "u1", "agentKey": "a", "historyLimit": 2});
+        if !cursor.is_null() {
+            args["historyCursor"] = cursor.clone();
+        }
+        let v = op(&t.app, "getConversationViewForUserAgent", args).await.unwrap();
+        assert_eq!(v["lastUserMessageAt"], 14, "the newest entry, whatever the page: {v}");
+        let page: Vec<String> = v["contextHistory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["content"].as_str().unwrap().to_string())
+            .collect();
+        history.insert(0, page);
+        assert_eq!(v["historyTruncated"].as_bool(), Some(!v["historyNextCursor"].is_null()));
+        cursor = v["historyNextCursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(history, vec![vec!["h0"], vec!["h1", "h2"], vec!["h3", "h4"]]);
+    // Agents: a pending code for a second agent makes two; pages of 1.
+    onboard(&t, "b", TOKEN_B).await;
+    pairing_code(&t.app, "u1", "b", None).await;
+    let p1 = op(&t.app, "listUserAgents", json!({"consumerUserId": "u1", "limit": 1})).await.unwrap();
+    let p2 = op(&t.app, "listUserAgents", json!({"consumerUserId": "u1", "limit": 1, "cursor": p1["nextCursor"]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p1["items"][0]["agentKey"].as_str(), p2["items"][0]["agentKey"].as_str(), p2["nextCursor"].clone()),
+        (Some("a"), Some("b"), Value::Null),
+        "{p1} {p2}"
+    );
+    // Refusals: another listing's cursor, a forged one, a bad limit; and u2 with u1's cursor reads
+    // u2's own (empty) conversation, never u1's.
+    for (name, args) in [
+        ("listQueueItemsForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "cursor": p1["nextCursor"]})),
+        ("listQueueItemsForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "cursor": "00ff"})),
+        ("listUserAgents", json!({"consumerUserId": "u1", "cursor": first["nextCursor"]})),
+        ("getConversationViewForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "historyCursor": "x"})),
+        ("getConversationViewForUserAgent", json!({"consumerUserId": "u1", "agentKey": "a", "historyLimit": 501})),
+    ] {
+        let e = op(&t.app, name, args).await.unwrap_err();
+        assert_eq!(code_of(&e), "ValidationError", "{name}: {e}");
+    }
+    let other = op(
+        &t.app,
+        "listQueueItemsForUserAgent",
+        json!({"consumerUserId": "u2", "agentKey": "a", "cursor": first["nextCursor"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other, json!({"items": [], "nextCursor": null}));
 }

@@ -153,22 +153,100 @@ impl Store {
             }
         }
         all.sort_by(|x, y| y.scheduled_for.cmp(&x.scheduled_for).then_with(|| y.sk.cmp(&x.sk)));
-        Ok(all
+        Ok(all.into_iter().take(limit).map(listed_row).collect())
+    }
+
+    /// One page of a conversation's messages, newest first (by insertion), `limit` evaluated
+    /// items starting after the sort key `after`, only those in `statuses` when given: the rows
+    /// and the sort key to continue after (`None` on the last page). One Query, whatever the
+    /// conversation's length.
+    pub async fn page_conversation_items(
+        &self,
+        cid: &str,
+        statuses: Option<&[MessageStatus]>,
+        limit: i32,
+        after: Option<&str>,
+    ) -> AppResult<(Vec<JobRow>, Option<String>)> {
+        rules::validate_conversation_id(cid)?;
+        let pk = keys::conversation_pk(cid);
+        let mut q = self
+            .client
+            .query()
+            .table_name(self.q())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .expression_attribute_values(":m", s(keys::MESSAGE_PREFIX))
+            .scan_index_forward(false)
+            .limit(limit)
+            .set_exclusive_start_key(after.map(|sk| key(pk.clone(), sk)));
+        if let Some(st) = statuses.filter(|s| !s.is_empty()) {
+            let names: Vec<String> = (0..st.len()).map(|i| format!(":st{i}")).collect();
+            q = q
+                .filter_expression(format!("#st IN ({})", names.join(", ")))
+                .expression_attribute_names("#st", "status");
+            for (name, status) in names.iter().zip(st) {
+                q = q.expression_attribute_values(name.as_str(), s(status.as_str()));
+            }
+        }
+        let out = q.send().await.map_err(|e| sdk_error("Query conversation page", e))?;
+        let rows = out
+            .items
+            .unwrap_or_default()
             .into_iter()
-            .take(limit)
-            .map(|m| JobRow {
-                id: m.message_id,
-                creation_time: m.created_at,
-                conversation_id: m.conversation_id,
-                agent_key: m.agent_key,
-                status: m.status,
-                priority: m.priority,
-                scheduled_for: m.scheduled_for,
-                attempts: m.attempts,
-                max_attempts: m.max_attempts,
-                last_error: m.last_error,
-                payload: Some(m.payload),
-            })
-            .collect())
+            .map(|i| from_item::<MessageItem>(i).map(listed_row))
+            .collect::<AppResult<Vec<_>>>()?;
+        Ok((rows, last_sort_key(out.last_evaluated_key)))
+    }
+
+    /// One page of a conversation's history, newest first, `limit` entries before the sort key
+    /// `before`: the entries (oldest first) and the sort key to continue before (`None` when the
+    /// oldest was reached). One Query.
+    pub async fn page_history(
+        &self,
+        cid: &str,
+        limit: i32,
+        before: Option<&str>,
+    ) -> AppResult<(Vec<crate::conversations::model::HistoryEntry>, Option<String>)> {
+        rules::validate_conversation_id(cid)?;
+        let pk = keys::conversation_pk(cid);
+        let out = self
+            .client
+            .query()
+            .table_name(self.q())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :h)")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .expression_attribute_values(":h", s(keys::HISTORY_PREFIX))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit)
+            .set_exclusive_start_key(before.map(|sk| key(pk.clone(), sk)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query history page", e))?;
+        let mut v = out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<Vec<_>>>()?;
+        v.reverse();
+        Ok((v, last_sort_key(out.last_evaluated_key)))
+    }
+}
+
+/// The sort key of a Query's `LastEvaluatedKey`: where the next page starts.
+fn last_sort_key(k: Option<Item>) -> Option<String> {
+    k.and_then(|k| k.get("sk").and_then(|v| v.as_s().ok()).cloned())
+}
+
+/// A message as the listings show it.
+fn listed_row(m: MessageItem) -> JobRow {
+    JobRow {
+        id: m.message_id,
+        creation_time: m.created_at,
+        conversation_id: m.conversation_id,
+        agent_key: m.agent_key,
+        status: m.status,
+        priority: m.priority,
+        scheduled_for: m.scheduled_for,
+        attempts: m.attempts,
+        max_attempts: m.max_attempts,
+        last_error: m.last_error,
+        payload: Some(m.payload),
     }
 }
