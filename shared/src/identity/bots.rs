@@ -91,19 +91,24 @@ async fn claim(
         )));
     }
     let token_ref = rules::token_ref(&p.agent_key);
+    let previous = match p.bot_identity.as_deref().filter(|b| *b != bot) {
+        Some(prev) => app.store.get_bot(prev).await?.filter(|r| r.agent_key == p.agent_key),
+        None => None,
+    };
     let mut version = None;
+    // The token the agent's ref held before: put back if the claim below fails, so the ref never
+    // holds a bot the agent does not own (the secret store and the table share no transaction).
+    let mut restore = None;
     if let Some((t, md)) = token {
         let mut meta = md.clone();
         meta.insert("telegramBotId".into(), bot.clone());
         if let Some(u) = &info.telegram_username {
             meta.insert("telegramUsername".into(), u.clone());
         }
+        let before = app.secrets.backend().get(&token_ref).await?;
         version = crate::secrets::ops::import_secret(&app.secrets, &token_ref, t, &meta).await?.version;
+        restore = Some(before);
     }
-    let previous = match p.bot_identity.as_deref().filter(|b| *b != bot) {
-        Some(prev) => app.store.get_bot(prev).await?.filter(|r| r.agent_key == p.agent_key),
-        None => None,
-    };
     let now = app.now();
     let record = BotRecord {
         bot_identity: bot.clone(),
@@ -116,14 +121,21 @@ async fn claim(
         updated_at: now,
     };
     let refs = rules::refs_with_token(&p.secrets_ref, &token_ref);
-    app.store
+    let claimed = app
+        .store
         .claim_bot(BotClaim {
             record: &record,
             profile_seen: p.updated_at,
             secrets_ref: &refs,
             previous: previous.as_ref(),
         })
-        .await?;
+        .await;
+    if let Err(e) = claimed {
+        if let Some(before) = restore {
+            restore_token(app, &token_ref, before).await;
+        }
+        return Err(e);
+    }
     let changed = p.bot_identity.as_deref().is_some_and(|b| b != bot);
     let flagged = match p.bot_identity.as_deref().filter(|_| changed) {
         Some(prev) => app.store.flag_bot_bindings(prev, "bot_changed").await?,
@@ -139,6 +151,25 @@ async fn claim(
         "previousBotIdentity": if changed { p.bot_identity.clone() } else { None },
         "flaggedBindings": flagged,
     }))
+}
+
+/// Put back the value `token_ref` held before a token import whose bot claim failed (or remove
+/// the ref when it held none). A failure here is logged (never the value) and the claim's error
+/// is what the caller sees.
+async fn restore_token(app: &App, token_ref: &str, before: Option<SecretValue>) {
+    let res = match &before {
+        Some(v) => {
+            let meta = BTreeMap::from([("restoredBy".to_string(), "importTelegramTokenForAgent".to_string())]);
+            crate::secrets::ops::import_secret(&app.secrets, token_ref, v, &meta).await.map(|_| ())
+        }
+        None => crate::secrets::ops::delete_secret(&app.secrets, token_ref).await.map(|_| ()),
+    };
+    match res {
+        Ok(()) => tracing::warn!(token_ref, "bot claim failed: the agent's previous token was put back"),
+        Err(e) => {
+            tracing::error!(token_ref, error = %e, "bot claim failed and the previous token could not be put back")
+        }
+    }
 }
 
 /// The agent's token, or why there is none.

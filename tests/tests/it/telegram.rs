@@ -853,3 +853,39 @@ async fn user_agent_listings_page_with_cursors() {
     .unwrap();
     assert_eq!(other, json!({"items": [], "nextCursor": null}));
 }
+
+/// A token import writes the secret before the bot claim, and the two share no transaction: when
+/// the claim fails (here the profile changed while getMe was on its way), the agent's ref gets
+/// its previous token back, so it never holds a bot the agent does not own. An agent with no
+/// token before has none after.
+#[tokio::test]
+async fn a_failed_bot_claim_puts_the_previous_token_back() {
+    const TOKEN_C: &str = "7003:CCfakeTokenForBotC_secret";
+    let t = setup().await;
+    t.fake.add_bot(TOKEN_C, 7003, "fake_c_bot");
+    onboard(&t, "a", TOKEN_A).await;
+    for (agent, before) in [("a", Some(TOKEN_A)), ("b", None)] {
+        t.fake.fault("getMe", Fault::Slow(std::time::Duration::from_millis(400)));
+        let app = t.app.clone();
+        let import = tokio::spawn(async move {
+            op(&app, "importTelegramTokenForAgent", json!({"agentKey": agent, "plaintextValue": TOKEN_C})).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        // The profile changes under the import (a new version is deployed).
+        op(&t.app, "configureAgent", json!({"agentKey": agent, "version": "2", "secretsRef": [format!("telegram.botToken.{agent}")], "enabled": true}))
+            .await
+            .unwrap();
+        let e = import.await.unwrap().unwrap_err();
+        assert!(!e.to_string().contains("CCfake") && !e.chain().contains("CCfake"), "{e}");
+        t.env.app.secrets.forget(&format!("telegram.botToken.{agent}"));
+        let now = t.env.app.secrets.get(&format!("telegram.botToken.{agent}")).await.unwrap();
+        assert_eq!(now.as_ref().map(|v| v.expose().to_string()).as_deref(), before, "agent {agent}: {e}");
+        assert!(t.env.e.store.get_bot("7003").await.unwrap().is_none(), "bot C claimed by nobody");
+    }
+    let p = op(&t.app, "getAgentProfile", json!({"agentKey": "a"})).await.unwrap();
+    assert_eq!(p["botIdentity"], "7001");
+    // Without a race the same import goes through.
+    let r =
+        op(&t.app, "importTelegramTokenForAgent", json!({"agentKey": "b", "plaintextValue": TOKEN_C})).await.unwrap();
+    assert_eq!(r["botIdentity"], "7003");
+}
