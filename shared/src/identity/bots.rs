@@ -137,11 +137,13 @@ async fn claim(
         return Err(e);
     }
     let changed = p.bot_identity.as_deref().is_some_and(|b| b != bot);
-    let flagged = match p.bot_identity.as_deref().filter(|_| changed) {
-        Some(prev) => app.store.flag_bot_bindings(prev, "bot_changed").await?,
-        None => 0,
+    let (flagged, expired) = match p.bot_identity.as_deref().filter(|_| changed) {
+        Some(prev) => {
+            (app.store.flag_bot_bindings(prev, "bot_changed").await?, app.store.expire_bot_pairings(prev).await?)
+        }
+        None => (0, 0),
     };
-    tracing::info!(agent_key = %p.agent_key, bot_identity = %bot, changed, flagged, "telegram bot claimed");
+    tracing::info!(agent_key = %p.agent_key, bot_identity = %bot, changed, flagged, expired, "telegram bot claimed");
     Ok(json!({
         "agentKey": p.agent_key,
         "secretRef": token_ref,
@@ -150,6 +152,7 @@ async fn claim(
         "telegramUsername": info.telegram_username,
         "previousBotIdentity": if changed { p.bot_identity.clone() } else { None },
         "flaggedBindings": flagged,
+        "expiredPairings": expired,
     }))
 }
 

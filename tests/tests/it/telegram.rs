@@ -517,18 +517,22 @@ async fn accept_costs_two_requests_per_update() {
     );
 }
 
-/// A new bot on an agent flags the old bot's bindings (reported), the old bot's secret stops
-/// working, and onboarding goes back to configuring the webhook.
+/// A new bot on an agent flags the old bot's bindings and expires its pending codes (both
+/// reported), the old bot's secret stops working, and onboarding goes back to configuring the
+/// webhook.
 #[tokio::test]
 async fn a_bot_change_flags_the_bindings_of_the_old_bot() {
     let t = setup().await;
     let s = onboard(&t, "a", TOKEN_A).await;
     let c = pairing_code(&t.app, "u1", "a", None).await;
     deliver(&t.app, &s, "7001", &text_update(1, 42, 42, "private", &format!("/start {c}"))).await;
+    let pending = pairing_code(&t.app, "u2", "a", None).await;
     let r =
         op(&t.app, "importTelegramTokenForAgent", json!({"agentKey": "a", "plaintextValue": TOKEN_B})).await.unwrap();
     assert_eq!(r["previousBotIdentity"], "7001");
-    assert_eq!(r["flaggedBindings"], 1);
+    assert_eq!((r["flaggedBindings"].as_i64(), r["expiredPairings"].as_i64()), (Some(1), Some(1)), "{r}");
+    let st = op(&t.app, "getPairingCodeStatus", json!({"consumerUserId": "u2", "code": pending})).await.unwrap();
+    assert_eq!(st["status"], "expired", "the old bot's pending code can no longer be used: {st}");
     let b = op(&t.app, "getUserAgentBinding", json!({"consumerUserId": "u1"})).await.unwrap();
     assert_eq!(b["flag"], "bot_changed");
     let st = state(&t.app, "u1", "a").await;

@@ -134,6 +134,38 @@ impl Store {
             .await
     }
 
+    /// Expire every pending code of `bot` (the agent's bot changed: they can no longer be used).
+    /// One Query page of the bot's code pointers at a time, one conditional UpdateItem per code.
+    /// How many were pending.
+    pub async fn expire_bot_pairings(&self, bot: &str) -> AppResult<u32> {
+        let mut expired = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.c())
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(keys::bot_pairings_pk(bot)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query bot pairing codes", e))?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(code)) = item.get("sk")
+                    && self.expire_pairing(code).await?
+                {
+                    expired += 1;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(expired)
+    }
+
     /// Store a new code (unique: the put fails if it exists) and point the user at it. `false`
     /// when the code already exists (generate another).
     pub async fn put_pairing(&self, p: &PairingCode, ttl_at: Millis) -> AppResult<bool> {
@@ -142,9 +174,20 @@ impl Store {
         let mut ptr = keys::user_pairing_key(&p.consumer_user_id, &p.agent_key);
         ptr.insert("code".into(), s(&p.code));
         ptr.insert("createdAt".into(), n(p.created_at));
+        let mut by_bot = keys::bot_pairing_key(&p.bot_identity, &p.code);
+        by_bot.insert("ttl".into(), n(keys::ttl_seconds(ttl_at)));
         let ex = Ex::new();
         let items = vec![
             tx_put(self.c(), item, "attribute_not_exists(pk)", &ex),
+            TransactWriteItem::builder()
+                .put(
+                    aws_sdk_dynamodb::types::Put::builder()
+                        .table_name(self.c())
+                        .set_item(Some(by_bot))
+                        .build()
+                        .expect("put has table and item"),
+                )
+                .build(),
             TransactWriteItem::builder()
                 .put(
                     aws_sdk_dynamodb::types::Put::builder()

@@ -214,6 +214,16 @@ pub fn bot_bindings_pk(bot_identity: &str) -> String {
     format!("BOTB#{bot_identity}")
 }
 
+/// A bot's pairing codes (one pointer per code, kept until the code's TTL): what a bot change
+/// expires.
+pub fn bot_pairing_key(bot_identity: &str, code: &str) -> Item {
+    key(bot_pairings_pk(bot_identity), code)
+}
+
+pub fn bot_pairings_pk(bot_identity: &str) -> String {
+    format!("BOTP#{bot_identity}")
+}
+
 /// A binding uniqueness item: (bot, Telegram user) or (bot, chat), under the bot's partition.
 pub fn guard_key(g: &crate::identity::rules::Guard) -> Item {
     use crate::identity::rules::Guard;
