@@ -874,3 +874,32 @@ async fn tables_made_by_an_older_version_get_the_missing_index() {
     assert!(after.contains(&"due".to_string()), "{after:?}");
     assert_eq!(after.len(), full.gsis.len());
 }
+
+/// A control table made before it had a TTL (a kept `--data-dir` from before pairing codes) gets
+/// the TTL when the tables are ensured again, so codes and attempt counters are cleaned up.
+#[tokio::test]
+async fn tables_made_by_an_older_version_get_the_missing_ttl() {
+    use aws_sdk_dynamodb::types::TimeToLiveStatus;
+    use shared::adapters::dynamo::schema;
+    let e = env().await;
+    let name = format!("{}-old-ttl", e.tables.control);
+    let full = schema::TABLES.iter().find(|t| t.logical == schema::CONTROL).unwrap();
+    let old = schema::TableDef { ttl_attribute: None, ..full.clone() };
+    assert!(schema::create_table(&e.store.client, &old, &name).await.unwrap());
+    let status = || async {
+        e.store
+            .client
+            .describe_time_to_live()
+            .table_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .time_to_live_description
+            .and_then(|d| d.time_to_live_status)
+    };
+    assert!(!matches!(status().await, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)));
+    assert!(!schema::create_table(&e.store.client, full, &name).await.unwrap());
+    assert!(matches!(status().await, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)));
+    // Ensuring again changes nothing (and does not fail on an already enabled TTL).
+    assert!(!schema::create_table(&e.store.client, full, &name).await.unwrap());
+}

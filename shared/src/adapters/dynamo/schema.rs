@@ -7,6 +7,7 @@
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 
 /// Logical table: the queue (conversations, messages, idempotency keys, history entries).
@@ -191,6 +192,22 @@ pub async fn create_table(
             for g in def.gsis.iter().filter(|g| !have.iter().any(|h| h == g.name)) {
                 add_gsi(client, def, name, g).await?;
             }
+            // And the TTL it lacks (the control table got one for pairing codes).
+            if let Some(ttl) = def.ttl_attribute {
+                let on =
+                    client.describe_time_to_live().table_name(name).send().await?.time_to_live_description.is_some_and(
+                        |d| {
+                            d.attribute_name.as_deref() == Some(ttl)
+                                && matches!(
+                                    d.time_to_live_status,
+                                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                                )
+                        },
+                    );
+                if !on {
+                    enable_ttl(client, name, ttl).await?;
+                }
+            }
             return Ok(false);
         }
         Err(e) => {
@@ -254,16 +271,21 @@ pub async fn create_table(
         }
     }
     if let Some(ttl) = def.ttl_attribute {
-        client
-            .update_time_to_live()
-            .table_name(name)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build().expect("ttl"),
-            )
-            .send()
-            .await?;
+        enable_ttl(client, name, ttl).await?;
     }
     Ok(true)
+}
+
+async fn enable_ttl(client: &aws_sdk_dynamodb::Client, name: &str, ttl: &str) -> Result<(), aws_sdk_dynamodb::Error> {
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build().expect("ttl"),
+        )
+        .send()
+        .await?;
+    Ok(())
 }
 
 /// Add one global secondary index to an existing table (DynamoDB backfills it).
