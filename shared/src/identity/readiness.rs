@@ -131,13 +131,9 @@ pub const MAX_PROFILES_SCANNED: usize = 200;
 /// `getRequiredSecretRefs`: the agent's refs (with the bridge fallbacks hydration reads); without
 /// an agent, the sorted union over up to 200 enabled profiles.
 pub async fn required_secret_refs(app: &App, agent_key: Option<&str>) -> AppResult<Value> {
-    use crate::adapters::dynamo::Ex;
     let Some(k) = agent_key else {
-        let ex = Ex::new().val(":p", crate::adapters::dynamo::s("PROFILE")).val(":t", crate::adapters::dynamo::b(true));
-        let items = app.store.scan_control("sk = :p AND enabled = :t", &ex, Some(MAX_PROFILES_SCANNED)).await?;
         let mut refs = std::collections::BTreeSet::new();
-        for i in items {
-            let p: crate::agents::model::AgentProfile = crate::adapters::dynamo::from_item(i)?;
+        for p in app.store.scan_enabled_profiles(MAX_PROFILES_SCANNED).await? {
             refs.extend(crate::secrets::ops::hydration_refs(&p));
         }
         return Ok(json!({ "agentKey": null, "secretRefs": refs }));
@@ -153,54 +149,26 @@ pub async fn required_secret_refs(app: &App, agent_key: Option<&str>) -> AppResu
 /// `softResetTelegramBindingsMissingBotIdentity` (migration helper for data brought over from
 /// the original): Telegram-paired bindings without a bot identity are annotated
 /// (`softResetReason`, `softResetAt`, `softResetMode`) and, when active, revoked; pending codes
-/// without a bot identity are expired; profiles without one are counted. A full scan of the
+/// without a bot identity are expired; profiles without one are counted. Full scans of the
 /// control table: an operator op, run once after a migration.
 pub async fn soft_reset(app: &App, revoke_active: bool, expire_pending: bool) -> AppResult<Value> {
-    use crate::adapters::dynamo::{Ex, from_item, keys, s};
     let now = app.now();
-    let no_bot = "(attribute_not_exists(botIdentity) OR attribute_type(botIdentity, :nul) OR botIdentity = :empty)";
-    let ex = Ex::new()
-        .name("#src", "source")
-        .name("#st", "status")
-        .val(":tp", s("telegram_pairing"))
-        .val(":nul", s("NULL"))
-        .val(":empty", s(""))
-        .val(":ptr", s("BINDING"))
-        .val(":bh", s(keys::BINDING_HISTORY_PREFIX))
-        .val(":code", s("CODE"))
-        .val(":pending", s("pending"))
-        .val(":profile", s("PROFILE"));
     let (mut revoked, mut annotated, mut expired) = (0u32, 0u32, 0u32);
-    let legacy = app
-        .store
-        .scan_control(&format!("(sk = :ptr OR begins_with(sk, :bh)) AND #src = :tp AND {no_bot}"), &ex, None)
-        .await?;
-    let legacy_count = legacy
-        .iter()
-        .filter(|i| {
-            crate::adapters::dynamo::item_s(i, "sk").is_some_and(|k| k.starts_with(keys::BINDING_HISTORY_PREFIX))
-        })
-        .count();
-    let mut md = BTreeMap::from([
+    let legacy = app.store.scan_legacy_bindings().await?;
+    let legacy_count = legacy.iter().filter(|l| !l.pointer).count();
+    let md = BTreeMap::from([
         ("softResetReason".to_string(), "missing_bot_identity".to_string()),
         ("softResetAt".to_string(), now.to_string()),
         ("softResetMode".to_string(), "telegram_bot_identity_v1".to_string()),
     ]);
-    for item in legacy {
-        let (Some(pk), Some(sk)) = (
-            crate::adapters::dynamo::item_s(&item, "pk").map(str::to_string),
-            crate::adapters::dynamo::item_s(&item, "sk").map(str::to_string),
-        ) else {
-            continue;
-        };
-        let b: Binding = from_item(item)?;
+    for l in legacy {
+        let b = l.binding;
         let mut m = b.metadata.clone().unwrap_or_default();
         m.append(&mut md.clone());
-        if sk == "BINDING" {
-            app.store.annotate_binding(keys::key(pk, sk), &b.binding_id, &m).await?;
+        if l.pointer {
+            app.store.annotate_legacy_binding(&b, true, &m).await?;
             if revoke_active {
-                let hist = keys::binding_history_key(&b.consumer_user_id, b.bound_at, &b.binding_id);
-                app.store.annotate_binding(hist, &b.binding_id, &m).await?;
+                app.store.annotate_legacy_binding(&b, false, &m).await?;
                 let b = Binding { metadata: Some(m), ..b };
                 match app.store.revoke_binding(&b, now).await {
                     Ok(()) => revoked += 1,
@@ -210,33 +178,29 @@ pub async fn soft_reset(app: &App, revoke_active: bool, expire_pending: bool) ->
                 annotated += 1;
             }
         } else if !(revoke_active && b.status == BindingStatus::Active)
-            && app.store.annotate_binding(keys::key(pk, sk), &b.binding_id, &m).await?
+            && app.store.annotate_legacy_binding(&b, false, &m).await?
             && b.status != BindingStatus::Active
         {
             annotated += 1;
         }
     }
-    md.clear();
-    let codes = app.store.scan_control(&format!("sk = :code AND #st = :pending AND {no_bot}"), &ex, None).await?;
-    let pending_count = codes.len();
+    let codes = app.store.scan_pending_codes_without_bot().await?;
     if expire_pending {
-        for c in &codes {
-            if let Some(code) = crate::adapters::dynamo::item_s(c, "code")
-                && app.store.expire_pairing(code).await?
-            {
+        for code in &codes {
+            if app.store.expire_pairing(code).await? {
                 expired += 1;
             }
         }
     }
-    let profiles = app.store.scan_control(&format!("sk = :profile AND {no_bot}"), &ex, None).await?;
+    let profiles = app.store.count_profiles_without_bot().await?;
     tracing::info!(revoked, annotated, expired, "soft reset of bindings without a bot identity");
     Ok(json!({
         "revokedBindings": revoked,
         "annotatedBindings": annotated,
         "expiredPairings": expired,
-        "pendingPairingsMissingBotIdentity": pending_count,
+        "pendingPairingsMissingBotIdentity": codes.len(),
         "legacyBindingsMissingBotIdentity": legacy_count,
-        "profilesMissingBotIdentity": profiles.len(),
+        "profilesMissingBotIdentity": profiles,
     }))
 }
 

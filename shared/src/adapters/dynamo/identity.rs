@@ -35,7 +35,7 @@ pub enum Accepted {
 }
 
 impl Store {
-    fn c(&self) -> &str {
+    pub(super) fn c(&self) -> &str {
         &self.tables.control
     }
 
@@ -518,48 +518,4 @@ pub fn is_active(b: &Binding) -> bool {
 /// Is this code still waiting.
 pub fn is_pending(p: &PairingCode) -> bool {
     p.status == PairingStatus::Pending
-}
-
-impl Store {
-    /// Every control-table item matching `filter` (a full Scan: operator migration helpers only).
-    pub async fn scan_control(&self, filter: &str, ex: &Ex, limit: Option<usize>) -> AppResult<Vec<Item>> {
-        let (names, values) = ex.for_exprs(&[filter]);
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(self.c())
-                .filter_expression(filter)
-                .set_expression_attribute_names(names.clone())
-                .set_expression_attribute_values(values.clone())
-                .set_exclusive_start_key(start.take())
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Scan control", e))?;
-            out.extend(page.items.unwrap_or_default());
-            if limit.is_some_and(|l| out.len() >= l) {
-                out.truncate(limit.unwrap_or(out.len()));
-                break;
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Merge `metadata` keys into a binding row (pointer or history), if it still holds `binding_id`.
-    pub async fn annotate_binding(
-        &self,
-        key: Item,
-        binding_id: &str,
-        metadata: &std::collections::BTreeMap<String, String>,
-    ) -> AppResult<bool> {
-        let ex = Ex::new().name("#m", "metadata").val(":id", s(binding_id)).val(":m", super::to_av(metadata)?);
-        self.update_if(self.c(), key, "SET #m = :m", "bindingId = :id", &ex, "annotating a binding").await
-    }
 }

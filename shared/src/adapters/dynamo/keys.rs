@@ -123,7 +123,7 @@ pub fn storage_claim_key(storage_id: &str) -> Item {
 
 /// An agent profile in the control table.
 pub fn agent_profile_key(agent_key: &str) -> Item {
-    key(format!("AGENT#{agent_key}"), "PROFILE")
+    key(format!("AGENT#{agent_key}"), AGENT_PROFILE_SK)
 }
 
 /// The message runtime config in the control table.
@@ -187,7 +187,7 @@ pub fn user_pk(consumer_user_id: &str) -> String {
 
 /// The consumer's active binding (one per consumer).
 pub fn binding_pointer_key(consumer_user_id: &str) -> Item {
-    key(user_pk(consumer_user_id), "BINDING")
+    key(user_pk(consumer_user_id), BINDING_SK)
 }
 
 /// The prefix of a consumer's binding history rows.
@@ -207,7 +207,7 @@ pub fn user_pairing_key(consumer_user_id: &str, agent_key: &str) -> Item {
 }
 
 pub fn pairing_key(code: &str) -> Item {
-    key(format!("PAIR#{code}"), "CODE")
+    key(format!("PAIR#{code}"), PAIRING_SK)
 }
 
 pub fn bot_bindings_pk(bot_identity: &str) -> String {
@@ -245,6 +245,13 @@ pub fn update_key(bot_identity: &str, update_id: i64) -> Item {
 
 /// The partition prefix of accepted updates (the stream filter matches on it).
 pub const UPDATE_PK_PREFIX: &str = "TG#";
+
+/// The sort key of an agent profile (`AGENT#<agentKey>`).
+pub const AGENT_PROFILE_SK: &str = "PROFILE";
+/// The sort key of a consumer's active-binding pointer (`USER#<id>`).
+pub const BINDING_SK: &str = "BINDING";
+/// The sort key of a pairing code (`PAIR#<code>`).
+pub const PAIRING_SK: &str = "CODE";
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod counter;
 pub mod hydration;
 pub mod identity;
+pub mod identity_scans;
 pub mod keys;
 pub mod media;
 pub mod queue;
