@@ -4,6 +4,8 @@
 pub mod fake_fly;
 pub mod fake_provider;
 pub mod fake_telegram;
+pub mod load;
+pub mod partition_writes;
 
 use shared::adapters::dynamo::counter::RequestCounter;
 use shared::agents::model::ConfigureAgentArgs;

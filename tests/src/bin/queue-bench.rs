@@ -7,17 +7,18 @@
 //! 3. claim+complete throughput with 8 concurrent claim loops.
 //! 4. A whole job through the worker protocol (token auth, hydration, heartbeat, history,
 //!    complete): DynamoDB requests and latency per call.
+//! 6. Writes per partition key per message, base table and every index, at 100 and 10,000
+//!    conversations, from the queue table's stream; the hottest key and the ceiling it sets.
 //! 5. A reconcile cycle (steady pool, fake provider): DynamoDB requests at the shallow and the
 //!    deep queue, and with 10 vs `--deep` stopped worker rows.
 
+use integration_tests::load;
 use integration_tests::*;
 use shared::adapters::dynamo::Store;
 use shared::config::Policies;
 use shared::queue::LeaseArgs;
 use shared::workers::model::WorkerPolicy;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Opts {
@@ -26,10 +27,23 @@ struct Opts {
     deep: usize,
     sample: usize,
     throughput_msgs: usize,
+    partition_msgs: usize,
+    /// The many-conversations case of phase 6 (one message each).
+    wide_convs: usize,
+    shards: u32,
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { phase: "all".into(), shallow: 100, deep: 10_000, sample: 100, throughput_msgs: 2_000 };
+    let mut o = Opts {
+        phase: "all".into(),
+        shallow: 100,
+        deep: 10_000,
+        sample: 100,
+        throughput_msgs: 2_000,
+        partition_msgs: 2_000,
+        wide_convs: 10_000,
+        shards: 1,
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -39,12 +53,26 @@ fn opts() -> Opts {
             "--deep" => o.deep = num(),
             "--sample" => o.sample = num(),
             "--throughput-msgs" => o.throughput_msgs = num(),
+            "--partition-msgs" => o.partition_msgs = num(),
+            "--shards" => o.shards = num() as u32,
+            "--wide-convs" => o.wide_convs = num(),
             "--quick" => {
-                o = Opts { phase: o.phase.clone(), shallow: 50, deep: 500, sample: 20, throughput_msgs: 200 };
+                o = Opts {
+                    phase: o.phase.clone(),
+                    shallow: 50,
+                    deep: 500,
+                    sample: 20,
+                    throughput_msgs: 200,
+                    partition_msgs: 500,
+                    wide_convs: 1_000,
+                    shards: o.shards,
+                };
             }
             "--phase" => o.phase = it.next().cloned().unwrap_or_default(),
             other => {
-                panic!("unknown argument {other}; use --shallow N --deep N --sample N --throughput-msgs N | --quick")
+                panic!(
+                    "unknown argument {other}; use --shallow N --deep N --sample N --throughput-msgs N --partition-msgs N --wide-convs N --shards N | --quick"
+                )
             }
         }
     }
@@ -53,27 +81,6 @@ fn opts() -> Opts {
 
 fn lease(j: &shared::queue::model::ClaimedJob, w: &str) -> LeaseArgs {
     LeaseArgs { worker_id: w.into(), message_id: j.message_id.clone(), lease_id: j.lease_id.clone(), token_hash: None }
-}
-
-/// Enqueue `n` messages over `convs` conversations with 8 producers.
-async fn fill(store: &Arc<Store>, prefix: &str, n: usize, convs: usize) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (store, next, prefix) = (store.clone(), next.clone(), prefix.to_string());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
-                    break;
-                }
-                store.enqueue(enq(&format!("{prefix}-{}", i % convs), "bot", "x")).await.expect("fill");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
 }
 
 async fn requests_per_message(samples: usize) {
@@ -127,7 +134,7 @@ async fn cost_at_depth(depth: usize, sample: usize, sticky: bool) -> (f64, f64) 
     seed_agent(&e.store, "bot", true).await;
     // The depth sits in conversations that stay busy (locked by a claimer), plus the sample.
     let convs = (depth / 10).max(1);
-    fill(&e.store, "deep", depth, convs).await;
+    load::fill(&e.store, "deep", depth, convs).await;
     for c in 0..convs {
         e.store.claim(&format!("holder-{c}"), Some(&format!("deep-{c}"))).await.unwrap().expect("hold");
     }
@@ -172,74 +179,73 @@ async fn throughput(o: &Opts) {
     let e = env_system(Policies::default()).await;
     seed_agent(&e.store, "bot", true).await;
     let f = Instant::now();
-    fill(&e.store, "tp", n, convs).await;
+    load::fill(&e.store, "tp", n, convs).await;
     println!("   enqueue with 8 producers: {:.0} messages/s", n as f64 / f.elapsed().as_secs_f64());
     e.counter.reset();
-    let seen = Arc::new(Mutex::new(HashSet::new()));
-    let done = Arc::new(AtomicUsize::new(0));
-    let dups = Arc::new(AtomicUsize::new(0));
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for k in 0..8 {
-        let (store, seen, done, dups) = (e.store.clone(), seen.clone(), done.clone(), dups.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut mine: Vec<(String, String)> = Vec::new();
-            let mut fresh = 0;
-            while done.load(Ordering::SeqCst) < n {
-                let mut progressed = false;
-                let mut i = 0;
-                while i < mine.len() {
-                    let (w, c) = mine[i].clone();
-                    match store.claim(&w, Some(&c)).await.unwrap() {
-                        Some(j) => {
-                            store.complete(&lease(&j, &w)).await.unwrap();
-                            if !seen.lock().unwrap().insert(j.message_id) {
-                                dups.fetch_add(1, Ordering::SeqCst);
-                            }
-                            done.fetch_add(1, Ordering::SeqCst);
-                            progressed = true;
-                        }
-                        None => {
-                            mine.swap_remove(i);
-                            continue;
-                        }
-                    }
-                    i += 1;
-                }
-                let w = format!("tp{k}-{fresh}");
-                if let Some(j) = store.claim(&w, None).await.unwrap() {
-                    fresh += 1;
-                    mine.push((w.clone(), j.conversation_id.clone()));
-                    store.complete(&lease(&j, &w)).await.unwrap();
-                    if !seen.lock().unwrap().insert(j.message_id) {
-                        dups.fetch_add(1, Ordering::SeqCst);
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                    progressed = true;
-                }
-                if !progressed {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let unique = seen.lock().unwrap().len();
+    let d = load::drain(&e.store, n, 8, Duration::from_secs(600)).await;
     let stats = e.store.queue_stats().await.unwrap();
     println!(
         "   {:.0} messages/s ({} in {:.1} s); duplicates {}, lost {}; {:.2} requests/message incl. empty polls",
-        n as f64 / secs,
+        n as f64 / d.secs,
         n,
-        secs,
-        dups.load(Ordering::SeqCst),
-        n - unique + (stats.queued_ready + stats.processing) as usize,
+        d.secs,
+        d.duplicates,
+        n - d.unique + (stats.queued_ready + stats.processing) as usize,
         e.counter.total() as f64 / n as f64
     );
-    assert_eq!(dups.load(Ordering::SeqCst), 0, "duplicates");
-    assert_eq!(unique, n, "lost messages");
+    assert_eq!(d.duplicates, 0, "duplicates");
+    assert_eq!(d.unique, n, "lost messages");
+    assert!(d.out_of_order.is_empty(), "out of order: {:?}", d.out_of_order);
+}
+
+/// Writes per partition key per message (issue 12), at `convs` conversations: `n` messages
+/// enqueued by 8 producers and drained by 8 claim loops, then the queue table's stream read back
+/// and every write attributed to the partition keys it touched (base table and each index).
+async fn partition_writes(convs: usize, n: usize, shards: u32) {
+    use integration_tests::partition_writes::{StreamReader, Tally};
+    use shared::adapters::dynamo::schema;
+    let mut policy = Policies::default();
+    policy.queue.ready_shards = shards;
+    let e = env_system(policy).await;
+    seed_agent(&e.store, "bot", true).await;
+    let reader = StreamReader::new(&endpoint());
+    // Only the load's records: the seeding wrote nothing to the queue table.
+    load::fill(&e.store, "pw", n, convs).await;
+    let d = load::drain(&e.store, n, 8, Duration::from_secs(1800)).await;
+    assert_eq!((d.duplicates, d.unique), (0, n), "exactly once");
+    assert!(d.out_of_order.is_empty(), "order per conversation: {:?}", d.out_of_order);
+    let changes = reader.changes(&e.tables.queue).await;
+    let mut t = Tally::default();
+    t.count(schema::table(schema::QUEUE), &changes);
+    println!(
+        "   {convs} conversations, {n} messages, READY_SHARDS={shards}: {} item writes ({:.2}/message)",
+        changes.len(),
+        changes.len() as f64 / n as f64
+    );
+    println!("   {:<12} {:<28} {:>12} {:>12} {:>14}", "index", "hottest key", "writes", "per message", "ceiling msg/s");
+    for (ix, key, w) in t.hottest() {
+        let per = w as f64 / n as f64;
+        println!(
+            "   {:<12} {:<28} {:>12} {:>12.3} {:>14.0}",
+            ix,
+            shared::ids::truncate(&key, 28),
+            w,
+            per,
+            1000.0 / per
+        );
+    }
+    let worst = t.hottest().first().map(|(_, _, w)| *w as f64 / n as f64).unwrap_or(0.0);
+    println!(
+        "   => hottest key: {:.3} writes/message, ceiling {:.0} messages/s (1,000 writes/s per key)",
+        worst,
+        1000.0 / worst
+    );
+}
+
+async fn partitions(o: &Opts) {
+    println!("\n6. writes per partition key per message (base table and every index of the queue table)");
+    partition_writes(100, o.partition_msgs, o.shards).await;
+    partition_writes(o.wide_convs, o.wide_convs, o.shards).await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 8)]
@@ -255,6 +261,9 @@ async fn main() {
     }
     if all || o.phase == "depth-unassigned" {
         depth_ratio(&o, false).await;
+    }
+    if all || o.phase == "partitions" {
+        partitions(&o).await;
     }
     if all || o.phase == "throughput" {
         throughput(&o).await;
@@ -320,12 +329,12 @@ async fn reconcile_cost(o: &Opts) {
             println!("   {label:<44} {:>12.1} {:>12.2}", reqs as f64 / 5.0, ms / 5.0);
         }
     };
-    fill(&store, "r", o.shallow, 20).await;
+    load::fill(&store, "r", o.shallow, 20).await;
     a.e.clock.advance(5_000);
     r.request_cycle().await.unwrap();
     stopped_rows(&store, &a.e.tables.workers, 10).await;
     measure(format!("{} queued, 10 stopped rows", o.shallow)).await;
-    fill(&store, "rd", o.deep - o.shallow, 1_000).await;
+    load::fill(&store, "rd", o.deep - o.shallow, 1_000).await;
     measure(format!("{} queued, 10 stopped rows", o.deep)).await;
     stopped_rows(&store, &a.e.tables.workers, o.deep - 10).await;
     measure(format!("{} queued, {} stopped rows", o.deep, o.deep)).await;
