@@ -16,7 +16,7 @@ say "built in $(($(now_s) - t0)) s"
 # Each phase gets a fresh DynamoDB Local: the emulator slows down as its one shared database
 # grows, which would bill one phase for the data of the one before.
 rc=0
-for phase in requests depth-sticky depth-unassigned throughput protocol reconcile; do
+for phase in requests depth-sticky depth-unassigned throughput protocol reconcile partitions; do
     say "phase $phase: queue-bench in a private network namespace with a fresh DynamoDB Local"
     DDB_LOCAL_PORT=8000 bash "$SCRIPTS_DIR/in-netns.sh" bash "$SCRIPTS_DIR/with-ddb.sh" \
         "$ROOT/target/release/queue-bench" --phase "$phase" "$@" || { rc=$?; break; }
