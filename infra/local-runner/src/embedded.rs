@@ -77,6 +77,9 @@ fn dispatch(db: &dynoxide::Database, op: &str, body: &str) -> dynoxide::Result<S
         "DeleteTable" => run(body, |r: a::delete_table::DeleteTableRequest| db.delete_table(r)),
         "ListTables" => run(body, |r: a::list_tables::ListTablesRequest| db.list_tables(r)),
         "UpdateTimeToLive" => run(body, |r: a::update_time_to_live::UpdateTimeToLiveRequest| db.update_time_to_live(r)),
+        "DescribeTimeToLive" => {
+            run(body, |r: a::describe_time_to_live::DescribeTimeToLiveRequest| db.describe_time_to_live(r))
+        }
         "PutItem" => run(body, |r: a::put_item::PutItemRequest| db.put_item(r)),
         "GetItem" => run(body, |r: a::get_item::GetItemRequest| db.get_item(r)),
         "UpdateItem" => run(body, |r: a::update_item::UpdateItemRequest| db.update_item(r)),

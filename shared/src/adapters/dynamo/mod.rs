@@ -63,9 +63,13 @@ impl Store {
     /// Create every table that does not exist yet (local runner and tests).
     pub async fn create_tables(&self) -> AppResult<()> {
         for def in schema::TABLES {
-            schema::create_table(&self.client, def, self.tables.name_of(def.logical))
-                .await
-                .map_err(|e| AppError::internal(format!("creating table {}: {e}", def.logical)))?;
+            schema::create_table(&self.client, def, self.tables.name_of(def.logical)).await.map_err(|e| {
+                AppError::internal(format!(
+                    "creating table {}: {}",
+                    def.logical,
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ))
+            })?;
         }
         Ok(())
     }
