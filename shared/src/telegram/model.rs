@@ -79,13 +79,12 @@ pub struct OutgoingText {
     pub reply_to: Option<i64>,
 }
 
-/// An audio file to send (`sendAudio`, or `sendVoice` when `voice`), multipart.
+/// An audio file to send (`sendAudio`, or `sendVoice` when `voice`) by URL: Telegram fetches it
+/// (a presigned, short-lived blob URL), so the bytes never pass through the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingAudio {
     pub chat_id: String,
-    pub bytes: Vec<u8>,
-    pub file_name: String,
-    pub mime_type: String,
+    pub url: String,
     pub caption: Option<String>,
     pub html: bool,
     pub reply_to: Option<i64>,
