@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// A call stops sending chunks after this long and hands the rest to the next call (API Gateway
 /// gives a request 30 s).
-const CALL_BUDGET: Duration = Duration::from_secs(20);
+const CALL_BUDGET: Duration = Duration::from_secs(15);
 
 /// The reply's target and the receiving bot's token. The bot must belong to the message's agent
 /// (metadata cannot point a reply at another agent's bot).
