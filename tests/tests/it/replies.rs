@@ -363,3 +363,18 @@ async fn concurrent_calls_for_one_part_send_it_once() {
     let (st, v) = r.reply(body).await;
     assert_eq!((st, &v["replayed"]), (200, &json!(true)));
 }
+
+/// The adapter sorts send failures by what the caller may do: no connection = not sent (retry).
+#[tokio::test]
+async fn an_unreachable_telegram_is_not_sent() {
+    use shared::telegram::model::{OutgoingText, SendFailure};
+    use shared::telegram::port::BotApi;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let api = shared::adapters::telegram::HttpBotApi::new(&base).unwrap();
+    let m = OutgoingText { chat_id: "1".into(), text: "x".into(), html: false, reply_to: None };
+    let e = api.send_text(&shared::secrets::SecretValue::new(TOKEN), &m).await.unwrap_err();
+    assert!(matches!(&e, SendFailure::NotSent(m) if m.contains("could not connect")), "{e:?}");
+    assert!(!format!("{e:?}").contains(TOKEN));
+}
