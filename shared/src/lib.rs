@@ -28,6 +28,7 @@ pub mod paging;
 pub mod protocol;
 pub mod queue;
 pub mod reconcile;
+pub mod replies;
 #[cfg(feature = "aws")]
 pub mod secrets;
 pub mod snapshots;

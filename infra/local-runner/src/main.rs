@@ -60,6 +60,10 @@ USAGE: local-runner [--port N] [--data-dir DIR] [--sweep-secs N] [--read-timeout
                   provider config unless one is stored already
   --reconcile-secs N
                   run a reconcile cycle every N seconds (default 15; 0 = only after enqueues)
+  --telegram-token TOKEN
+                  long-poll Telegram's getUpdates for this bot (its webhook is deleted first) and
+                  feed each update to the ingress pipeline, as the webhook would: chat with a local
+                  agent from a phone without a public URL (import the token for an agent first)
 
 ENVIRONMENT
   DYNAMODB_ENDPOINT   use this DynamoDB (e.g. DynamoDB Local) instead of the embedded one
@@ -83,6 +87,7 @@ struct Args {
     workers: Vec<String>,
     worker_command: Option<String>,
     reconcile_secs: u64,
+    telegram_token: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -94,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
         workers: Vec::new(),
         worker_command: None,
         reconcile_secs: 15,
+        telegram_token: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -118,6 +124,7 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or_else(|| "--read-timeout-ms takes a positive number".to_string())?;
                 a.read_timeout = Duration::from_millis(ms);
             }
+            "--telegram-token" => a.telegram_token = Some(val("--telegram-token")?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -474,12 +481,35 @@ async fn run(args: Args) -> Result<(), String> {
         blob_root.display(),
         names.join(", ")
     );
+    let polling = match &args.telegram_token {
+        Some(t) => start_telegram_polling(app.clone(), t).await?,
+        None => String::new(),
+    };
     {
         use std::io::Write;
         let mut out = std::io::stdout();
-        let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
+        let _ = out.write_all(format!("{banner}{polling}").as_bytes()).and_then(|_| out.flush());
     }
     serve(listener, router, args.read_timeout).await
+}
+
+/// `--telegram-token`: long-poll Telegram's `getUpdates` for this bot (after `deleteWebhook`:
+/// Telegram refuses `getUpdates` while a webhook is set) into the ingress pipeline, in a
+/// background task. The line to print.
+async fn start_telegram_polling(app: Arc<App>, token: &str) -> Result<String, String> {
+    let token = shared::secrets::SecretValue::new(token.trim());
+    let poller =
+        shared::ingress::poll::Poller::start(&app, token, 25).await.map_err(|e| format!("--telegram-token: {e}"))?;
+    let bot = poller.bot_identity.clone();
+    let owner = app.store.get_bot(&bot).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move { poller.run(&app).await });
+    Ok(match owner {
+        Some(r) => format!("  telegram: polling getUpdates for bot {bot} (agent {})\n", r.agent_key),
+        None => format!(
+            "  telegram: polling getUpdates for bot {bot}; import its token for an agent \
+             (admin op importTelegramTokenForAgent) to route its messages\n"
+        ),
+    })
 }
 
 /// HTTP/1 on `listener` with a deadline on each request's headers (a client that sends them
