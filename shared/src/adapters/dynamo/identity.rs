@@ -141,26 +141,18 @@ impl Store {
         let mut expired = 0;
         let mut start = None;
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(self.c())
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(keys::bot_pairings_pk(bot)))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query bot pairing codes", e))?;
-            for item in page.items.unwrap_or_default() {
+            let (items, next) =
+                self.partition_page(self.c(), keys::bot_pairings_pk(bot), start, "Query bot pairing codes").await?;
+            for item in items {
                 if let Some(AttributeValue::S(code)) = item.get("sk")
                     && self.expire_pairing(code).await?
                 {
                     expired += 1;
                 }
             }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+            match next {
+                Some(k) => start = Some(k),
+                None => break,
             }
         }
         Ok(expired)
@@ -386,17 +378,9 @@ impl Store {
         let mut seen: Vec<String> = Vec::new();
         let mut start = None;
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(self.c())
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(keys::bot_bindings_pk(bot)))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query bot bindings", e))?;
-            for item in page.items.unwrap_or_default() {
+            let (items, next) =
+                self.partition_page(self.c(), keys::bot_bindings_pk(bot), start, "Query bot bindings").await?;
+            for item in items {
                 let guard_key = keys::key(
                     match item.get("pk") {
                         Some(AttributeValue::S(v)) => v.clone(),
@@ -429,9 +413,9 @@ impl Store {
                     flagged += 1;
                 }
             }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+            match next {
+                Some(k) => start = Some(k),
+                None => break,
             }
         }
         Ok(flagged)

@@ -290,6 +290,29 @@ impl Store {
             .map_err(|e| sdk_error("GetItem", e))?;
         Ok(out.item)
     }
+
+    /// One page of the items of partition `pk` (every sort key), from `start`: the items and
+    /// where the next page starts (`None` after the last). For walks over a whole partition that
+    /// act page by page.
+    pub async fn partition_page(
+        &self,
+        table: &str,
+        pk: String,
+        start: Option<Item>,
+        what: &str,
+    ) -> AppResult<(Vec<Item>, Option<Item>)> {
+        let out = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| sdk_error(what, e))?;
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key.filter(|k| !k.is_empty())))
+    }
 }
 
 /// The outcome of a conditional UpdateItem: the output when it was applied, `None` when its
