@@ -30,7 +30,9 @@ Every flag has an environment variable (the flag wins):
   --fast-window-ms   FAST_POLL_WINDOW_MS          how long after a job to poll fast (default 20000)
   --control-ms       CONTROL_INTERVAL_MS          idle liveness + control state (default 30000)
   --heartbeat-ms     HEARTBEAT_INTERVAL_MS        lease heartbeat while a job runs (default 10000)
-  --idle-ms          WORKER_IDLE_TIMEOUT_MS       local idle limit (default 1800000)
+  --idle-ms          WORKER_IDLE_TIMEOUT_MS       idle limit: the backend drains the worker then;
+                                                  it stops on its own 60 s later (--idle-ms: exactly
+                                                  then); default 1800000
   --grace-ms         SHUTDOWN_GRACE_MS            on SIGTERM: time to finish the job (default 20000)
                      HTTP_TIMEOUT_MS              per backend call (default 20000)
                      BACKEND_LOST_MS              give up after the backend is unreachable this
@@ -40,6 +42,9 @@ Every flag has an environment variable (the flag wins):
 Exit codes: 0 stopped as asked; 1 could not start; 2 usage; 3 stopped but the snapshot failed;
 4 token refused; 5 backend unreachable too long; 6 parent gone.
 ";
+
+/// How long after the backend's idle deadline the worker stops on its own.
+pub const IDLE_BACKSTOP_MS: Millis = 60_000;
 
 /// The engine that turns a job into a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +143,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         fast_poll_ms: ms("--fast-poll-ms", "FAST_POLL_INTERVAL_MS", 250)?.max(10),
         fast_window_ms: ms("--fast-window-ms", "FAST_POLL_WINDOW_MS", 20_000)?,
         idle_poll_ms: ms("--poll-ms", "POLL_INTERVAL_MS", 2_000)?.max(50),
-        idle_limit_ms: ms("--idle-ms", "WORKER_IDLE_TIMEOUT_MS", 1_800_000)?.max(1_000),
+        // The backend drains an idle worker at WORKER_IDLE_TIMEOUT_MS (control state
+        // `idle_timeout`, reconcile); the local limit is the backstop a minute later. `--idle-ms`
+        // sets it exactly.
+        idle_limit_ms: match flags.get("--idle-ms") {
+            Some(v) => num("--idle-ms", v)?,
+            None => ms("", "WORKER_IDLE_TIMEOUT_MS", 1_800_000)? + IDLE_BACKSTOP_MS,
+        }
+        .max(1_000),
         control_every_ms: ms("--control-ms", "CONTROL_INTERVAL_MS", 30_000)?.max(100),
     };
     Ok(Config {
