@@ -14,6 +14,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     ProviderError,
     Internal,
+    /// A rate limit (Telegram's flood control): retry after the body's `retryAfterMs`.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -28,6 +30,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::ProviderError => "ProviderError",
             ErrorCode::Internal => "Internal",
+            ErrorCode::RateLimited => "RateLimited",
         }
     }
 
@@ -42,6 +45,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ProviderError => 502,
             ErrorCode::Internal => 500,
+            ErrorCode::RateLimited => 429,
         }
     }
 }
@@ -84,6 +88,9 @@ pub enum AppError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// Try again after `retry_after_ms` (HTTP 429, `retryAfterMs` in the body).
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_ms: u64 },
 }
 
 impl AppError {
@@ -114,6 +121,7 @@ impl AppError {
             AppError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             AppError::Provider(_) => ErrorCode::ProviderError,
             AppError::Internal { .. } => ErrorCode::Internal,
+            AppError::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 
@@ -134,6 +142,9 @@ impl AppError {
         let mut e = serde_json::json!({ "code": self.code().as_str(), "message": message });
         if let Some(r) = self.lease_refusal() {
             e["reason"] = serde_json::to_value(r).unwrap_or_default();
+        }
+        if let AppError::RateLimited { retry_after_ms, .. } = self {
+            e["retryAfterMs"] = serde_json::json!(retry_after_ms);
         }
         serde_json::json!({ "error": e })
     }
@@ -197,6 +208,8 @@ mod tests {
         let i = AppError::internal("PutItem failed: ValidationException: key too long, table af-queue").to_body();
         assert!(!i.to_string().contains("PutItem") && !i.to_string().contains("af-queue"), "{i}");
         assert_eq!(AppError::MethodNotAllowed("x".into()).code().http_status(), 405);
+        let r = AppError::RateLimited { message: "slow down".into(), retry_after_ms: 3000 };
+        assert_eq!((r.code().http_status(), r.to_body()["error"]["retryAfterMs"].as_u64()), (429, Some(3000)));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod media;
 pub mod protocol;
 pub mod queue;
 pub mod reconcile;
+pub mod replies;
 #[cfg(feature = "aws")]
 pub mod secrets;
 pub mod snapshots;

@@ -40,6 +40,9 @@ pub enum Fault {
     Status(u16),
     RetryAfter(i64),
     Slow(Duration),
+    /// The call is carried out (a message is sent), then its answer comes after this long: a
+    /// client with a shorter timeout loses it ("fail after sending").
+    LoseAnswer(Duration),
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +55,11 @@ pub struct FakeState {
     /// Calls per method (`file` for downloads), and every request path seen.
     pub calls: HashMap<String, u32>,
     pub paths: Vec<String>,
+    /// Every message sent by sendMessage, sendAudio or sendVoice: the method and its arguments
+    /// (with `bot_id` and the `message_id` it got).
+    pub outbox: Vec<Value>,
+    /// (bot id, chat id, action) of every sendChatAction.
+    pub actions: Vec<(i64, String, String)>,
 }
 
 #[derive(Clone)]
@@ -94,6 +102,14 @@ impl FakeTelegram {
 
     pub fn sent(&self) -> Vec<(i64, String, String)> {
         self.state.lock().unwrap().sent.clone()
+    }
+
+    pub fn outbox(&self) -> Vec<Value> {
+        self.state.lock().unwrap().outbox.clone()
+    }
+
+    pub fn actions(&self) -> Vec<(i64, String, String)> {
+        self.state.lock().unwrap().actions.clone()
     }
 
     pub fn calls(&self, method: &str) -> u32 {
@@ -147,8 +163,18 @@ async fn serve(State(st): State<Arc<Mutex<FakeState>>>, req: Request) -> Respons
             );
         }
         Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
+        Some(Fault::LoseAnswer(d)) => {
+            let r = answer(&st, download, token, method, &args);
+            tokio::time::sleep(d).await;
+            return r;
+        }
         None => {}
     }
+    answer(&st, download, token, method, &args)
+}
+
+/// What the fake Bot API answers to one call (its state changed accordingly).
+fn answer(st: &Arc<Mutex<FakeState>>, download: bool, token: &str, method: &str, args: &Value) -> Response {
     let mut s = st.lock().unwrap();
     let Some(bot) = s.bots.get(token).cloned() else { return err(401, "Unauthorized") };
     if download {
@@ -201,9 +227,110 @@ async fn serve(State(st): State<Arc<Mutex<FakeState>>>, req: Request) -> Respons
                 other => other.to_string(),
             };
             let text = args["text"].as_str().unwrap_or("").to_string();
+            if text.trim().is_empty() {
+                return err(400, "Bad Request: message text is empty");
+            }
+            if text.encode_utf16().count() > 4096 {
+                return err(400, "Bad Request: message is too long");
+            }
+            if args["parse_mode"] == "HTML"
+                && let Err(e) = check_html(&text)
+            {
+                return err(400, &format!("Bad Request: can't parse entities: {e}"));
+            }
+            if chat == "403" {
+                return err(403, "Forbidden: bot was blocked by the user");
+            }
             s.sent.push((bot.id, chat.clone(), text.clone()));
-            ok(json!({"message_id": s.sent.len(), "chat": {"id": chat}, "text": text}))
+            let id = s.sent.len();
+            let mut rec = args.clone();
+            rec["method"] = json!("sendMessage");
+            rec["bot_id"] = json!(bot.id);
+            rec["message_id"] = json!(id);
+            s.outbox.push(rec);
+            ok(json!({"message_id": id, "chat": {"id": chat}, "text": text}))
+        }
+        "sendAudio" | "sendVoice" => {
+            let field = if method == "sendAudio" { "audio" } else { "voice" };
+            if !args[field].as_str().is_some_and(|u| u.starts_with("http")) {
+                return err(400, "Bad Request: wrong remote file identifier specified");
+            }
+            let id = 500_000 + s.outbox.len();
+            let mut rec = args.clone();
+            rec["method"] = json!(method);
+            rec["bot_id"] = json!(bot.id);
+            rec["message_id"] = json!(id);
+            s.outbox.push(rec);
+            ok(json!({"message_id": id}))
+        }
+        "sendChatAction" => {
+            let chat = match &args["chat_id"] {
+                Value::String(c) => c.clone(),
+                other => other.to_string(),
+            };
+            s.actions.push((bot.id, chat, args["action"].as_str().unwrap_or("").to_string()));
+            ok(json!(true))
         }
         _ => err(404, "Not Found: method not found"),
     }
+}
+
+/// Telegram's HTML parse mode, as strict as Telegram: supported tags only, balanced, and `&` only
+/// in entities.
+pub fn check_html(t: &str) -> Result<(), String> {
+    const TAGS: &[&str] = &[
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "tg-spoiler",
+        "pre",
+        "a",
+        "span",
+        "code",
+        "blockquote",
+        "tg-emoji",
+    ];
+    let mut stack: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < t.len() {
+        let rest = &t[i..];
+        if rest.starts_with('<') {
+            let end = rest.find('>').ok_or("unclosed start tag")?;
+            let inner = &rest[1..end];
+            if let Some(name) = inner.strip_prefix('/') {
+                if stack.pop().as_deref() != Some(name) {
+                    return Err(format!("unmatched end tag {name}"));
+                }
+            } else {
+                let name = inner.split_whitespace().next().unwrap_or("");
+                if !TAGS.contains(&name) {
+                    return Err(format!("unsupported start tag \"{name}\""));
+                }
+                stack.push(name.to_string());
+            }
+            i += end + 1;
+        } else if rest.starts_with('&') {
+            let end = rest.find(';').filter(|e| *e <= 10).ok_or("bad entity")?;
+            let body = &rest[1..end];
+            let ok = ["lt", "gt", "amp", "quot"].contains(&body) || body.starts_with('#');
+            if !ok {
+                return Err(format!("unsupported entity {body}"));
+            }
+            i += end + 1;
+        } else if rest.starts_with('>') {
+            return Err("stray >".into());
+        } else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    if let Some(n) = stack.pop() {
+        return Err(format!("can't find end tag corresponding to start tag {n}"));
+    }
+    Ok(())
 }

@@ -138,3 +138,55 @@ async fn the_fly_token_never_reaches_the_logs() {
     assert!(!format!("{p:?} {e} {e:?}").contains(FLY_TOKEN));
     assert!(fake.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {FLY_TOKEN}"))));
 }
+
+/// Replies through the backend use the bot token on every call: it shows in no log line, answer
+/// or stored item, whatever happens at Telegram (sent, 429, refused, unreachable, lost answer).
+#[tokio::test(flavor = "current_thread")]
+async fn the_bot_token_of_replies_never_reaches_the_logs() {
+    use integration_tests::fake_telegram::{FakeTelegram, Fault};
+    const BOT_TOKEN: &str = "7001:AAE-reply-token-for-the-leak-test";
+    let a = app_env().await;
+    a.e.clock.set(shared::Clock::now_ms(&shared::SystemClock));
+    let fake = FakeTelegram::start().await;
+    fake.add_bot(BOT_TOKEN, 7001, "leak_bot");
+    let app = a.app.clone().with_telegram(fake.api(), None);
+    seed_agent(&a.e.store, "bot", true).await;
+    let (buf, _guard) = capture_logs();
+    invoke(
+        &app,
+        json!({"op": "importTelegramTokenForAgent", "args": {"agentKey": "bot", "plaintextValue": BOT_TOKEN}}),
+    )
+    .await
+    .unwrap();
+    a.e.store.enqueue(enq("c1", "bot", "hello")).await.unwrap();
+    let token = a.mint("w1").await;
+    let post = |op: &'static str, body: serde_json::Value| {
+        let (app, token) = (app.clone(), token.clone());
+        async move {
+            parts(claim::handle(&app, apigw("POST", &format!("/worker/{op}"), Some(&token), &body.to_string())).await)
+        }
+    };
+    let (_, job) = post("claim", json!({})).await;
+    let body =
+        |part: u32| json!({"messageId": job["messageId"], "leaseId": job["leaseId"], "part": part, "text": "hi"});
+    let mut answers = Vec::new();
+    answers.push(post("reply", body(0)).await);
+    answers.push(post("reply", body(0)).await);
+    fake.fault("sendMessage", Fault::RetryAfter(1));
+    answers.push(post("reply", body(1)).await);
+    fake.fault("sendMessage", Fault::Status(502));
+    answers.push(post("reply", body(2)).await);
+    fake.fault("sendMessage", Fault::LoseAnswer(std::time::Duration::from_millis(1_200)));
+    answers.push(post("reply", body(3)).await);
+    answers.push(post("typing", json!({"messageId": job["messageId"], "leaseId": "stale"})).await);
+    answers.push(post("typing", json!({"messageId": job["messageId"], "leaseId": job["leaseId"]})).await);
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, vec![200, 200, 429, 502, 200, 409, 200], "{answers:?}");
+    for (_, b) in &answers {
+        assert!(!b.to_string().contains(BOT_TOKEN), "the bot token in an answer: {b}");
+    }
+    let logs = buf.text();
+    assert!(logs.contains("RateLimited") && logs.contains("ProviderError"), "the refusals are logged: {logs}");
+    assert!(!logs.contains(BOT_TOKEN) && !logs.contains("AAE-reply-token"), "the bot token leaked into the logs");
+    assert!(!dump(&a.e.store, &a.e.store.tables.queue).await.join("\n").contains(BOT_TOKEN), "nor into an item");
+}

@@ -6,7 +6,7 @@
 use crate::BoxFut;
 use crate::error::{AppError, AppResult};
 use crate::secrets::SecretValue;
-use crate::telegram::model::{BotInfo, Downloaded, FileInfo, WebhookInfo};
+use crate::telegram::model::{BotInfo, Downloaded, FileInfo, OutgoingAudio, OutgoingText, SendFailure, WebhookInfo};
 use crate::telegram::port::BotApi;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -59,6 +59,68 @@ impl HttpBotApi {
         }
         Err(telegram_error(method, status, &v))
     }
+}
+
+impl HttpBotApi {
+    /// One sending call, its failure classified by what the caller may do: no connection or a
+    /// 5xx = not sent (retry), 429 = wait, another 4xx = refused, a lost answer = unknown.
+    async fn send_call(&self, method: &str, req: reqwest::RequestBuilder) -> Result<Value, SendFailure> {
+        let resp = match req.timeout(self.api_timeout).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => {
+                return Err(SendFailure::NotSent(format!("Telegram {method} failed: could not connect")));
+            }
+            Err(e) => {
+                let what = if e.is_timeout() { "timed out" } else { "lost its answer" };
+                return Err(SendFailure::Unknown(format!(
+                    "Telegram {method} {what}: the message may have been delivered"
+                )));
+            }
+        };
+        let status = resp.status().as_u16();
+        let v: Option<Value> = match resp.bytes().await {
+            Ok(b) => serde_json::from_slice(&b).ok(),
+            Err(_) if (200..300).contains(&status) => {
+                return Err(SendFailure::Unknown(format!(
+                    "Telegram {method} answer was cut off: the message may have been delivered"
+                )));
+            }
+            Err(_) => None,
+        };
+        let v = v.unwrap_or(Value::Null);
+        if (200..300).contains(&status) && v.get("ok").and_then(Value::as_bool) == Some(true) {
+            return Ok(v.get("result").cloned().unwrap_or(Value::Null));
+        }
+        let desc = v
+            .get("description")
+            .and_then(Value::as_str)
+            .map(|d| crate::ids::truncate(d, 200))
+            .unwrap_or_else(|| "unknown error".to_string());
+        Err(match status {
+            429 => {
+                let after = v.pointer("/parameters/retry_after").and_then(Value::as_u64).unwrap_or(1).max(1);
+                SendFailure::RateLimited { retry_after_ms: after * 1000 }
+            }
+            200..=299 => SendFailure::Unknown(format!(
+                "Telegram {method} gave an unreadable answer: the message may have been delivered"
+            )),
+            500.. => SendFailure::NotSent(format!("Telegram {method} failed: HTTP {status}: {desc}")),
+            _ => SendFailure::Refused(format!("Telegram {method} refused: HTTP {status}: {desc}")),
+        })
+    }
+}
+
+fn message_id_of(method: &str, r: &Value) -> Result<i64, SendFailure> {
+    r.get("message_id").and_then(Value::as_i64).ok_or_else(|| {
+        SendFailure::Unknown(format!(
+            "Telegram {method} answered without a message_id: the message may have been delivered"
+        ))
+    })
+}
+
+/// `reply_parameters` of a reply (sent even when the replied-to message is gone).
+fn reply_parameters(reply_to: Option<i64>) -> Option<Value> {
+    reply_to.map(|id| json!({"message_id": id, "allow_sending_without_reply": true}))
 }
 
 /// A transport error without its URL (which carries the token).
@@ -198,5 +260,52 @@ impl BotApi for HttpBotApi {
         Box::pin(
             async move { self.call(token, "sendMessage", json!({"chat_id": chat_id, "text": text})).await.map(|_| ()) },
         )
+    }
+
+    fn send_text<'a>(&'a self, token: &'a SecretValue, m: &'a OutgoingText) -> BoxFut<'a, Result<i64, SendFailure>> {
+        Box::pin(async move {
+            let mut body = json!({"chat_id": m.chat_id, "text": m.text});
+            if m.html {
+                body["parse_mode"] = json!("HTML");
+            }
+            if let Some(rp) = reply_parameters(m.reply_to) {
+                body["reply_parameters"] = rp;
+            }
+            let req = self.client.post(self.url(token, "sendMessage")).json(&body);
+            message_id_of("sendMessage", &self.send_call("sendMessage", req).await?)
+        })
+    }
+
+    fn send_audio<'a>(&'a self, token: &'a SecretValue, m: &'a OutgoingAudio) -> BoxFut<'a, Result<i64, SendFailure>> {
+        Box::pin(async move {
+            let (method, field) = if m.voice { ("sendVoice", "voice") } else { ("sendAudio", "audio") };
+            let mut body = json!({"chat_id": m.chat_id, field: m.url});
+            if let Some(c) = &m.caption {
+                body["caption"] = json!(c);
+                if m.html {
+                    body["parse_mode"] = json!("HTML");
+                }
+            }
+            if let Some(rp) = reply_parameters(m.reply_to) {
+                body["reply_parameters"] = rp;
+            }
+            let req = self.client.post(self.url(token, method)).json(&body);
+            message_id_of(method, &self.send_call(method, req).await?)
+        })
+    }
+
+    fn send_chat_action<'a>(
+        &'a self,
+        token: &'a SecretValue,
+        chat_id: &'a str,
+        action: &'a str,
+    ) -> BoxFut<'a, Result<(), SendFailure>> {
+        Box::pin(async move {
+            let req = self
+                .client
+                .post(self.url(token, "sendChatAction"))
+                .json(&json!({"chat_id": chat_id, "action": action}));
+            self.send_call("sendChatAction", req).await.map(|_| ())
+        })
     }
 }

@@ -68,3 +68,50 @@ impl IncomingMessage {
         self.chat_type == "private"
     }
 }
+
+/// A text message to send (`sendMessage`). `html` sets `parse_mode` HTML (the text must be
+/// sanitized already); `reply_to` answers a message of the chat (sent even if it is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingText {
+    pub chat_id: String,
+    pub text: String,
+    pub html: bool,
+    pub reply_to: Option<i64>,
+}
+
+/// An audio file to send (`sendAudio`, or `sendVoice` when `voice`) by URL: Telegram fetches it
+/// (a presigned, short-lived blob URL), so the bytes never pass through the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingAudio {
+    pub chat_id: String,
+    pub url: String,
+    pub caption: Option<String>,
+    pub html: bool,
+    pub reply_to: Option<i64>,
+    pub voice: bool,
+}
+
+/// Why a send did not give a Telegram message id, by what the caller may do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendFailure {
+    /// Telegram's flood control (429 with `parameters.retry_after`, in ms here).
+    RateLimited { retry_after_ms: u64 },
+    /// Nothing was delivered (no connection, Telegram's 5xx): the same send may be tried again.
+    NotSent(String),
+    /// Telegram refused this message (a 4xx: the chat is gone, the bot was blocked, bad
+    /// markup): trying again cannot help.
+    Refused(String),
+    /// The request went out but its answer was lost (time-out, connection dropped): the message
+    /// may have been delivered.
+    Unknown(String),
+}
+
+impl SendFailure {
+    /// Words safe for a caller and a log (never the token or a URL).
+    pub fn describe(&self) -> String {
+        match self {
+            SendFailure::RateLimited { retry_after_ms } => format!("rate limited by Telegram for {retry_after_ms} ms"),
+            SendFailure::NotSent(m) | SendFailure::Refused(m) | SendFailure::Unknown(m) => m.clone(),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! Errors are `ProviderError`s with stable texts (`Telegram <method> failed: ...`), except a token
 //! Telegram refuses (401/404 on `getMe`), which is the caller's input: a `ValidationError`.
 
-use super::model::{BotInfo, Downloaded, FileInfo, WebhookInfo};
+use super::model::{BotInfo, Downloaded, FileInfo, OutgoingAudio, OutgoingText, SendFailure, WebhookInfo};
 use crate::BoxFut;
 use crate::error::AppResult;
 use crate::secrets::SecretValue;
@@ -30,4 +30,16 @@ pub trait BotApi: Send + Sync + std::fmt::Debug {
     ) -> BoxFut<'a, AppResult<Downloaded>>;
     fn send_message<'a>(&'a self, token: &'a SecretValue, chat_id: &'a str, text: &'a str)
     -> BoxFut<'a, AppResult<()>>;
+    /// `sendMessage` of a reply: the new message's id, or why there is none (by what the caller
+    /// may do about it).
+    fn send_text<'a>(&'a self, token: &'a SecretValue, m: &'a OutgoingText) -> BoxFut<'a, Result<i64, SendFailure>>;
+    /// `sendAudio` / `sendVoice` by URL: the new message's id.
+    fn send_audio<'a>(&'a self, token: &'a SecretValue, m: &'a OutgoingAudio) -> BoxFut<'a, Result<i64, SendFailure>>;
+    /// `sendChatAction` (`typing`, ...).
+    fn send_chat_action<'a>(
+        &'a self,
+        token: &'a SecretValue,
+        chat_id: &'a str,
+        action: &'a str,
+    ) -> BoxFut<'a, Result<(), SendFailure>>;
 }

@@ -74,4 +74,11 @@ pub static ROUTES: &[Route] = &[
     route!("message-metadata", Auth::Token, false, false, |app, who, a: crate::media::model::MetadataArgs| {
         json!({ "metadata": media::attach_metadata(app, who.principal()?, &a).await? })
     }),
+    // Replies through the backend (issue 10): the lease holder's reply parts and typing indicator.
+    route!("reply", Auth::Token, false, false, |app, who, a: crate::protocol::worker::ReplyArgs| {
+        crate::replies::ops::reply(app, who.principal()?, &a).await?
+    }),
+    route!("typing", Auth::Token, false, false, |app, who, a: crate::protocol::worker::TypingArgs| {
+        crate::replies::ops::typing(app, who.principal()?, &a).await?
+    }),
 ];

@@ -514,6 +514,8 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ),
         ("media-url", json!({"messageId": mid, "storageId": "mX"})),
         ("message-metadata", json!({"messageId": mid, "metadata": {"k": "v"}})),
+        ("reply", json!({"messageId": mid, "leaseId": lid, "part": 0, "text": "hi"})),
+        ("typing", json!({"messageId": mid, "leaseId": lid})),
         // Last: a long error message is accepted (bounded), and the job is then requeued.
         ("fail", json!({"messageId": mid, "leaseId": lid, "errorMessage": "x"})),
     ];

@@ -10,6 +10,7 @@ mod fly_cleanup;
 mod functions;
 mod queue_store;
 mod reconcile;
+mod replies;
 mod secrets;
 mod telegram;
 mod template;

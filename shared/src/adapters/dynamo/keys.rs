@@ -112,6 +112,11 @@ pub fn snapshot_sk(ulid: &str) -> String {
 /// The prefix of every snapshot item of a conversation (newest first by ULID).
 pub const SNAPSHOT_PREFIX: &str = "S#";
 
+/// A reply record: part `part` of the reply to the message with ULID `ulid` (`R#<ULID>#<part:03>`).
+pub fn reply_sk(ulid: &str, part: u32) -> String {
+    format!("R#{ulid}#{part:03}")
+}
+
 pub fn attachment_sk(storage_id: &str) -> String {
     format!("A#{storage_id}")
 }

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod media;
 pub mod queue;
 pub mod reconcile;
+pub mod replies;
 pub mod schema;
 pub mod snapshots;
 pub mod tx;
