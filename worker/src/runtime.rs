@@ -28,6 +28,12 @@ fn now_ms() -> Millis {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
+/// One line on stdout; a closed stdout (the parent stopped reading) must not stop the worker.
+fn say(id: &str, msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "agent-worker {id}: {msg}");
+}
+
 fn ms(m: Millis) -> Duration {
     Duration::from_millis(m.max(0) as u64)
 }
@@ -52,7 +58,7 @@ enum JobEnd {
 
 impl Worker {
     fn say(&self, msg: &str) {
-        println!("agent-worker {}: {msg}", self.id);
+        say(&self.id, msg);
     }
 
     fn stopping(&self) -> bool {
@@ -145,7 +151,8 @@ pub async fn run(cfg: Config) -> i32 {
         jobs: 0,
     };
     w.say(&format!(
-        "started (conversation {}, engine {}, data dir {})",
+        "started (pid {}, conversation {}, engine {}, data dir {})",
+        std::process::id(),
         w.conversation.as_deref().unwrap_or("-"),
         match &w.cfg.engine {
             crate::config::Engine::Echo => "echo".to_string(),
@@ -194,7 +201,7 @@ fn watch_signals(tx: watch::Sender<bool>, w: &Worker) {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        println!("agent-worker {id}: signal received: finishing within the grace period");
+        say(&id, "signal received: finishing within the grace period");
         let _ = tx.send(true);
     });
 }
@@ -418,12 +425,12 @@ async fn run_job(w: &mut Worker, job: ClaimedJob) -> JobEnd {
                 match r {
                     Ok(_) => {}
                     Err(e) if matches!(e.answer, Answer::LeaseLost | Answer::TokenRefused) => {
-                        println!("agent-worker {id}: heartbeat: lease lost ({e}): stopping the job");
+                        say(&id, &format!("heartbeat: lease lost ({e}): stopping the job"));
                         refused.store(e.answer == Answer::TokenRefused, Ordering::SeqCst);
                         let _ = lost_tx.send(true);
                         return;
                     }
-                    Err(e) => println!("agent-worker {id}: heartbeat failed ({e}); the lease is long, going on"),
+                    Err(e) => say(&id, &format!("heartbeat failed ({e}); the lease is long, going on")),
                 }
             }
         })

@@ -19,37 +19,32 @@ pub(crate) const DEMO_CHAT: i64 = 42;
 const WORKER_BIN: &str = "agent-worker";
 
 /// `agent-worker` next to this binary (`target/<profile>/`, also from `target/<profile>/deps/`
-/// where test binaries live). Missing and started by cargo (`cargo run`, `cargo test`): built
-/// with `cargo build -p worker` first.
+/// where test binaries live).
 pub(crate) fn worker_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating this binary: {e}"))?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let candidates = [dir.join(WORKER_BIN), dir.parent().map(|p| p.join(WORKER_BIN)).unwrap_or_default()];
     let find = || candidates.iter().find(|p| p.is_file()).cloned();
-    if let Some(p) = find() {
-        return Ok(p);
+    // Started by cargo (`cargo run`, `cargo test`): build it (a no-op when it is up to date),
+    // so the worker is never older than the sources.
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let release = dir.components().any(|c| c.as_os_str() == "release");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "worker", "--bin", WORKER_BIN]);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.stdout(std::process::Stdio::null()).status().map_err(|e| format!("running cargo: {e}"))?;
+        if !st.success() {
+            return Err(format!("cargo build -p worker failed ({st})"));
+        }
     }
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Err(format!(
+    find().ok_or_else(|| {
+        format!(
             "{WORKER_BIN} is not next to {} (build it with `cargo build -p worker`, or pass --worker-command / --no-workers)",
             exe.display()
-        ));
-    };
-    let release = dir.components().any(|c| c.as_os_str() == "release");
-    eprintln!(
-        "local-runner: building the reference worker: cargo build -p worker{}",
-        if release { " --release" } else { "" }
-    );
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", "worker", "--bin", WORKER_BIN]);
-    if release {
-        cmd.arg("--release");
-    }
-    let st = cmd.stdout(std::process::Stdio::null()).status().map_err(|e| format!("running cargo: {e}"))?;
-    if !st.success() {
-        return Err(format!("cargo build -p worker failed ({st})"));
-    }
-    find().ok_or_else(|| format!("{WORKER_BIN} still not found next to {}", exe.display()))
+        )
+    })
 }
 
 fn quote(s: &str) -> String {
@@ -135,7 +130,10 @@ async fn workers(app: &Arc<App>) -> Vec<Value> {
 /// `--demo`: post one update, narrate every step, return the exit code (0: all happened).
 pub(crate) async fn narrate(app: Arc<App>, base: String, fake: FakeBotApi, secret: String) -> i32 {
     let t0 = Instant::now();
-    let step = |msg: String| println!("demo [{:>5.1} s] {msg}", t0.elapsed().as_secs_f64());
+    let step = |msg: String| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "demo [{:>5.1} s] {msg}", t0.elapsed().as_secs_f64());
+    };
     let conv = conversation_id();
     let update_id =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs() as i64);

@@ -122,7 +122,10 @@ pub(crate) async fn serve(
                 other => other.to_string(),
             };
             let text = args["text"].as_str().or_else(|| args["caption"].as_str()).unwrap_or("(media)").to_string();
-            println!("telegram (fake Bot API): bot {id} -> chat {chat}: {text:?}");
+            {
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout(), "telegram (fake Bot API): bot {id} -> chat {chat}: {text:?}");
+            }
             s.sent.push(Sent {
                 bot_id: id,
                 chat_id: chat.clone(),

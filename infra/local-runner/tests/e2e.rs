@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "e2e/worker.rs"]
+mod worker;
+
 struct Runner {
     child: Child,
     base: String,
