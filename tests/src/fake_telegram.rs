@@ -60,6 +60,8 @@ pub struct FakeState {
     pub outbox: Vec<Value>,
     /// (bot id, chat id, action) of every sendChatAction.
     pub actions: Vec<(i64, String, String)>,
+    /// Updates waiting for getUpdates, by bot token (confirmed ones are dropped).
+    pub updates: HashMap<String, Vec<Value>>,
 }
 
 #[derive(Clone)]
@@ -102,6 +104,16 @@ impl FakeTelegram {
 
     pub fn sent(&self) -> Vec<(i64, String, String)> {
         self.state.lock().unwrap().sent.clone()
+    }
+
+    /// An update for the bot of `token` to fetch with getUpdates.
+    pub fn push_update(&self, token: &str, update: Value) {
+        self.state.lock().unwrap().updates.entry(token.into()).or_default().push(update);
+    }
+
+    /// Updates not yet confirmed by a getUpdates with a higher offset.
+    pub fn pending_updates(&self, token: &str) -> usize {
+        self.state.lock().unwrap().updates.get(token).map_or(0, Vec::len)
     }
 
     pub fn outbox(&self) -> Vec<Value> {
@@ -169,6 +181,21 @@ async fn serve(State(st): State<Arc<Mutex<FakeState>>>, req: Request) -> Respons
             return r;
         }
         None => {}
+    }
+    if method == "getUpdates" {
+        // Long polling: wait (a little) for an update when none is there.
+        let until = tokio::time::Instant::now() + Duration::from_secs(args["timeout"].as_u64().unwrap_or(0).min(2));
+        let offset = args["offset"].as_i64().unwrap_or(0);
+        // Asking from `offset` confirms the updates before it.
+        if let Some(q) = st.lock().unwrap().updates.get_mut(token) {
+            q.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+        }
+        let has = |s: &FakeState| {
+            s.updates.get(token).is_some_and(|v| v.iter().any(|u| u["update_id"].as_i64().unwrap_or(0) >= offset))
+        };
+        while !has(&st.lock().unwrap()) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     answer(&st, download, token, method, &args)
 }
@@ -262,6 +289,22 @@ fn answer(st: &Arc<Mutex<FakeState>>, download: bool, token: &str, method: &str,
             rec["message_id"] = json!(id);
             s.outbox.push(rec);
             ok(json!({"message_id": id}))
+        }
+        "deleteWebhook" => {
+            s.bots.get_mut(token).unwrap().webhook = None;
+            ok(json!(true))
+        }
+        "getUpdates" => {
+            if bot.webhook.as_ref().is_some_and(|w| !w.url.is_empty()) {
+                return err(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                );
+            }
+            let offset = args["offset"].as_i64().unwrap_or(0);
+            let q = s.updates.entry(token.to_string()).or_default();
+            q.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            ok(json!(q.clone()))
         }
         "sendChatAction" => {
             let chat = match &args["chat_id"] {

@@ -69,8 +69,12 @@ USAGE: local-runner [--port N] [--data-dir DIR] [--sweep-secs N] [--read-timeout
                   has stopped, then exit (0 when every step happened)
 
 Without --worker-command, reconcile starts the reference worker (agent-worker) with the echo
-engine. Without TELEGRAM_API_BASE, the runner serves a fake Telegram Bot API at
+engine. Without TELEGRAM_API_BASE and --telegram-token, the runner serves a fake Telegram Bot API at
 /fake-telegram (it prints what the bot sends) and seeds a demo agent, bot and webhook.
+  --telegram-token TOKEN
+                  long-poll Telegram's getUpdates for this bot (its webhook is deleted first) and
+                  feed each update to the ingress pipeline, as the webhook would: chat with a local
+                  agent from a phone without a public URL (import the token for an agent first)
 
 ENVIRONMENT
   DYNAMODB_ENDPOINT   use this DynamoDB (e.g. DynamoDB Local) instead of the embedded one
@@ -100,6 +104,7 @@ struct Args {
     engine: Option<String>,
     /// Post a demo update and narrate the pipeline, then exit.
     demo: bool,
+    telegram_token: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -114,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
         no_workers: false,
         engine: None,
         demo: false,
+        telegram_token: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -141,6 +147,7 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or_else(|| "--read-timeout-ms takes a positive number".to_string())?;
                 a.read_timeout = Duration::from_millis(ms);
             }
+            "--telegram-token" => a.telegram_token = Some(val("--telegram-token")?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -356,7 +363,8 @@ async fn run(args: Args) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Without TELEGRAM_API_BASE: the fake Bot API served by this runner (offline, prints what
     // the bot sends).
-    let fake_telegram = std::env::var_os("TELEGRAM_API_BASE").is_none().then(fake_bot_api::FakeBotApi::default);
+    let fake_telegram = (std::env::var_os("TELEGRAM_API_BASE").is_none() && args.telegram_token.is_none())
+        .then(fake_bot_api::FakeBotApi::default);
     if fake_telegram.is_some() {
         cfg.telegram_api_base = format!("http://{addr}{}", fake_bot_api::PREFIX);
     }
@@ -528,10 +536,14 @@ async fn run(args: Args) -> Result<(), String> {
         blob_root.display(),
         names.join(", ")
     );
+    let polling = match &args.telegram_token {
+        Some(t) => start_telegram_polling(app.clone(), t).await?,
+        None => String::new(),
+    };
     {
         use std::io::Write;
         let mut out = std::io::stdout();
-        let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
+        let _ = out.write_all(format!("{banner}{polling}").as_bytes()).and_then(|_| out.flush());
     }
     let Some(fake) = fake_telegram else { return serve(listener, router, args.read_timeout).await };
     let base = format!("http://{addr}");
@@ -565,6 +577,25 @@ async fn run(args: Args) -> Result<(), String> {
         std::process::exit(code);
     }
     server.await.map_err(|e| e.to_string())?
+}
+
+/// `--telegram-token`: long-poll Telegram's `getUpdates` for this bot (after `deleteWebhook`:
+/// Telegram refuses `getUpdates` while a webhook is set) into the ingress pipeline, in a
+/// background task. The line to print.
+async fn start_telegram_polling(app: Arc<App>, token: &str) -> Result<String, String> {
+    let token = shared::secrets::SecretValue::new(token.trim());
+    let poller =
+        shared::ingress::poll::Poller::start(&app, token, 25).await.map_err(|e| format!("--telegram-token: {e}"))?;
+    let bot = poller.bot_identity.clone();
+    let owner = app.store.get_bot(&bot).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move { poller.run(&app).await });
+    Ok(match owner {
+        Some(r) => format!("  telegram: polling getUpdates for bot {bot} (agent {})\n", r.agent_key),
+        None => format!(
+            "  telegram: polling getUpdates for bot {bot}; import its token for an agent \
+             (admin op importTelegramTokenForAgent) to route its messages\n"
+        ),
+    })
 }
 
 /// HTTP/1 on `listener` with a deadline on each request's headers (a client that sends them

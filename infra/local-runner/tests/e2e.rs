@@ -720,3 +720,57 @@ async fn telegram_updates_through_the_runner() {
     }
     assert_eq!(count, n, "every accepted update was processed and enqueued once");
 }
+
+/// `--telegram-token`: the runner long-polls getUpdates (after deleting the webhook) into the
+/// ingress pipeline; a worker answers through `/worker/reply` and the answer reaches the chat.
+// Multi-threaded: the fake Bot API must answer the runner's getMe while `start` blocks on its
+// banner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_token_mode_polls_updates_and_replies_reach_the_chat() {
+    use integration_tests::fake_telegram::{FakeTelegram, Webhook};
+    let fake = FakeTelegram::start().await;
+    let token = "7005:pollingTokenOfTheLocalBot";
+    fake.add_bot(token, 7005, "polled_bot");
+    fake.state.lock().unwrap().bots.get_mut(token).unwrap().webhook =
+        Some(Webhook { url: "https://somewhere.example/hook".into(), ..Default::default() });
+    let r = start(&[("TELEGRAM_API_BASE", fake.base.as_str())], &["--worker", "w1", "--telegram-token", token]);
+    assert!(fake.webhook(token).is_none(), "the webhook was deleted before polling");
+    let c = lambda(&r.base).await;
+    for payload in [
+        json!({"op": "configureAgent", "args": {"agentKey": "a", "version": "1", "secretsRef": [], "enabled": true}}),
+        json!({"op": "importTelegramTokenForAgent", "args": {"agentKey": "a", "plaintextValue": token}}),
+    ] {
+        let (e, v) = invoke(&c, payload).await;
+        assert!(e.is_none(), "{v}");
+    }
+    let t0 = std::time::Instant::now();
+    fake.push_update(
+        token,
+        json!({"update_id": 900, "message": {"message_id": 9, "chat": {"id": 42, "type": "private"}, "from": {"id": 42}, "text": "from my phone"}}),
+    );
+    let http = reqwest::Client::new();
+    let mut job = Value::Null;
+    for _ in 0..200 {
+        let (st, j) = worker(&http, &r, "claim", json!({})).await;
+        assert_eq!(st, 200, "{j}");
+        if !j.is_null() {
+            job = j;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("polled update to claimable job: {:?}", t0.elapsed());
+    assert_eq!(job["payload"]["messageText"], "from my phone", "{job}");
+    let (st, b) = worker(
+        &http,
+        &r,
+        "reply",
+        json!({"messageId": job["messageId"], "leaseId": job["leaseId"], "part": 0, "text": "hello phone"}),
+    )
+    .await;
+    assert_eq!((st, &b["status"]), (200, &json!("sent")), "{b}");
+    let out = fake.outbox();
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0]["bot_id"].as_i64(), out[0]["chat_id"].as_str()), (Some(7005), Some("42")));
+    assert_eq!(fake.pending_updates(token), 0, "the offset confirmed the update");
+}

@@ -50,7 +50,12 @@ impl HttpBotApi {
 
     /// One Bot API call: `result` of `{"ok": true, "result": ...}`, or a redacted error.
     async fn call(&self, token: &SecretValue, method: &str, body: Value) -> AppResult<Value> {
-        let r = self.client.post(self.url(token, method)).timeout(self.api_timeout).json(&body).send().await;
+        self.call_within(token, method, body, self.api_timeout).await
+    }
+
+    /// [`Self::call`] with its own timeout (long polling).
+    async fn call_within(&self, token: &SecretValue, method: &str, body: Value, timeout: Duration) -> AppResult<Value> {
+        let r = self.client.post(self.url(token, method)).timeout(timeout).json(&body).send().await;
         let resp = r.map_err(|e| transport(method, &e))?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
@@ -306,6 +311,29 @@ impl BotApi for HttpBotApi {
                 .post(self.url(token, "sendChatAction"))
                 .json(&json!({"chat_id": chat_id, "action": action}));
             self.send_call("sendChatAction", req).await.map(|_| ())
+        })
+    }
+
+    fn delete_webhook<'a>(&'a self, token: &'a SecretValue) -> BoxFut<'a, AppResult<()>> {
+        Box::pin(
+            async move { self.call(token, "deleteWebhook", json!({"drop_pending_updates": false})).await.map(|_| ()) },
+        )
+    }
+
+    fn get_updates<'a>(
+        &'a self,
+        token: &'a SecretValue,
+        offset: i64,
+        timeout_s: u64,
+    ) -> BoxFut<'a, AppResult<Vec<Value>>> {
+        Box::pin(async move {
+            let body = json!({"offset": offset, "timeout": timeout_s, "allowed_updates": crate::telegram::rules::ALLOWED_UPDATES});
+            let r =
+                self.call_within(token, "getUpdates", body, self.api_timeout + Duration::from_secs(timeout_s)).await?;
+            match r {
+                Value::Array(a) => Ok(a),
+                _ => Err(AppError::Provider("Telegram getUpdates did not return a list".into())),
+            }
         })
     }
 }

@@ -22,6 +22,8 @@ use crate::telegram::model::{Candidate, IncomingMessage};
 use crate::telegram::rules::{self as tg, Route, Start};
 use serde_json::{Value, json};
 
+pub mod poll;
+
 /// Largest update body accepted (Telegram's are a few KB).
 pub const MAX_UPDATE_BYTES: usize = 100 * 1024;
 /// Raw updates up to this size ride along in the payload as `rawUpdateJson`.

@@ -42,4 +42,14 @@ pub trait BotApi: Send + Sync + std::fmt::Debug {
         chat_id: &'a str,
         action: &'a str,
     ) -> BoxFut<'a, Result<(), SendFailure>>;
+    /// `deleteWebhook` (Telegram refuses `getUpdates` while a webhook is set).
+    fn delete_webhook<'a>(&'a self, token: &'a SecretValue) -> BoxFut<'a, AppResult<()>>;
+    /// `getUpdates` from `offset` on (those before are confirmed), waiting up to `timeout_s` for
+    /// one (long polling): the raw updates.
+    fn get_updates<'a>(
+        &'a self,
+        token: &'a SecretValue,
+        offset: i64,
+        timeout_s: u64,
+    ) -> BoxFut<'a, AppResult<Vec<serde_json::Value>>>;
 }

@@ -8,6 +8,7 @@ mod concurrency;
 mod fly;
 mod fly_cleanup;
 mod functions;
+mod polling;
 mod queue_store;
 mod reconcile;
 mod replies;
