@@ -177,7 +177,10 @@ fn kill(pid: u32, sig: &str) {
 /// snapshotted and stopped.
 #[tokio::test]
 async fn a_telegram_update_is_answered_once_by_a_spawned_worker_that_drains_snapshots_and_stops() {
-    let s = System::start(&[("WORKER_IDLE_TIMEOUT_MS", "3000")], &[]).await;
+    // STALE_AFTER_MS: how long the conversation stays reserved for its last worker after its
+    // last job (7 min by default), even once that worker stopped; short here so the next
+    // message's new worker may take it within the test.
+    let s = System::start(&[("WORKER_IDLE_TIMEOUT_MS", "3000"), ("STALE_AFTER_MS", "2000")], &[]).await;
     s.send(1, 42, "ping").await;
     until(60, "the echo reply at the fake Bot API", || async { !s.texts().is_empty() }).await;
     until(30, "the message done", || async { s.item(&conv(42)).await["status"] == "done" }).await;
@@ -189,6 +192,16 @@ async fn a_telegram_update_is_answered_once_by_a_spawned_worker_that_drains_snap
     assert_eq!(s.fake.sent()[0].1, "42");
     let history = s.item(&conv(42)).await;
     assert_eq!(history["attempts"], 0, "answered on the first attempt: {history}");
+    // The next message: a new worker on a fresh volume restores the snapshot first.
+    s.send(2, 42, "pong").await;
+    until(60, "the second reply", || async { s.texts().len() == 2 }).await;
+    assert_eq!(s.texts()[1], "echo: pong");
+    let restored = s.lines().into_iter().find(|l| l.contains(": restored snapshot ")).expect("the new worker restored");
+    let id = restored.strip_prefix("agent-worker ").unwrap().split(':').next().unwrap().to_string();
+    let started = s.lines().into_iter().find(|l| l.starts_with(&format!("agent-worker {id}: started"))).unwrap();
+    let dir = started.split("data dir ").nth(1).unwrap().trim_end_matches(')').to_string();
+    let journal = std::fs::read_to_string(format!("{dir}/workspace/echo-journal.txt")).unwrap();
+    assert_eq!(journal, "ping\npong\n", "the first worker's journal came back with the snapshot");
 }
 
 /// An engine that crashes fails the job (retried, then dead-lettered) and sends nothing; an
@@ -459,4 +472,22 @@ async fn the_printed_curl_command_works_and_the_demo_narrates_every_step() {
         assert!(text.contains(step), "no '{step}' in:\n{text}");
     }
     assert!(t.elapsed() < Duration::from_secs(60), "the demo took {:?}", t.elapsed());
+}
+
+/// Telegram answers the reply with 429 `retry_after`: the backend passes the wait back (429
+/// `retryAfterMs`), the worker waits and sends the same part again: one message at Telegram.
+#[tokio::test]
+async fn a_rate_limited_reply_is_retried_after_the_wait_and_arrives_once() {
+    use integration_tests::fake_telegram::Fault;
+    let s = System::start(&[], &[]).await;
+    s.fake.fault("sendMessage", Fault::RetryAfter(1));
+    let t = Instant::now();
+    s.send(1, 44, "later").await;
+    until(60, "the reply", || async { !s.texts().is_empty() }).await;
+    until(30, "the message done", || async { s.item(&conv(44)).await["status"] == "done" }).await;
+    assert!(s.has_line("reply rate limited: waiting"), "{:?}", s.lines());
+    assert!(t.elapsed() >= Duration::from_secs(1), "the worker waited the retry_after");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.texts(), vec!["echo: later".to_string()], "one message at Telegram");
+    assert_eq!(s.fake.calls("sendMessage"), 2, "the refused call and the one that went through");
 }
