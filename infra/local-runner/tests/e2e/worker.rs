@@ -491,3 +491,25 @@ async fn a_rate_limited_reply_is_retried_after_the_wait_and_arrives_once() {
     assert_eq!(s.texts(), vec!["echo: later".to_string()], "one message at Telegram");
     assert_eq!(s.fake.calls("sendMessage"), 2, "the refused call and the one that went through");
 }
+
+/// SIGTERM with a job that outlasts the grace period: the engine is killed, the job failed (its
+/// lease released at once, not left to expire), the snapshot taken, exit 0; a new worker answers.
+#[tokio::test]
+async fn sigterm_past_the_grace_period_abandons_the_job_and_a_new_worker_answers() {
+    let engine = r#"cat > /dev/null; if [ -f seen ]; then echo "answered by the next worker"; else touch seen; sleep 30; echo "too late"; fi"#;
+    let s = System::start(&[("SHUTDOWN_GRACE_MS", "500"), ("STALE_AFTER_MS", "2000")], &["--engine", engine]).await;
+    s.send(1, 45, "hello").await;
+    until(60, "a worker claimed the message", || async { s.has_line(": claimed ") }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = s.pid_of_worker_that(": claimed ").expect("pid");
+    let t = Instant::now();
+    kill(pid, "-TERM");
+    until(30, "the worker's exit", || async { s.has_line(": stopped: exit") }).await;
+    assert!(t.elapsed() < Duration::from_secs(10), "stopped within the grace period: {:?}", t.elapsed());
+    assert!(s.has_line("abandoned: the worker is shutting down"), "{:?}", s.lines());
+    assert!(s.has_line("stopped: exit 0"), "{:?}", s.lines());
+    until(90, "the next worker's reply", || async { !s.texts().is_empty() }).await;
+    until(30, "the message done", || async { s.item(&conv(45)).await["status"] == "done" }).await;
+    assert_eq!(s.texts(), vec!["answered by the next worker".to_string()]);
+    assert_eq!(s.item(&conv(45)).await["attempts"], 1, "the abandoned run counted as an attempt");
+}
