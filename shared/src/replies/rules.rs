@@ -463,7 +463,7 @@ pub fn plan(
     };
     if r.body_hash != body_hash {
         return Err(AppError::conflict(format!(
-            "part {} of message {} was already sent with other content; use a new part number",
+            "part {} of message {} was already recorded with other content (an earlier attempt of the job answered it): nothing is sent; new content needs a new part number",
             r.part, r.message_id
         )));
     }

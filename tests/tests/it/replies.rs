@@ -340,3 +340,41 @@ async fn audio_goes_by_a_short_lived_url_of_the_conversations_own_file() {
     assert_eq!(b["replayed"], true);
     assert_eq!(r.fake.outbox().len(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_calls_for_one_part_send_it_once() {
+    let r = setup().await;
+    // Telegram is slow: the other calls arrive while the first one is sending.
+    r.fake.fault("sendMessage", Fault::Slow(Duration::from_millis(300)));
+    let body = r.body(0, "only once");
+    let (a, b, c, d) =
+        tokio::join!(r.reply(body.clone()), r.reply(body.clone()), r.reply(body.clone()), r.reply(body.clone()));
+    let statuses: Vec<u16> = [&a, &b, &c, &d].iter().map(|(s, _)| *s).collect();
+    println!("four concurrent calls of one part: {statuses:?}");
+    for (st, v) in [&a, &b, &c, &d] {
+        match st {
+            200 => assert_eq!(v["status"], "sent", "{v}"),
+            429 => assert_eq!(code(v).0, "RateLimited", "another call was sending it: {v}"),
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "one call sent it: {statuses:?}");
+    assert_eq!(r.fake.outbox().len(), 1, "one message at Telegram");
+    let (st, v) = r.reply(body).await;
+    assert_eq!((st, &v["replayed"]), (200, &json!(true)));
+}
+
+/// The adapter sorts send failures by what the caller may do: no connection = not sent (retry).
+#[tokio::test]
+async fn an_unreachable_telegram_is_not_sent() {
+    use shared::telegram::model::{OutgoingText, SendFailure};
+    use shared::telegram::port::BotApi;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let api = shared::adapters::telegram::HttpBotApi::new(&base).unwrap();
+    let m = OutgoingText { chat_id: "1".into(), text: "x".into(), html: false, reply_to: None };
+    let e = api.send_text(&shared::secrets::SecretValue::new(TOKEN), &m).await.unwrap_err();
+    assert!(matches!(&e, SendFailure::NotSent(m) if m.contains("could not connect")), "{e:?}");
+    assert!(!format!("{e:?}").contains(TOKEN));
+}
