@@ -172,6 +172,14 @@ pub fn classify(status: Option<u16>, code: Option<&str>, reason: Option<&str>, r
     }
 }
 
+/// A `reply` answered 409 without a lease reason: the part was recorded before with other
+/// content (an earlier run of this job, whose worker died after replying): the user has the
+/// answer already, so the job completes without a second reply (and without appending a reply
+/// the user never saw).
+pub fn reply_already_answered(answer: &Answer, status: Option<u16>) -> bool {
+    *answer == Answer::Refused && status == Some(409)
+}
+
 /// The wait before retry number `attempt` (1-based) of a call that failed transiently:
 /// 250 ms doubling, capped at `cap_ms`.
 pub fn retry_wait(attempt: u32, cap_ms: Millis) -> Millis {
@@ -301,6 +309,15 @@ mod tests {
         assert_eq!(classify(Some(408), None, None, None), Answer::Transient);
         assert_eq!(classify(Some(400), Some("ValidationError"), None, None), Answer::Refused);
         assert_eq!(classify(Some(404), Some("NotFound"), None, None), Answer::Refused);
+    }
+
+    #[test]
+    fn a_reply_part_recorded_before_means_answered() {
+        let a = classify(Some(409), Some("Conflict"), None, None);
+        assert!(reply_already_answered(&a, Some(409)));
+        let lost = classify(Some(409), Some("Conflict"), Some("lease_mismatch"), None);
+        assert!(!reply_already_answered(&lost, Some(409)), "a lost lease is not an answer");
+        assert!(!reply_already_answered(&Answer::Refused, Some(400)));
     }
 
     #[test]

@@ -509,6 +509,10 @@ async fn job_body(
                     return JobEnd::Done;
                 }
                 Answer::TokenRefused => return JobEnd::TokenRefused,
+                _ if rules::reply_already_answered(&e.answer, e.status) => {
+                    w.say(&format!("{mid} was answered by an earlier run ({e}): completing without a second reply"));
+                    return complete_job(w, mid, lease).await;
+                }
                 Answer::RetryAfter(wait) if attempt < 6 => {
                     w.say(&format!("reply rate limited: waiting {wait} ms"));
                     tokio::time::sleep(ms(wait)).await;
@@ -535,7 +539,11 @@ async fn job_body(
     if let Err(e) = w.call_retry::<_, AppendResult>("append-messages", &turns, 3).await {
         w.say(&format!("history not appended ({e}); the reply was delivered, completing anyway"));
     }
-    // Complete: retried, never turned into a fail (the reply is out).
+    complete_job(w, mid, lease).await
+}
+
+/// Complete: retried, never turned into a fail (the reply is out).
+async fn complete_job(w: &Worker, mid: &str, lease: &str) -> JobEnd {
     match w.call_retry::<_, Value>("complete", &LeaseReq { message_id: mid, lease_id: lease }, 5).await {
         Ok(_) => w.say(&format!("completed {mid}")),
         Err(e) if e.answer == Answer::TokenRefused => return JobEnd::TokenRefused,
