@@ -128,6 +128,10 @@ pub async fn run(cfg: Config) -> i32 {
                         eprintln!("agent-worker: bootstrap failed ({e}); retrying");
                         tokio::time::sleep(ms(rules::retry_wait(attempt + 1, 5_000))).await;
                     }
+                    Err(e) if e.answer == Answer::Transient => {
+                        eprintln!("agent-worker: the backend could not be reached at boot: {e}");
+                        return rules::EXIT_START_FAILED;
+                    }
                     Err(e) => {
                         eprintln!("agent-worker: the bootstrap code was not accepted: {e}");
                         return rules::EXIT_START_FAILED;
