@@ -42,6 +42,16 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
 
 /// Accept, and on a new update, process it right after (the local runner's background task).
 pub async fn handle_and_spawn(app: std::sync::Arc<App>, req: Request) -> Response<Body> {
+    handle_and_spawn_then(app, req, |_| {}).await
+}
+
+/// [`handle_and_spawn`], calling `after` with the outcome once a new update was processed (the
+/// local runner asks for a reconcile cycle after an enqueue, as the queue table's stream does).
+pub async fn handle_and_spawn_then(
+    app: std::sync::Arc<App>,
+    req: Request,
+    after: impl FnOnce(&shared::ingress::ProcessOutcome) + Send + 'static,
+) -> Response<Body> {
     let full = req.uri().path().to_string();
     let secret =
         req.headers().get(shared::telegram::rules::SECRET_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -58,8 +68,9 @@ pub async fn handle_and_spawn(app: std::sync::Arc<App>, req: Request) -> Respons
             if let Some((bot, update_id)) = o.accepted.clone() {
                 let app = app.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = shared::ingress::process(&app, &bot, update_id).await {
-                        e.log("telegram process");
+                    match shared::ingress::process(&app, &bot, update_id).await {
+                        Ok(out) => after(&out),
+                        Err(e) => e.log("telegram process"),
                     }
                 });
             }

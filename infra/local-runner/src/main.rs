@@ -35,7 +35,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod demo;
 mod embedded;
+mod fake_bot_api;
 
 const USAGE: &str = "\
 local-runner: run agent-factory's functions on localhost
@@ -60,6 +62,15 @@ USAGE: local-runner [--port N] [--data-dir DIR] [--sweep-secs N] [--read-timeout
                   provider config unless one is stored already
   --reconcile-secs N
                   run a reconcile cycle every N seconds (default 15; 0 = only after enqueues)
+  --engine CMD    the engine of the default worker (agent-worker, found next to this binary):
+                  `echo` (default) or a command (the job as JSON on stdin, the reply on stdout)
+  --no-workers    no process provider: reconcile starts no workers (claim with --worker tokens)
+  --demo          post a Telegram update to the demo bot, narrate the pipeline until the worker
+                  has stopped, then exit (0 when every step happened)
+
+Without --worker-command, reconcile starts the reference worker (agent-worker) with the echo
+engine. Without TELEGRAM_API_BASE and --telegram-token, the runner serves a fake Telegram Bot API at
+/fake-telegram (it prints what the bot sends) and seeds a demo agent, bot and webhook.
   --telegram-token TOKEN
                   long-poll Telegram's getUpdates for this bot (its webhook is deleted first) and
                   feed each update to the ingress pipeline, as the webhook would: chat with a local
@@ -87,6 +98,12 @@ struct Args {
     workers: Vec<String>,
     worker_command: Option<String>,
     reconcile_secs: u64,
+    /// No process provider (reconcile starts no workers).
+    no_workers: bool,
+    /// The engine of the default worker (`echo` unless given).
+    engine: Option<String>,
+    /// Post a demo update and narrate the pipeline, then exit.
+    demo: bool,
     telegram_token: Option<String>,
 }
 
@@ -99,6 +116,9 @@ fn parse_args() -> Result<Args, String> {
         workers: Vec::new(),
         worker_command: None,
         reconcile_secs: 15,
+        no_workers: false,
+        engine: None,
+        demo: false,
         telegram_token: None,
     };
     let mut it = std::env::args().skip(1);
@@ -109,6 +129,9 @@ fn parse_args() -> Result<Args, String> {
             "--data-dir" => a.data_dir = Some(val("--data-dir")?.into()),
             "--worker" => a.workers.push(val("--worker")?),
             "--worker-command" => a.worker_command = Some(val("--worker-command")?),
+            "--no-workers" => a.no_workers = true,
+            "--engine" => a.engine = Some(val("--engine")?),
+            "--demo" => a.demo = true,
             "--reconcile-secs" => {
                 a.reconcile_secs =
                     val("--reconcile-secs")?.parse().map_err(|_| "--reconcile-secs takes a number".to_string())?
@@ -312,7 +335,7 @@ async fn disable_streams(client: &aws_sdk_dynamodb::Client, tables: &[&str]) -> 
 async fn run(args: Args) -> Result<(), String> {
     // Before anything opens a file in the data dir.
     let _lock = args.data_dir.as_deref().map(lock_data_dir).transpose()?;
-    let cfg = Config::from_env().map_err(|e| e.to_string())?;
+    let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
     let clock: shared::clock::SharedClock = Arc::new(SystemClock);
     let (store, storage) = match &cfg.dynamodb_endpoint {
         Some(ep) => {
@@ -338,6 +361,20 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("binding 127.0.0.1:{}: {e}", args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Without TELEGRAM_API_BASE: the fake Bot API served by this runner (offline, prints what
+    // the bot sends).
+    let fake_telegram = (std::env::var_os("TELEGRAM_API_BASE").is_none() && args.telegram_token.is_none())
+        .then(fake_bot_api::FakeBotApi::default);
+    if fake_telegram.is_some() {
+        cfg.telegram_api_base = format!("http://{addr}{}", fake_bot_api::PREFIX);
+    }
+    let reconcile_secs = if args.demo { 1 } else { args.reconcile_secs };
+    // Reconcile starts the reference worker unless told otherwise.
+    let worker_command = match (&args.worker_command, args.no_workers) {
+        (Some(c), _) => Some(c.clone()),
+        (None, true) => None,
+        (None, false) => Some(demo::default_worker_command(args.engine.as_deref(), args.demo)?),
+    };
     let (secret_backend, blob_root) = match &args.data_dir {
         Some(d) => (FileSecretBackend::open(d.join("secrets.json")).map_err(|e| e.to_string())?, d.join("blobs")),
         None => (
@@ -365,15 +402,21 @@ async fn run(args: Args) -> Result<(), String> {
         tokens.push_str(&format!("  worker {w}: token {}\n", m.token));
     }
     let state = AppState { app: app.clone(), blobs };
+    let fake_routes = fake_telegram.clone().map(|f| {
+        Router::new()
+            .route("/sent", get(fake_bot_api::sent))
+            .route("/{bot}/{method}", get(fake_bot_api::serve).post(fake_bot_api::serve))
+            .with_state(f)
+    });
     let reconciler = shared::reconcile::cycle::Reconciler {
         app: (*app).clone(),
         deployment: cfg.deployment_id.clone(),
         providers: shared::reconcile::providers::local(
-            args.worker_command.clone().unwrap_or_default(),
+            worker_command.clone().unwrap_or_default(),
             args.data_dir.clone().unwrap_or_else(|| blob_root.clone()).join("workers"),
         ),
     };
-    if args.worker_command.is_some() && reconciler.provider_config().await.map_err(|e| e.to_string())?.is_none() {
+    if worker_command.is_some() && reconciler.provider_config().await.map_err(|e| e.to_string())?.is_none() {
         let pc = shared::reconcile::model::ProviderRuntimeConfig {
             kind: "process".into(),
             app_name: "local".into(),
@@ -390,9 +433,20 @@ async fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("storing the process provider config: {e}"))?;
     }
+    if args.demo {
+        // The demo's worker is drained a few seconds after its job (the stored policy's bounds
+        // are for production: written directly, as the provider config above).
+        let mut p = reconciler.policy().await.map_err(|e| e.to_string())?;
+        p.value.idle_timeout_ms = 4_000;
+        p.value.min_cycle_interval_ms = 200;
+        store
+            .put_versioned(shared::adapters::dynamo::reconcile::Stored::ScalingPolicy, &p.value, p.version)
+            .await
+            .map_err(|e| format!("storing the demo scaling policy: {e}"))?;
+    }
     let _ = RECONCILER.set(reconciler.clone());
     {
-        let every = (args.reconcile_secs > 0).then(|| Duration::from_secs(args.reconcile_secs));
+        let every = (reconcile_secs > 0).then(|| Duration::from_secs(reconcile_secs));
         tokio::spawn(async move {
             loop {
                 match every {
@@ -450,6 +504,7 @@ async fn run(args: Args) -> Result<(), String> {
             "/blobs/{*key}",
             put(blob).get(blob).route_layer(axum::middleware::from_fn_with_state(blob_body, read_body)),
         )
+        .nest_service(fake_bot_api::PREFIX, fake_routes.unwrap_or_default())
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke).route_layer(axum::middleware::from_fn_with_state(api_body, read_body)),
@@ -490,7 +545,38 @@ async fn run(args: Args) -> Result<(), String> {
         let mut out = std::io::stdout();
         let _ = out.write_all(format!("{banner}{polling}").as_bytes()).and_then(|_| out.flush());
     }
-    serve(listener, router, args.read_timeout).await
+    let Some(fake) = fake_telegram else { return serve(listener, router, args.read_timeout).await };
+    let base = format!("http://{addr}");
+    // The system, ready for a message: the demo agent, its bot and webhook. `serve` runs from
+    // here on (seeding sets the webhook through the runner's own fake Bot API route).
+    let server = tokio::spawn(serve(listener, router, args.read_timeout));
+    let seeded = demo::seed(&app, &fake).await?;
+    let workers = match &worker_command {
+        Some(c) if args.worker_command.is_none() => format!("the reference worker ({c})"),
+        Some(c) => format!("`{c}`"),
+        None => "none (--no-workers)".to_string(),
+    };
+    let first_update = shared::Clock::now_ms(&SystemClock) / 1000;
+    let ready = format!(
+        "  telegram: a fake Bot API at {base}{} prints what the bot sends (GET {base}{}/sent lists it)\n  \
+         workers: reconcile starts {workers}\n\
+         demo agent `{}` with bot {}; send it a message (a new update_id for each):\n  {}\n",
+        fake_bot_api::PREFIX,
+        fake_bot_api::PREFIX,
+        demo::DEMO_AGENT,
+        demo::DEMO_BOT_ID,
+        demo::curl_command(&base, &seeded.secret, first_update)
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(ready.as_bytes()).and_then(|_| out.flush());
+    }
+    if args.demo {
+        let code = demo::narrate(app.clone(), base, fake, seeded.secret).await;
+        std::process::exit(code);
+    }
+    server.await.map_err(|e| e.to_string())?
 }
 
 /// `--telegram-token`: long-poll Telegram's `getUpdates` for this bot (after `deleteWebhook`:
@@ -631,7 +717,13 @@ async fn telegram_webhook(
         Ok(r) => r,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
     };
-    let resp = webhook::handle_and_spawn(st.app.clone(), req).await;
+    // An enqueue asks for a reconcile cycle, as the queue table's stream does on AWS.
+    let resp = webhook::handle_and_spawn_then(st.app.clone(), req, |out| {
+        if out.outcome == "enqueued" {
+            RECONCILE_WANTED.notify_one();
+        }
+    })
+    .await;
     http_response(resp)
 }
 

@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "e2e/worker.rs"]
+mod worker;
+
 struct Runner {
     child: Child,
     base: String,
@@ -26,6 +29,9 @@ fn start(extra_env: &[(&str, &str)], args: &[&str]) -> Runner {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-runner"));
     cmd.args(["--port", "0", "--sweep-secs", "1"])
         .args(args)
+        // These tests play the worker themselves (or pass --worker-command); the reference
+        // worker's runs are in `worker_e2e`.
+        .args(if args.contains(&"--worker-command") { &[][..] } else { &["--no-workers"][..] })
         .env_remove("DYNAMODB_ENDPOINT")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

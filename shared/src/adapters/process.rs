@@ -70,6 +70,9 @@ impl ProcessProvider {
         }
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(&self.command).envs(&spec.env).stdin(Stdio::null());
+        // Its machines live as long as this process: a worker that outlives it (this process
+        // killed hard) stops on its own (the reference worker watches its parent).
+        cmd.env("AGENT_FACTORY_EXIT_WITH_PARENT", "1");
         if let Some((vid, _)) = &spec.mount {
             let v = vols.get(vid).ok_or_else(|| not_found(vid))?;
             let dir = self.volume_dir(&v.name);
