@@ -588,7 +588,16 @@ async fn start_telegram_polling(app: Arc<App>, token: &str) -> Result<String, St
         shared::ingress::poll::Poller::start(&app, token, 25).await.map_err(|e| format!("--telegram-token: {e}"))?;
     let bot = poller.bot_identity.clone();
     let owner = app.store.get_bot(&bot).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move { poller.run(&app).await });
+    // An enqueue asks for a reconcile cycle, as the queue table's stream does on AWS.
+    tokio::spawn(async move {
+        poller
+            .run_then(&app, |r| {
+                if r.outcomes.iter().any(|o| o == "enqueued") {
+                    RECONCILE_WANTED.notify_one();
+                }
+            })
+            .await
+    });
     Ok(match owner {
         Some(r) => format!("  telegram: polling getUpdates for bot {bot} (agent {})\n", r.agent_key),
         None => format!(

@@ -63,12 +63,21 @@ impl Poller {
 
     /// Poll until the process ends; errors are logged and retried with a growing pause (at most
     /// 30 s).
-    pub async fn run(mut self, app: &App) {
+    pub async fn run(self, app: &App) {
+        self.run_then(app, |_| {}).await
+    }
+
+    /// [`Poller::run`], calling `after` with each round that got updates (the local runner asks
+    /// for a reconcile cycle when one was enqueued, as the queue table's stream does on AWS).
+    pub async fn run_then(mut self, app: &App, after: impl Fn(&Round)) {
         let mut pause = Duration::from_secs(1);
         loop {
             match self.poll_once(app).await {
                 Ok(r) => {
                     pause = Duration::from_secs(1);
+                    if r.updates > 0 {
+                        after(&r);
+                    }
                     if r.updates > 0 {
                         tracing::info!(bot_identity = %self.bot_identity, updates = r.updates, outcomes = ?r.outcomes, "telegram updates polled");
                     }

@@ -116,6 +116,12 @@ pub async fn finalize(app: &App, p: &Principal, w: WorkerItem, a: &FinalizeArgs)
         let expires_at = now + store.policy.snapshots.retention_ms;
         match store.finalize_snapshot(p, &w, &snap, &a.sha256, a.size_bytes, next, now, expires_at).await? {
             FinalizeWrite::Done => {
+                // A drained worker leaving the pool lets go of its conversation.
+                if next == Some(crate::workers::model::WorkerStatus::Stopping)
+                    && let Some(cid) = w.assigned_conversation_id.as_deref()
+                {
+                    store.release_conversation_owner(&p.worker_id, cid).await?;
+                }
                 return Ok(FinalizeResult {
                     snapshot_id: snap.snapshot_id.clone(),
                     status: SnapshotStatus::Ready,

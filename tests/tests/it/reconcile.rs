@@ -735,3 +735,41 @@ async fn the_deployed_factory_runs_workers_on_fly() {
     assert_eq!(rows[0].machine_id.as_deref(), Some(ids[0].as_str()));
     assert_eq!(rows[0].assigned_conversation_id.as_deref(), Some("c1"));
 }
+
+/// A worker drained sooner than `STALE_AFTER_MS` after its last job (an idle timeout of one
+/// minute) lets go of its conversation when it leaves the pool: the next message there is
+/// claimed at once by the next worker, not minutes later when the old claim would have lapsed.
+#[tokio::test]
+async fn a_stopped_workers_conversation_is_claimed_by_the_next_worker_at_once() {
+    let g = rig(2).await;
+    g.op(
+        "setScalingPolicy",
+        json!({"policy": {"maxWorkers": 2, "spawnStep": 10, "idleTimeoutMs": 60_000}, "expectedVersion": 1}),
+    )
+    .await
+    .unwrap();
+    g.enqueue("c1").await;
+    g.cycle().await;
+    let w1 = g.live().await.remove(0);
+    let token = boot(&g, &w1).await;
+    let (_, job) = g.a.post("claim", &token, json!({"conversationId": "c1"})).await;
+    let (st, _) = g.a.post("complete", &token, json!({"messageId": job["messageId"], "leaseId": job["leaseId"]})).await;
+    assert_eq!(st, 200);
+    g.a.e.clock.advance(61_000);
+    g.a.post("worker-heartbeat", &token, json!({})).await;
+    assert_eq!(g.cycle().await["drained"], 1);
+    final_snapshot(&g, &token, "c1").await;
+    let conv = g.a.e.store.get_conversation("c1").await.unwrap().unwrap();
+    assert_eq!(conv.owner_id, None, "the stopping worker let go of c1");
+    // The user writes again a minute later: a new worker gets it at once.
+    g.a.e.clock.advance(60_000);
+    g.enqueue("c1").await;
+    g.cycle().await;
+    let w2 = g.live().await.into_iter().find(|w| w.status == WorkerStatus::Active).expect("a new worker");
+    assert_ne!(w2.worker_id, w1.worker_id);
+    let token2 = boot(&g, &w2).await;
+    let (st, job) = g.a.post("claim", &token2, json!({"conversationId": "c1"})).await;
+    assert_eq!(st, 200);
+    assert!(job["messageId"].is_string(), "claimed at once, not after STALE_AFTER_MS: {job}");
+    g.check().await;
+}

@@ -177,10 +177,9 @@ fn kill(pid: u32, sig: &str) {
 /// snapshotted and stopped.
 #[tokio::test]
 async fn a_telegram_update_is_answered_once_by_a_spawned_worker_that_drains_snapshots_and_stops() {
-    // STALE_AFTER_MS: how long the conversation stays reserved for its last worker after its
-    // last job (7 min by default), even once that worker stopped; short here so the next
-    // message's new worker may take it within the test.
-    let s = System::start(&[("WORKER_IDLE_TIMEOUT_MS", "3000"), ("STALE_AFTER_MS", "2000")], &[]).await;
+    // The default STALE_AFTER_MS (7 min): the stopped worker lets go of the conversation, so the
+    // next message's new worker takes it at once.
+    let s = System::start(&[("WORKER_IDLE_TIMEOUT_MS", "3000")], &[]).await;
     s.send(1, 42, "ping").await;
     until(60, "the echo reply at the fake Bot API", || async { !s.texts().is_empty() }).await;
     until(30, "the message done", || async { s.item(&conv(42)).await["status"] == "done" }).await;

@@ -421,10 +421,19 @@ impl Store {
             .table_name(&self.tables.workers)
             .set_key(Some(keys::worker_key(worker_id)))
             .update_expression(update)
-            .condition_expression("#st = :from");
+            .condition_expression("#st = :from")
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
         let (names, values) = ex.for_exprs(&[update, "#st = :from"]);
         let r = r.set_expression_attribute_names(names).set_expression_attribute_values(values).send().await;
-        Ok(applied(r, "UpdateItem worker transition")?.is_some())
+        let Some(out) = applied(r, "UpdateItem worker transition")? else { return Ok(false) };
+        // Leaving the pool lets go of its conversation (the next worker need not wait for
+        // `STALE_AFTER_MS`).
+        if to == WorkerStatus::Stopping
+            && let Some(cid) = out.attributes.as_ref().and_then(|a| super::item_s(a, "assignedConversationId"))
+        {
+            self.release_conversation_owner(worker_id, cid).await?;
+        }
+        Ok(true)
     }
 
     /// A new single-use bootstrap code for `worker_id`, redeemable for `ttl_ms`. Only its

@@ -40,6 +40,12 @@ impl Store {
                     if let (Some(Some(x)), WorkerStatus::Active) = (&a.assignment, next.status) {
                         self.own_assigned_conversation(&a.worker_id, &x.conversation_id, &x.agent_key).await?;
                     }
+                    // Leaving the pool lets go of it.
+                    if matches!(next.status, WorkerStatus::Stopping | WorkerStatus::Stopped)
+                        && let Some(cid) = prev.as_ref().and_then(|p| p.assigned_conversation_id.as_deref())
+                    {
+                        self.release_conversation_owner(&a.worker_id, cid).await?;
+                    }
                     return Ok(next);
                 }
                 Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,

@@ -14,6 +14,23 @@ impl Store {
         Ok(c.open_count - processing > 0)
     }
 
+    /// A worker leaving the pool (`stopping`/`stopped`) lets go of the conversation it owned, so
+    /// the next worker claims it at once instead of after `STALE_AFTER_MS`. Only if it is still
+    /// the owner. One conditional UpdateItem; whether it owned it.
+    pub(crate) async fn release_conversation_owner(&self, worker_id: &str, cid: &str) -> AppResult<bool> {
+        rules::validate_conversation_id(cid)?;
+        let ex = Ex::new().val(":w", s(worker_id)).val(":one", n(1));
+        self.update_if(
+            self.q(),
+            key(keys::conversation_pk(cid), keys::CONV_SK),
+            "SET rev = rev + :one REMOVE ownerId, ownerUntil",
+            "ownerId = :w",
+            &ex,
+            "releasing a stopped worker's conversation",
+        )
+        .await
+    }
+
     /// A worker assigned to `cid` by `upsertWorkerState` (reconcile pre-assigns every machine it
     /// spawns) becomes the conversation's sticky owner, as a claim would make it, unless another
     /// live owner holds it. Creates the (empty) conversation item when there is none yet, bound to
