@@ -33,6 +33,7 @@ pub mod snapshots;
 pub mod telegram;
 #[cfg(feature = "aws")]
 pub mod telemetry;
+pub mod templates;
 #[cfg(feature = "aws")]
 pub mod worker_api;
 pub mod workers;

@@ -440,6 +440,25 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
             json!({"revokeActiveBindings": true, "expirePendingPairings": true}),
         ),
         ("revokeUserAgentBinding", json!({"consumerUserId": "u"})),
+        // Message templates (admin) and sending one (api).
+        (
+            "createMessageTemplate",
+            json!({"companyId": "acme", "title": "Hi", "text": "t", "tags": ["a"], "enabled": true,
+            "actorUserId": "op"}),
+        ),
+        (
+            "updateMessageTemplate",
+            json!({"templateId": "01J00000000000000000000000:acme", "title": "T", "text": "x", "tags": ["b"],
+            "enabled": false, "actorUserId": "op"}),
+        ),
+        ("getMessageTemplate", json!({"templateId": "01J00000000000000000000000:acme"})),
+        ("deleteMessageTemplate", json!({"templateId": "01J00000000000000000000000:acme"})),
+        ("listMessageTemplatesByCompany", json!({"companyId": "acme", "includeDisabled": true, "limit": 10})),
+        (
+            "sendMessageTemplateToUserAgent",
+            json!({"consumerUserId": "u", "agentKey": "bot", "templateId": "01J00000000000000000000000:acme",
+            "metadata": {"k": "v"}}),
+        ),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
     for op in all_op_names() {

@@ -8,6 +8,7 @@ mod concurrency;
 mod fly;
 mod fly_cleanup;
 mod functions;
+mod pushing;
 mod queue_store;
 mod reconcile;
 mod secrets;

@@ -236,6 +236,29 @@ pub fn update_key(bot_identity: &str, update_id: i64) -> Item {
 /// The partition prefix of accepted updates (the stream filter matches on it).
 pub const UPDATE_PK_PREFIX: &str = "TG#";
 
+// ---------- message templates, push templates, jobs, dispatches, broadcasts (control table) ----------
+
+/// The partition of one company's templates and broadcasts.
+pub fn company_pk(company_id: &str) -> String {
+    format!("CO#{company_id}")
+}
+
+/// The prefix of a company's message template items.
+pub const MESSAGE_TEMPLATE_PREFIX: &str = "MTPL#";
+
+/// A message template item (`CO#<companyId>` / `MTPL#<ULID>`).
+pub fn message_template_key(company_id: &str, ulid: &str) -> Item {
+    key(company_pk(company_id), format!("{MESSAGE_TEMPLATE_PREFIX}{ulid}"))
+}
+
+/// The prefix of a company's message template key guards.
+pub const MESSAGE_TEMPLATE_KEY_PREFIX: &str = "MTKEY#";
+
+/// The uniqueness guard of a message template key within its company.
+pub fn message_template_key_guard(company_id: &str, template_key: &str) -> Item {
+    key(company_pk(company_id), format!("{MESSAGE_TEMPLATE_KEY_PREFIX}{template_key}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod schema;
 pub mod snapshots;
+pub mod templates;
 pub mod tx;
 pub mod user_agents;
 pub mod worker_cleanup;
