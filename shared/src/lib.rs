@@ -25,6 +25,7 @@ pub mod ids;
 pub mod ingress;
 pub mod media;
 pub mod protocol;
+pub mod pushing;
 pub mod queue;
 pub mod reconcile;
 #[cfg(feature = "aws")]
