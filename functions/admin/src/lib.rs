@@ -18,6 +18,7 @@ pub const TABLES: &[&OpTable<App>] = &[
     &shared::snapshots::ops::TABLE,
     &shared::identity::ops::ADMIN_TABLE,
     &shared::templates::ops::TABLE,
+    &shared::pushing::ops::ADMIN_TABLE,
 ];
 
 /// Every op this function serves.

@@ -277,7 +277,7 @@ pub async fn send_template(app: &App, user: &ConsumerUserId, a: SendTemplateArgs
             max_attempts: None,
         };
         let counted = app.store.message_template_use(&t)?;
-        match app.store.enqueue_with(args, vec![counted]).await? {
+        match app.store.enqueue_with(args, |_| Ok(vec![counted])).await? {
             crate::adapters::dynamo::queue::Enqueued::Done(r) => {
                 return Ok(serde_json::json!({ "messageId": r.message_id, "usageCount": t.usage_count + 1 }));
             }

@@ -5,4 +5,7 @@
 //! arithmetic (IANA zones, DST, lateness) and validation; `ops.rs` the use cases and op tables.
 
 pub mod model;
+#[cfg(feature = "aws")]
+pub mod ops;
+pub mod port;
 pub mod rules;

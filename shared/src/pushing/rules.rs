@@ -255,6 +255,67 @@ pub fn scheduler_expression(s: &Schedule) -> AppResult<Option<String>> {
     })
 }
 
+/// An id of the form `<ULID>:<owner>` (push templates: the company; jobs: the user): its parts.
+pub fn split_id(id: &str) -> Option<(&str, &str)> {
+    let (ulid, owner) = id.split_once(':')?;
+    let ok = crate::ids::is_ulid(ulid)
+        && !owner.is_empty()
+        && owner.len() <= MAX_OWNER_BYTES
+        && !owner.chars().any(char::is_control);
+    ok.then_some((ulid, owner))
+}
+
+/// The longest owner part of an id (a company or user id) read as a key.
+pub const MAX_OWNER_BYTES: usize = 512;
+
+/// `<ULID>:<owner>`.
+pub fn make_id(ulid: &str, owner: &str) -> String {
+    format!("{ulid}:{owner}")
+}
+
+/// A push template key: exact, case-sensitive (spec §1.1), 1..=128 characters, no control
+/// characters.
+pub fn validate_template_key(k: &str) -> AppResult<()> {
+    if k.is_empty() || k.chars().count() > 128 || k.chars().any(char::is_control) {
+        return Err(AppError::validation("templateKey must be 1 to 128 characters, without control characters"));
+    }
+    Ok(())
+}
+
+/// A push title and text: at most 200 / 10,000 characters (empty allowed, as the original).
+pub fn validate_title_text(title: &str, text: &str) -> AppResult<()> {
+    if title.chars().count() > 200 {
+        return Err(AppError::validation("title must be at most 200 characters"));
+    }
+    if text.chars().count() > 10_000 {
+        return Err(AppError::validation("text must be at most 10000 characters"));
+    }
+    Ok(())
+}
+
+/// The text of a broadcast message: title, blank line, text, outer whitespace trimmed.
+pub fn broadcast_text(title: &str, text: &str) -> String {
+    format!("{title}\n\n{text}").trim().to_string()
+}
+
+/// `listPushDispatches*`'s limit: default 50, 1..=200.
+pub fn dispatch_limit(limit: Option<i64>) -> AppResult<usize> {
+    let l = limit.unwrap_or(50);
+    if !(1..=200).contains(&l) {
+        return Err(AppError::validation(format!("limit must be 1 to 200, got {l}")));
+    }
+    Ok(l as usize)
+}
+
+/// `dispatchDuePushJobs`'s limit: default 200, 1..=1000.
+pub fn due_limit(limit: Option<i64>) -> AppResult<usize> {
+    let l = limit.unwrap_or(200);
+    if !(1..=1000).contains(&l) {
+        return Err(AppError::validation(format!("limit must be 1 to 1000, got {l}")));
+    }
+    Ok(l as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

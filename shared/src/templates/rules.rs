@@ -110,8 +110,7 @@ pub fn template_id(ulid: &str, company_id: &str) -> String {
 
 /// The (ULID, company) of a template id; `None` when it is not one.
 pub fn parse_template_id(id: &str) -> Option<(&str, &str)> {
-    let (ulid, company) = id.split_once(':')?;
-    (crate::ids::is_ulid(ulid) && !company.is_empty()).then_some((ulid, company))
+    crate::pushing::rules::split_id(id)
 }
 
 /// The listing's `limit`: default 100, 1..=200.

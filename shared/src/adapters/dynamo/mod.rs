@@ -7,6 +7,7 @@ pub mod hydration;
 pub mod identity;
 pub mod keys;
 pub mod media;
+pub mod pushing;
 pub mod queue;
 pub mod reconcile;
 pub mod schema;

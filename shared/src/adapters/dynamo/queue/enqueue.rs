@@ -5,17 +5,22 @@ use super::*;
 impl Store {
     /// `enqueue`: one TransactWriteItems (profile check + conversation + message [+ dedupe key]).
     pub async fn enqueue(&self, args: EnqueueArgs) -> AppResult<EnqueueResult> {
-        match self.enqueue_with(args, Vec::new()).await? {
+        match self.enqueue_with(args, |_| Ok(Vec::new())).await? {
             Enqueued::Done(r) => Ok(r),
             Enqueued::ExtraRefused { .. } => Err(AppError::internal("enqueue: no extra write to refuse")),
         }
     }
 
-    /// `enqueue` with `extra` writes of the caller in the same transaction (appended after the
-    /// enqueue's own): all happen or none. When an extra write's condition fails, nothing is
-    /// written and its index among `extra` is returned with the item it saw.
+    /// `enqueue` with extra writes of the caller in the same transaction (appended after the
+    /// enqueue's own; `extra` builds them from the new message's id): all happen or none. When an
+    /// extra write's condition fails, nothing is written and its index among the extra writes is
+    /// returned with the item it saw.
     #[instrument(skip(self, args, extra), fields(conversation_id = %args.conversation_id, agent_key = %args.agent_key))]
-    pub async fn enqueue_with(&self, args: EnqueueArgs, extra: Vec<TransactWriteItem>) -> AppResult<Enqueued> {
+    pub async fn enqueue_with(
+        &self,
+        args: EnqueueArgs,
+        extra: impl FnOnce(&str) -> AppResult<Vec<TransactWriteItem>>,
+    ) -> AppResult<Enqueued> {
         rules::validate_conversation_id(&args.conversation_id)?;
         rules::validate_agent_key(&args.agent_key)?;
         let now = self.now();
@@ -51,6 +56,7 @@ impl Store {
             now,
         });
         let message_id = msg.message_id.clone();
+        let extra = extra(&message_id)?;
         let external = msg.payload.external_message_id.clone();
         let msg_item = to_item(&msg)?;
         let attachment_rows = crate::adapters::dynamo::media::inbound_rows(&msg, now)?;
