@@ -80,7 +80,13 @@ impl App {
         let s3 = sdk.get(cfg.s3_endpoint.as_deref()).await;
         let blobs = Arc::new(crate::adapters::s3::S3Blobs::from_config(cfg, &s3)?);
         let telegram = Arc::new(crate::adapters::telegram::HttpBotApi::new(&cfg.telegram_api_base)?);
-        Ok(Self::new(store, secrets, blobs).with_telegram(telegram, cfg.public_base_url.clone()))
+        let app = Self::new(store, secrets, blobs).with_telegram(telegram, cfg.public_base_url.clone());
+        // Per-job push schedules, when the deployment names its schedule group (`SCHEDULER_ENDPOINT`: moto).
+        let sched = sdk.get(std::env::var("SCHEDULER_ENDPOINT").ok().as_deref()).await;
+        Ok(match crate::adapters::scheduler::EventBridgeScheduler::from_env(&sched) {
+            Some(s) => app.with_push_scheduler(Arc::new(s)),
+            None => app,
+        })
     }
 }
 

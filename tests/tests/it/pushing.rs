@@ -573,3 +573,66 @@ async fn manual_triggers_and_broadcasts_replayed_with_their_key_send_once() {
     assert_eq!(other["enqueued"], 1);
     assert_eq!(messages(app, "broadcast:agent:b").await.len(), 1);
 }
+
+#[tokio::test]
+async fn job_schedules_are_kept_in_step_on_eventbridge_scheduler() {
+    use shared::adapters::scheduler::EventBridgeScheduler;
+    let t = setup().await;
+    let sdk = shared::adapters::aws::sdk_config(Some(&integration_tests::moto_endpoint())).await;
+    let group = format!("af-push-{:08x}", shared::ids::random_u128() as u32);
+    let fn_arn = "arn:aws:lambda:us-east-1:123456789012:function:push-dispatch";
+    let sched =
+        EventBridgeScheduler::new(&sdk, group, fn_arn.into(), "arn:aws:iam::123456789012:role/push-sched".into());
+    sched.ensure_group().await.unwrap();
+    sched.ensure_group().await.unwrap();
+    let app = t.app.clone().with_push_scheduler(std::sync::Arc::new(sched.clone()));
+    pair(&app, "u1", "901").await;
+    let jid = op(
+        &app,
+        "createPushJobCustom",
+        json!({"companyId": "acme", "consumerUserId": "u1", "title": "t",
+        "text": "x", "periodicity": "weekly", "timezone": "Europe/Rome",
+        "schedule": {"kind": "weekly", "weekday": 1, "time": "00:30"}}),
+    )
+    .await
+    .unwrap()["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = sched.get(&jid).await.unwrap().expect("a schedule for the job");
+    assert_eq!((s.expression.as_str(), s.timezone.as_str(), s.enabled), ("cron(30 0 ? * MON *)", "Europe/Rome", true));
+    let input: Value = serde_json::from_str(&s.input).unwrap();
+    assert_eq!(input, json!({"op": "dispatchPushJob", "args": {"jobId": jid}}));
+    // The schedule's payload is what the function serves.
+    assert!(push_dispatch::op_names().contains(&"dispatchPushJob"));
+    // Edited: replaced.
+    op(
+        &app,
+        "updatePushJob",
+        json!({"jobId": jid, "periodicity": "monthly", "timezone": "America/New_York",
+        "schedule": {"kind": "monthly", "dayOfMonth": "last", "time": "18:05"}}),
+    )
+    .await
+    .unwrap();
+    let s = sched.get(&jid).await.unwrap().unwrap();
+    assert_eq!((s.expression.as_str(), s.timezone.as_str()), ("cron(5 18 L * ? *)", "America/New_York"));
+    // Disabled: removed; enabled: back; deleted: removed.
+    op(&app, "setPushJobEnabled", json!({"jobId": jid, "enabled": false})).await.unwrap();
+    assert_eq!(sched.get(&jid).await.unwrap(), None);
+    op(&app, "setPushJobEnabled", json!({"jobId": jid, "enabled": true})).await.unwrap();
+    assert!(sched.get(&jid).await.unwrap().is_some());
+    // A title edit leaves it alone; a manual job has none.
+    op(&app, "updatePushJob", json!({"jobId": jid, "title": "renamed"})).await.unwrap();
+    assert!(sched.get(&jid).await.unwrap().is_some());
+    op(&app, "deletePushJob", json!({"jobId": jid})).await.unwrap();
+    assert_eq!(sched.get(&jid).await.unwrap(), None);
+    let manual = op(
+        &app,
+        "createPushJobCustom",
+        json!({"companyId": "acme", "consumerUserId": "u1", "title": "t",
+        "text": "x", "periodicity": "manual", "timezone": "UTC", "schedule": {"kind": "manual"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sched.get(manual["jobId"].as_str().unwrap()).await.unwrap(), None);
+}
