@@ -636,3 +636,39 @@ async fn job_schedules_are_kept_in_step_on_eventbridge_scheduler() {
     .unwrap();
     assert_eq!(sched.get(manual["jobId"].as_str().unwrap()).await.unwrap(), None);
 }
+
+/// SAM: push-dispatch with its hourly sweep, the schedule group, and the role Scheduler assumes
+/// (it may invoke push-dispatch and nothing else); admin and api get the schedule settings.
+#[test]
+fn push_dispatch_is_wired_with_its_schedules_and_least_privilege() {
+    let path = format!("{}/../infra/template.yaml", env!("CARGO_MANIFEST_DIR"));
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let t: Value = serde_json::to_value(yaml).unwrap();
+    let r = &t["Resources"];
+    let f = &r["PushDispatchFunction"];
+    assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], "push-dispatch");
+    let sweep = &f["Properties"]["Events"]["HourlySweep"];
+    assert_eq!(sweep["Type"], "Schedule");
+    assert_eq!(sweep["Properties"]["Schedule"], "cron(0 * * * ? *)");
+    let input: Value = serde_json::from_str(sweep["Properties"]["Input"].as_str().unwrap()).unwrap();
+    assert!(push_dispatch::op_names().contains(&input["op"].as_str().unwrap()));
+    let pol = serde_json::to_string(&f["Properties"]["Policies"]).unwrap();
+    assert!(!pol.contains("WorkersTable") && !pol.contains("secretsmanager") && !pol.contains("s3:"), "{pol}");
+    assert_eq!(r["PushScheduleGroup"]["Type"], "AWS::Scheduler::ScheduleGroup");
+    let role = &r["PushSchedulerRole"]["Properties"];
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(trust["Principal"]["Service"], "scheduler.amazonaws.com");
+    let stmts = role["Policies"][0]["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(stmts[0]["Action"], "lambda:InvokeFunction");
+    assert_eq!(stmts[0]["Resource"][0]["Fn::GetAtt"], json!(["PushDispatchFunction", "Arn"]));
+    for name in ["AdminFunction", "ApiFunction"] {
+        let p = &r[name]["Properties"];
+        let env = &p["Environment"]["Variables"];
+        assert_eq!(env["PUSH_SCHEDULE_GROUP"], json!({"Ref": "PushScheduleGroup"}), "{name}");
+        assert_eq!(env["PUSH_DISPATCH_FUNCTION_ARN"]["Fn::GetAtt"], json!(["PushDispatchFunction", "Arn"]));
+        assert_eq!(env["PUSH_SCHEDULER_ROLE_ARN"]["Fn::GetAtt"], json!(["PushSchedulerRole", "Arn"]));
+        let pol = serde_json::to_string(&p["Policies"]).unwrap();
+        assert!(pol.contains("schedule/${PushScheduleGroup}/*") && pol.contains("iam:PassedToService"), "{name}");
+    }
+}
