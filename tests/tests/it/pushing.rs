@@ -672,3 +672,36 @@ fn push_dispatch_is_wired_with_its_schedules_and_least_privilege() {
         assert!(pol.contains("schedule/${PushScheduleGroup}/*") && pol.contains("iam:PassedToService"), "{name}");
     }
 }
+
+/// The sweep reads the sparse due index (manual and disabled jobs are not in it), never scans,
+/// and costs a fixed number of requests per due job.
+#[tokio::test]
+async fn the_sweep_cost_follows_due_jobs_not_all_jobs() {
+    let t = setup().await;
+    let app = &t.app;
+    pair(app, "u1", "1001").await;
+    let now = t.env.e.clock.now_ms();
+    let (hm, slot) = slot_after(now, 2);
+    let mk = |periodicity: &str, enabled: bool| {
+        let schedule =
+            if periodicity == "manual" { json!({"kind": "manual"}) } else { json!({"kind": "daily", "time": hm}) };
+        json!({"companyId": "acme", "consumerUserId": "u1", "title": "t", "text": "x", "periodicity": periodicity,
+            "timezone": "UTC", "schedule": schedule, "enabled": enabled})
+    };
+    for _ in 0..20 {
+        op(app, "createPushJobCustom", mk("manual", true)).await.unwrap();
+        op(app, "createPushJobCustom", mk("daily", false)).await.unwrap();
+    }
+    for _ in 0..5 {
+        op(app, "createPushJobCustom", mk("daily", true)).await.unwrap();
+    }
+    t.env.e.clock.set(slot + 1_000);
+    t.env.e.counter.reset();
+    let r = push(app, json!({"op": "dispatchDuePushJobs"})).await.unwrap();
+    assert_eq!((r["scanned"].clone(), r["enqueued"].clone()), (json!(5), json!(5)), "{r}");
+    let ops = t.env.e.counter.by_operation();
+    let total = t.env.e.counter.total();
+    eprintln!("sweep of 5 due jobs among 45: {total} requests {ops:?}");
+    assert!(!ops.contains_key("Scan"), "{ops:?}");
+    assert!(total <= 2 + 5 * 4, "{total} requests: {ops:?}");
+}
