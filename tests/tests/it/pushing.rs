@@ -705,3 +705,42 @@ async fn the_sweep_cost_follows_due_jobs_not_all_jobs() {
     assert!(!ops.contains_key("Scan"), "{ops:?}");
     assert!(total <= 2 + 5 * 4, "{total} requests: {ops:?}");
 }
+
+/// Two concurrent calls of one broadcast (a client retry racing the first): one message per agent.
+#[tokio::test]
+async fn a_broadcast_raced_with_its_own_replay_sends_once_per_agent() {
+    let t = setup().await;
+    let app = &t.app;
+    pair(app, "u1", "1101").await;
+    op(app, "bindUserAgent", json!({"consumerUserId": "u3", "agentKey": "b", "source": "manual"})).await.unwrap();
+    for user in ["u1", "u3"] {
+        op(
+            app,
+            "createPushJobCustom",
+            json!({"companyId": "acme", "consumerUserId": user, "title": "t",
+            "text": "x", "periodicity": "manual", "timezone": "UTC", "schedule": {"kind": "manual"}}),
+        )
+        .await
+        .unwrap();
+    }
+    let args =
+        json!({"companyId": "acme", "title": "Hello", "text": "all", "requestedBy": "ops", "idempotencyKey": "race-1"});
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (app, a) = (app.clone(), args.clone());
+        tasks.push(tokio::spawn(async move { op(&app, "sendBroadcastToAllActiveAgents", a).await }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        let r = task.await.unwrap().unwrap();
+        assert_eq!(r["totalTargets"], 2, "{r}");
+        ids.push(r["broadcastId"].clone());
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]));
+    assert_eq!(messages(app, "broadcast:agent:a").await.len(), 1);
+    assert_eq!(messages(app, "broadcast:agent:b").await.len(), 1);
+    let audit = op(app, "getPushBroadcast", json!({"companyId": "acme", "idempotencyKey": "race-1"})).await.unwrap();
+    assert_eq!(audit["broadcast"]["status"], "done");
+    assert_eq!(audit["broadcast"]["enqueuedCount"], 2);
+    assert_eq!(audit["dispatches"].as_array().unwrap().len(), 2);
+}
