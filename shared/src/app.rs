@@ -21,6 +21,8 @@ pub struct App {
     /// The deployment's public base URL (`PUBLIC_BASE_URL`): the Telegram webhook is registered
     /// at `<it>/telegram/webhook`.
     pub public_base_url: Option<String>,
+    /// The per-job push wake-ups (`PUSH_SCHEDULE_GROUP`: EventBridge Scheduler; none by default).
+    pub push_scheduler: Arc<dyn crate::pushing::port::JobScheduler>,
 }
 
 impl App {
@@ -30,7 +32,22 @@ impl App {
             crate::adapters::telegram::HttpBotApi::new(crate::config::DEFAULT_TELEGRAM_API_BASE)
                 .expect("an HTTP client with default settings builds"),
         );
-        Self { store, secrets, blobs, auth: Arc::new(Authenticator::new()), jwks, telegram, public_base_url: None }
+        Self {
+            store,
+            secrets,
+            blobs,
+            auth: Arc::new(Authenticator::new()),
+            jwks,
+            telegram,
+            public_base_url: None,
+            push_scheduler: Arc::new(crate::pushing::port::NoScheduler),
+        }
+    }
+
+    /// The same application keeping per-job push schedules with `s`.
+    pub fn with_push_scheduler(mut self, s: Arc<dyn crate::pushing::port::JobScheduler>) -> Self {
+        self.push_scheduler = s;
+        self
     }
 
     /// The same application talking to another Bot API (a fake in tests, a configured base URL).
@@ -63,7 +80,13 @@ impl App {
         let s3 = sdk.get(cfg.s3_endpoint.as_deref()).await;
         let blobs = Arc::new(crate::adapters::s3::S3Blobs::from_config(cfg, &s3)?);
         let telegram = Arc::new(crate::adapters::telegram::HttpBotApi::new(&cfg.telegram_api_base)?);
-        Ok(Self::new(store, secrets, blobs).with_telegram(telegram, cfg.public_base_url.clone()))
+        let app = Self::new(store, secrets, blobs).with_telegram(telegram, cfg.public_base_url.clone());
+        // Per-job push schedules, when the deployment names its schedule group (`SCHEDULER_ENDPOINT`: moto).
+        let sched = sdk.get(std::env::var("SCHEDULER_ENDPOINT").ok().as_deref()).await;
+        Ok(match crate::adapters::scheduler::EventBridgeScheduler::from_env(&sched) {
+            Some(s) => app.with_push_scheduler(Arc::new(s)),
+            None => app,
+        })
     }
 }
 

@@ -26,6 +26,7 @@ pub mod ingress;
 pub mod media;
 pub mod paging;
 pub mod protocol;
+pub mod pushing;
 pub mod queue;
 pub mod reconcile;
 pub mod replies;
@@ -35,6 +36,7 @@ pub mod snapshots;
 pub mod telegram;
 #[cfg(feature = "aws")]
 pub mod telemetry;
+pub mod templates;
 #[cfg(feature = "aws")]
 pub mod worker_api;
 pub mod workers;

@@ -17,6 +17,8 @@ pub const TABLES: &[&OpTable<App>] = &[
     &shared::secrets::ops::TABLE,
     &shared::snapshots::ops::TABLE,
     &shared::identity::ops::ADMIN_TABLE,
+    &shared::templates::ops::TABLE,
+    &shared::pushing::ops::ADMIN_TABLE,
 ];
 
 /// Every op this function serves.

@@ -8,7 +8,9 @@
 //! - `PUT|GET /blobs/<key>?...`: the local blob store behind the presigned-style URLs that
 //!   snapshots and media hand out (HMAC-signed, expiring).
 //! - A timer invokes the `cleanup` function's lease sweep (`releaseExpiredLeases`) and storage
-//!   sweep (`expireStorage`: snapshot and media expiry) the way the scheduled rules do. The
+//!   sweep (`expireStorage`: snapshot and media expiry) the way the scheduled rules do, and the
+//!   push sweep (`push-dispatch`'s `dispatchDuePushJobs`); per-job push timers
+//!   (`push_timers.rs`) stand in for EventBridge Scheduler. The
 //!   nightly Fly cleanup (disabled by default on AWS) is not run by a timer here.
 //!
 //! Storage: dynoxide in-process, reached through an in-process connector with no listening port
@@ -38,6 +40,7 @@ use std::time::Duration;
 mod demo;
 mod embedded;
 mod fake_bot_api;
+mod push_timers;
 
 const USAGE: &str = "\
 local-runner: run agent-factory's functions on localhost
@@ -203,6 +206,10 @@ const FUNCTIONS: &[(&str, Handler)] = &[
             let ctx = shared::cleanup::ops::CleanupCtx::new((*app).clone(), fly_settings().clone());
             cleanup::handle(&ctx, payload).await.map_err(function_error)
         })
+    }),
+    // The push sweep and each job's timer (EventBridge rule and Scheduler on AWS).
+    ("push-dispatch", |app, payload| {
+        Box::pin(async move { push_dispatch::handle(&app, payload).await.map_err(function_error) })
     }),
     // A stream batch (`{"Records": [...]}`) or an API Gateway event, as on AWS.
     ("webhook", |app, payload| {
@@ -389,7 +396,12 @@ async fn run(args: Args) -> Result<(), String> {
     let telegram =
         Arc::new(shared::adapters::telegram::HttpBotApi::new(&cfg.telegram_api_base).map_err(|e| e.to_string())?);
     let public = cfg.public_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let app = Arc::new(App::new(store.clone(), secrets, blobs.clone()).with_telegram(telegram, Some(public)));
+    let app = Arc::new(
+        App::new(store.clone(), secrets, blobs.clone())
+            .with_telegram(telegram, Some(public))
+            .with_push_scheduler(Arc::new(push_timers::LocalPushTimers::default())),
+    );
+    let _ = push_timers::PUSH_APP.set(app.clone());
     let mut tokens = String::new();
     for w in &args.workers {
         let m = store
@@ -482,6 +494,9 @@ async fn run(args: Args) -> Result<(), String> {
                 )
                 .await;
                 run_scheduled(&app, "cleanup", serde_json::json!({"op": "expireStorage", "args": {"limit": 100}}))
+                    .await;
+                // The push sweep (hourly on AWS): jobs whose timer a restart lost.
+                run_scheduled(&app, "push-dispatch", serde_json::json!({"op": "dispatchDuePushJobs", "args": {}}))
                     .await;
             }
         });

@@ -774,3 +774,70 @@ async fn telegram_token_mode_polls_updates_and_replies_reach_the_chat() {
     assert_eq!((out[0]["bot_id"].as_i64(), out[0]["chat_id"].as_str()), (Some(7005), Some("42")));
     assert_eq!(fake.pending_updates(token), 0, "the offset confirmed the update");
 }
+
+/// Scheduled pushes on the runner: with the sweep timer off (`--sweep-secs 0`), a daily job's
+/// in-process timer (the runner's stand-in for EventBridge Scheduler) fires at its slot and sends
+/// the job's text once; the `push-dispatch` function is hosted (its sweep answers).
+#[tokio::test]
+async fn a_push_job_timer_fires_at_its_slot_on_the_runner() {
+    let r = start(&[], &["--sweep-secs", "0"]);
+    let c = lambda(&r.base).await;
+    let ok = |(err, body): (Option<String>, Value)| {
+        assert_eq!(err, None, "{body}");
+        body
+    };
+    ok(invoke(
+        &c,
+        json!({"op": "configureAgent", "args": {"agentKey": "b", "version": "1", "secretsRef": [], "enabled": true}}),
+    )
+    .await);
+    ok(invoke(
+        &c,
+        json!({"op": "bindUserAgent", "args": {"consumerUserId": "u1", "agentKey": "b", "source": "manual"}}),
+    )
+    .await);
+    // The next whole minute (UTC), at least 5 s away.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let slot = ((now + 5_000) / 60_000 + 1) * 60_000;
+    let mins = slot.rem_euclid(86_400_000) / 60_000;
+    let hm = format!("{:02}:{:02}", mins / 60, mins % 60);
+    let job = ok(invoke(
+        &c,
+        json!({"op": "createPushJobCustom", "args": {"companyId": "acme", "consumerUserId": "u1",
+        "title": "t", "text": "timer push", "periodicity": "daily", "timezone": "UTC",
+        "schedule": {"kind": "daily", "time": hm}}}),
+    )
+    .await);
+    assert_eq!(job["nextRunAt"], json!(slot));
+    let items = |c: aws_sdk_lambda::Client| async move {
+        let (_, v) =
+            invoke(&c, json!({"op": "listQueueItemsForConversation", "args": {"conversationId": "user-agent:b:u1"}}))
+                .await;
+        v.as_array().cloned().unwrap_or_default()
+    };
+    assert!(items(c.clone()).await.is_empty(), "nothing before the slot");
+    let deadline = slot + 20_000;
+    let mut sent = Vec::new();
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 <= deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sent = items(c.clone()).await;
+        if !sent.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(sent.len(), 1, "the timer sent the slot once");
+    assert_eq!(sent[0]["payload"]["messageText"], "timer push");
+    assert_eq!(sent[0]["payload"]["metadata"]["pushMode"], "scheduled");
+    let fired = sent[0]["createdAt"].as_i64().or(sent[0]["_creationTime"].as_i64()).unwrap();
+    assert!(fired >= slot && fired < slot + 5_000, "fired {} ms after its slot", fired - slot);
+    eprintln!("push timer: the message was enqueued {} ms after its slot", fired - slot);
+    let out = c
+        .invoke()
+        .function_name("push-dispatch")
+        .payload(Blob::new(json!({"op": "dispatchDuePushJobs", "args": {}}).to_string()))
+        .send()
+        .await
+        .expect("invoke");
+    let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+    assert_eq!((out.function_error(), body["enqueued"].as_i64()), (None, Some(0)), "{body}");
+}

@@ -9,6 +9,7 @@ pub mod fly;
 pub mod jwks;
 pub mod process;
 pub mod s3;
+pub mod scheduler;
 pub mod secrets_file;
 pub mod secrets_manager;
 pub mod telegram;

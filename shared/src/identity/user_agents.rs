@@ -273,5 +273,80 @@ pub const TABLE: OpTable<UserCtx> = OpTable {
         op!(UserCtx, "getConversationViewForUserAgent", |c, a: ViewArgs| conversation_view(&c.app, &c.user, &a)
             .await?),
         op!(UserCtx, "sendMessageToUserAgent", |c, a: SendArgs| send_message(&c.app, &c.user, a).await?),
+        op!(UserCtx, "sendMessageTemplateToUserAgent", |c, a: SendTemplateArgs| send_template(&c.app, &c.user, a)
+            .await?),
     ],
 };
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendTemplateArgs {
+    agent_key: String,
+    template_id: String,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// How often a template send re-reads the template after a concurrent send counted a use.
+const TEMPLATE_SEND_RETRIES: u32 = 8;
+
+/// `sendMessageTemplateToUserAgent` (spec §12): the template's text from the user to its agent,
+/// as `sendMessageToUserAgent` sends (the conversation of the newest binding with the agent,
+/// which must be active), and the template's `usageCount` + 1 in the same transaction. Returns
+/// `{messageId, usageCount}` (the new count). An unknown or disabled template: `Message template
+/// not found`.
+pub async fn send_template(app: &App, user: &ConsumerUserId, a: SendTemplateArgs) -> AppResult<serde_json::Value> {
+    crate::queue::rules::validate_agent_key(&a.agent_key)?;
+    let not_found = || AppError::not_found("Message template not found");
+    for _ in 0..TEMPLATE_SEND_RETRIES {
+        let t = app.store.get_message_template(&a.template_id).await?.filter(|t| t.enabled).ok_or_else(not_found)?;
+        let bindings = app.store.user_bindings(user.as_str()).await?;
+        let Some(b) = views::latest_binding(&bindings, &a.agent_key).filter(|b| b.status == BindingStatus::Active)
+        else {
+            return Err(AppError::not_found("No active binding found for consumerUserId and agentKey"));
+        };
+        let mut metadata = a.metadata.clone().unwrap_or_default();
+        metadata.insert("consumerUserId".into(), user.as_str().to_string());
+        metadata.insert("source".into(), "message_template".into());
+        metadata.insert("templateId".into(), t.template_id.clone());
+        metadata.insert("templateKey".into(), t.template_key.clone());
+        let chat = b.telegram_chat_id.as_deref().filter(|c| !c.trim().is_empty());
+        if let Some(c) = chat {
+            metadata.insert("telegramChatId".into(), c.to_string());
+        }
+        if let Some(u) = b.telegram_user_id.as_deref().filter(|u| !u.trim().is_empty()) {
+            metadata.insert("telegramUserId".into(), u.to_string());
+        }
+        let provider_user_id = b
+            .telegram_user_id
+            .clone()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| b.telegram_chat_id.clone().filter(|v| !v.trim().is_empty()))
+            .unwrap_or_else(|| user.as_str().to_string());
+        let args = EnqueueArgs {
+            conversation_id: views::target_conversation(&bindings, user.as_str(), &a.agent_key),
+            agent_key: a.agent_key.clone(),
+            payload: Payload {
+                provider: if chat.is_some() { "telegram" } else { "system_push" }.into(),
+                provider_user_id,
+                message_text: t.text.clone(),
+                external_message_id: None,
+                raw_update_json: None,
+                metadata: Some(metadata),
+                attachments: None,
+            },
+            priority: None,
+            scheduled_for: None,
+            max_attempts: None,
+        };
+        let counted = app.store.message_template_use(&t)?;
+        match app.store.enqueue_with(args, |_| Ok(vec![counted])).await? {
+            crate::adapters::dynamo::queue::Enqueued::Done(r) => {
+                return Ok(serde_json::json!({ "messageId": r.message_id, "usageCount": t.usage_count + 1 }));
+            }
+            // Another send counted a use (or the template was disabled) meanwhile: read it again.
+            crate::adapters::dynamo::queue::Enqueued::ExtraRefused { .. } => continue,
+        }
+    }
+    Err(AppError::conflict("sendMessageTemplateToUserAgent: too many concurrent sends of this template; try again"))
+}

@@ -440,6 +440,90 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
             json!({"revokeActiveBindings": true, "expirePendingPairings": true}),
         ),
         ("revokeUserAgentBinding", json!({"consumerUserId": "u"})),
+        // Message templates (admin) and sending one (api).
+        (
+            "createMessageTemplate",
+            json!({"companyId": "acme", "title": "Hi", "text": "t", "tags": ["a"], "enabled": true,
+            "actorUserId": "op"}),
+        ),
+        (
+            "updateMessageTemplate",
+            json!({"templateId": "01J00000000000000000000000:acme", "title": "T", "text": "x", "tags": ["b"],
+            "enabled": false, "actorUserId": "op"}),
+        ),
+        ("getMessageTemplate", json!({"templateId": "01J00000000000000000000000:acme"})),
+        ("deleteMessageTemplate", json!({"templateId": "01J00000000000000000000000:acme"})),
+        ("listMessageTemplatesByCompany", json!({"companyId": "acme", "includeDisabled": true, "limit": 10})),
+        (
+            "sendMessageTemplateToUserAgent",
+            json!({"consumerUserId": "u", "agentKey": "bot", "templateId": "01J00000000000000000000000:acme",
+            "metadata": {"k": "v"}}),
+        ),
+        // Pushing (admin, and the user's "my agent" ops on api).
+        (
+            "createPushTemplate",
+            json!({"companyId": "acme", "templateKey": "k", "title": "T", "text": "x", "periodicity": "weekly",
+            "suggestedTimes": [{"kind": "weekly", "weekday": 1, "time": "09:00"}], "enabled": true, "actorUserId": "op"}),
+        ),
+        (
+            "updatePushTemplate",
+            json!({"templateId": "01J00000000000000000000000:acme", "title": "T", "text": "x", "periodicity": "monthly",
+            "suggestedTimes": [{"kind": "monthly", "dayOfMonth": "last", "time": "09:00"}], "enabled": false,
+            "actorUserId": "op"}),
+        ),
+        ("deletePushTemplate", json!({"templateId": "01J00000000000000000000000:acme"})),
+        ("listPushTemplatesByCompany", json!({"companyId": "acme", "includeDisabled": true})),
+        (
+            "createPushJobFromTemplate",
+            json!({"companyId": "acme", "consumerUserId": "u", "templateId": "01J00000000000000000000000:acme",
+            "timezone": "UTC", "schedule": {"kind": "daily", "time": "09:00"}, "enabled": true}),
+        ),
+        (
+            "createPushJobCustom",
+            json!({"companyId": "acme", "consumerUserId": "u", "title": "t", "text": "x", "periodicity": "monthly",
+            "timezone": "Europe/Rome", "schedule": {"kind": "monthly", "dayOfMonth": 31, "time": "09:00"}, "enabled": false}),
+        ),
+        (
+            "updatePushJob",
+            json!({"jobId": "01J00000000000000000000000:u", "title": "t", "text": "x", "periodicity": "daily",
+            "timezone": "UTC", "schedule": {"kind": "daily", "time": "10:00"}, "enabled": true}),
+        ),
+        ("deletePushJob", json!({"jobId": "01J00000000000000000000000:u"})),
+        ("setPushJobEnabled", json!({"jobId": "01J00000000000000000000000:u", "enabled": true})),
+        ("getPushJob", json!({"jobId": "01J00000000000000000000000:u"})),
+        ("listPushJobsForUser", json!({"consumerUserId": "u", "includeDisabled": true})),
+        ("triggerPushJobNow", json!({"jobId": "01J00000000000000000000000:u", "idempotencyKey": "k1"})),
+        ("listPushDispatchesByJob", json!({"jobId": "01J00000000000000000000000:u", "limit": 5})),
+        ("dispatchDuePushJobs", json!({"limit": 5})),
+        (
+            "sendBroadcastToAllActiveAgents",
+            json!({"companyId": "nobody", "title": "t", "text": "x", "requestedBy": "op", "idempotencyKey": "k1"}),
+        ),
+        ("getPushBroadcast", json!({"companyId": "acme", "idempotencyKey": "k1"})),
+        ("listPushJobsForAgent", json!({"consumerUserId": "u", "agentKey": "bot", "includeDisabled": true})),
+        (
+            "createPushJobFromTemplateForAgent",
+            json!({"consumerUserId": "u", "companyId": "acme", "agentKey": "bot",
+            "templateId": "01J00000000000000000000000:acme", "timezone": "UTC",
+            "schedule": {"kind": "daily", "time": "09:00"}, "enabled": true}),
+        ),
+        (
+            "createPushJobCustomForAgent",
+            json!({"consumerUserId": "u", "companyId": "acme", "agentKey": "bot", "title": "t", "text": "x",
+            "periodicity": "daily", "timezone": "UTC", "schedule": {"kind": "daily", "time": "09:00"}, "enabled": true}),
+        ),
+        (
+            "updatePushJobForAgent",
+            json!({"consumerUserId": "u", "agentKey": "bot", "jobId": "01J00000000000000000000000:u", "title": "t",
+            "text": "x", "periodicity": "daily", "timezone": "UTC", "schedule": {"kind": "daily", "time": "09:00"},
+            "enabled": true}),
+        ),
+        (
+            "triggerPushJobNowForAgent",
+            json!({"consumerUserId": "u", "agentKey": "bot", "jobId": "01J00000000000000000000000:u",
+            "idempotencyKey": "k2"}),
+        ),
+        ("listPushDispatchesForAgent", json!({"consumerUserId": "u", "agentKey": "bot", "limit": 5})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
     for op in all_op_names() {

@@ -10,6 +10,7 @@ mod fly_cleanup;
 mod functions;
 mod partitions;
 mod polling;
+mod pushing;
 mod queue_store;
 mod reconcile;
 mod replies;

@@ -257,6 +257,101 @@ pub const AGENT_PROFILE_SK: &str = "PROFILE";
 pub const BINDING_SK: &str = "BINDING";
 /// The sort key of a pairing code (`PAIR#<code>`).
 pub const PAIRING_SK: &str = "CODE";
+// ---------- message templates, push templates, jobs, dispatches, broadcasts (control table) ----------
+
+/// The partition of one company's templates and broadcasts.
+pub fn company_pk(company_id: &str) -> String {
+    format!("CO#{company_id}")
+}
+
+/// The prefix of a company's message template items.
+pub const MESSAGE_TEMPLATE_PREFIX: &str = "MTPL#";
+
+/// A message template item (`CO#<companyId>` / `MTPL#<ULID>`).
+pub fn message_template_key(company_id: &str, ulid: &str) -> Item {
+    key(company_pk(company_id), format!("{MESSAGE_TEMPLATE_PREFIX}{ulid}"))
+}
+
+/// The prefix of a company's message template key guards.
+pub const MESSAGE_TEMPLATE_KEY_PREFIX: &str = "MTKEY#";
+
+/// The uniqueness guard of a message template key within its company.
+pub fn message_template_key_guard(company_id: &str, template_key: &str) -> Item {
+    key(company_pk(company_id), format!("{MESSAGE_TEMPLATE_KEY_PREFIX}{template_key}"))
+}
+
+/// The prefix of a company's push template items.
+pub const PUSH_TEMPLATE_PREFIX: &str = "PTPL#";
+
+/// A push template item (`CO#<companyId>` / `PTPL#<ULID>`).
+pub fn push_template_key(company_id: &str, ulid: &str) -> Item {
+    key(company_pk(company_id), format!("{PUSH_TEMPLATE_PREFIX}{ulid}"))
+}
+
+/// The uniqueness guard of a push template key within its company.
+pub fn push_template_key_guard(company_id: &str, template_key: &str) -> Item {
+    key(company_pk(company_id), format!("PTKEY#{template_key}"))
+}
+
+/// The partition of one user's push jobs.
+pub fn push_user_pk(consumer_user_id: &str) -> String {
+    format!("PJ#{consumer_user_id}")
+}
+
+/// The prefix of a user's push job items.
+pub const PUSH_JOB_PREFIX: &str = "JOB#";
+
+/// A push job item (`PJ#<consumerUserId>` / `JOB#<ULID>`).
+pub fn push_job_key(consumer_user_id: &str, ulid: &str) -> Item {
+    key(push_user_pk(consumer_user_id), format!("{PUSH_JOB_PREFIX}{ulid}"))
+}
+
+/// The `pushDue` index partition of enabled recurring jobs (sparse: others lack the attribute).
+pub const PUSH_DUE_SHARD: &str = "due";
+
+/// The partition of one job's dispatch records and run-key guards.
+pub fn push_dispatch_pk(job_id: &str) -> String {
+    format!("PJD#{job_id}")
+}
+
+/// The prefix of a job's dispatch records (newest last: by creation time).
+pub const PUSH_DISPATCH_PREFIX: &str = "D#";
+
+/// One dispatch record of a job, by creation time then id.
+pub fn push_dispatch_key(job_id: &str, created_at: Millis, ulid: &str) -> Item {
+    key(push_dispatch_pk(job_id), format!("{PUSH_DISPATCH_PREFIX}{created_at:013}#{ulid}"))
+}
+
+/// The (jobId, runKey) guard: at most one dispatch per run key.
+pub fn push_run_guard_key(job_id: &str, run_key: &str) -> Item {
+    key(push_dispatch_pk(job_id), format!("R#{run_key}"))
+}
+
+/// A broadcast of a company, by its idempotency key.
+pub fn broadcast_key(company_id: &str, idempotency_key: &str) -> Item {
+    key(company_pk(company_id), format!("BC#{idempotency_key}"))
+}
+
+/// The prefix of a company's broadcasts.
+pub const BROADCAST_PREFIX: &str = "BC#";
+
+/// The partition of one broadcast's dispatch rows.
+pub fn broadcast_dispatch_pk(broadcast_id: &str) -> String {
+    format!("PBC#{broadcast_id}")
+}
+
+/// A broadcast's dispatch row for one agent.
+pub fn broadcast_dispatch_key(broadcast_id: &str, agent_key: &str) -> Item {
+    key(broadcast_dispatch_pk(broadcast_id), format!("A#{agent_key}"))
+}
+
+/// The prefix of a company's agent roster entries.
+pub const COMPANY_AGENT_PREFIX: &str = "CAGENT#";
+
+/// An agent of a company's roster (the broadcast's targets).
+pub fn company_agent_key(company_id: &str, agent_key: &str) -> Item {
+    key(company_pk(company_id), format!("{COMPANY_AGENT_PREFIX}{agent_key}"))
+}
 
 #[cfg(test)]
 mod tests {

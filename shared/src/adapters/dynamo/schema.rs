@@ -31,6 +31,9 @@ pub const IDX_BY_STATUS: &str = "byStatus";
 /// Sparse global index of the queue table (keys only): things that expire with a side effect,
 /// by kind (`snapshot`, `snapshot_upload`, `media`), then deadline.
 pub const IDX_EXPIRY: &str = "expiry";
+/// Sparse global index of the control table (keys only): enabled recurring push jobs by
+/// `nextRunAt` (partition `pushDueShard` = `due`; manual and disabled jobs lack it).
+pub const IDX_PUSH_DUE: &str = "pushDue";
 /// Global index of the workers table: workers by status, then heartbeat.
 pub const IDX_WORKERS_BY_STATUS: &str = "byStatus";
 
@@ -132,9 +135,14 @@ pub const TABLES: &[TableDef] = &[
         resource: "ControlTable",
         hash: "pk",
         range: Some("sk"),
-        attributes: &[("pk", AttrType::S), ("sk", AttrType::S)],
+        attributes: &[
+            ("pk", AttrType::S),
+            ("sk", AttrType::S),
+            ("pushDueShard", AttrType::S),
+            ("nextRunAt", AttrType::N),
+        ],
         lsis: &[],
-        gsis: &[],
+        gsis: &[IndexDef { name: IDX_PUSH_DUE, hash: "pushDueShard", range: Some("nextRunAt"), include: Some(&[]) }],
         // Pairing codes and pairing-attempt counters expire by TTL.
         ttl_attribute: Some("ttl"),
         stream: false,

@@ -4,8 +4,23 @@ use super::*;
 
 impl Store {
     /// `enqueue`: one TransactWriteItems (profile check + conversation + message [+ dedupe key]).
-    #[instrument(skip(self, args), fields(conversation_id = %args.conversation_id, agent_key = %args.agent_key))]
     pub async fn enqueue(&self, args: EnqueueArgs) -> AppResult<EnqueueResult> {
+        match self.enqueue_with(args, |_| Ok(Vec::new())).await? {
+            Enqueued::Done(r) => Ok(r),
+            Enqueued::ExtraRefused { .. } => Err(AppError::internal("enqueue: no extra write to refuse")),
+        }
+    }
+
+    /// `enqueue` with extra writes of the caller in the same transaction (appended after the
+    /// enqueue's own; `extra` builds them from the new message's id): all happen or none. When an
+    /// extra write's condition fails, nothing is written and its index among the extra writes is
+    /// returned with the item it saw.
+    #[instrument(skip(self, args, extra), fields(conversation_id = %args.conversation_id, agent_key = %args.agent_key))]
+    pub async fn enqueue_with(
+        &self,
+        args: EnqueueArgs,
+        extra: impl FnOnce(&str) -> AppResult<Vec<TransactWriteItem>>,
+    ) -> AppResult<Enqueued> {
         rules::validate_conversation_id(&args.conversation_id)?;
         rules::validate_agent_key(&args.agent_key)?;
         let now = self.now();
@@ -41,6 +56,7 @@ impl Store {
             now,
         });
         let message_id = msg.message_id.clone();
+        let extra = extra(&message_id)?;
         let external = msg.payload.external_message_id.clone();
         let msg_item = to_item(&msg)?;
         let attachment_rows = crate::adapters::dynamo::media::inbound_rows(&msg, now)?;
@@ -84,14 +100,19 @@ impl Store {
             for c in &storage_claims {
                 items.push(tx_put(self.q(), c.clone(), crate::adapters::dynamo::media::STORAGE_CLAIM_COND, &ex));
             }
+            let first_extra = items.len();
+            items.extend(extra.iter().cloned());
             match self.transact(items).await {
                 Ok(()) => {
                     debug!(%message_id, "enqueued");
-                    return Ok(EnqueueResult { message_id, deduplicated: false });
+                    return Ok(Enqueued::Done(EnqueueResult { message_id, deduplicated: false }));
                 }
                 Err(TxError::Cancelled(r)) => {
                     if r.first().is_some_and(Reason::failed_condition) {
                         return Err(agent_missing(&args.agent_key));
+                    }
+                    if let Some((i, x)) = r.iter().enumerate().skip(first_extra).find(|(_, x)| x.failed_condition()) {
+                        return Ok(Enqueued::ExtraRefused { index: i - first_extra, item: x.item.clone() });
                     }
                     if let Some(dup) = external.as_ref().and(r.get(3)).filter(|r| r.failed_condition()) {
                         let first = dup
@@ -101,7 +122,7 @@ impl Store {
                             .and_then(|v| v.as_s().ok())
                             .cloned()
                             .ok_or_else(|| AppError::internal("dedupe key without messageId"))?;
-                        return Ok(EnqueueResult { message_id: first, deduplicated: true });
+                        return Ok(Enqueued::Done(EnqueueResult { message_id: first, deduplicated: true }));
                     }
                     // After the dedupe check: a retried enqueue carries the same attachments.
                     if let Some((i, _)) = r.iter().enumerate().skip(first_claim).find(|(_, x)| x.failed_condition()) {
@@ -185,6 +206,15 @@ impl Store {
         };
         tx_update(self.q(), key(keys::conversation_pk(cid), keys::CONV_SK), &update, Some(&cond), ex)
     }
+}
+
+/// The outcome of [`Store::enqueue_with`].
+#[derive(Debug)]
+pub enum Enqueued {
+    /// The message and the extra writes were written (or the message was a duplicate).
+    Done(EnqueueResult),
+    /// The extra write at `index` refused its condition: nothing was written.
+    ExtraRefused { index: usize, item: Option<Item> },
 }
 
 /// `:shard` and `:rank` of [`Store::enqueue_conv_update`] for a message of `cid` due at `due`,

@@ -5,6 +5,7 @@
 mod claim;
 mod conversation;
 mod enqueue;
+pub use enqueue::Enqueued;
 mod lease;
 mod promote;
 pub(crate) use promote::PromotionState;

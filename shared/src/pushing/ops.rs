@@ -1,0 +1,1071 @@
+//! Push use cases and their op tables: `ADMIN_TABLE` (operator ops, the `admin` function),
+//! `USER_TABLE` (the "my agent" ops for the calling user, `api`), `DISPATCH_TABLE` (the
+//! `push-dispatch` function: the sweep and one job's slot).
+//!
+//! Exactly once per slot: a dispatch is one transaction holding the (jobId, runKey) guard (put if
+//! absent), the dispatch record, the job's advance (conditional on `nextRunAt` still being the
+//! slot) and the enqueue of the message; two dispatchers racing for a slot (the job's schedule and
+//! the hourly sweep) cannot both commit. Each job is dispatched on its own: one that fails is
+//! recorded `failed` (and quarantined when its schedule cannot be computed) and the others go on.
+
+use super::model::*;
+use super::rules::{self, SlotDecision};
+use crate::access::ops::UserCtx;
+use crate::adapters::dynamo::pushing::Advance;
+use crate::adapters::dynamo::queue::Enqueued;
+use crate::app::App;
+use crate::clock::Millis;
+use crate::envelope::OpTable;
+use crate::error::{AppError, AppResult};
+use crate::identity::model::BindingStatus;
+use crate::identity::views;
+use crate::op;
+use crate::queue::EnqueueArgs;
+use crate::queue::model::Payload;
+use crate::templates::rules::{validate_actor, validate_company_id};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// How often an edit re-reads a job or template that changed under it.
+const EDIT_RETRIES: u32 = 5;
+/// Broadcast pacing: at most this many messages a second (Telegram's ~30 messages/s per bot).
+pub const BROADCAST_PER_SECOND: u32 = 30;
+
+fn now(app: &App) -> Millis {
+    app.now()
+}
+
+// ---------- push templates ----------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTemplateArgs {
+    company_id: String,
+    template_key: String,
+    title: String,
+    text: String,
+    periodicity: Periodicity,
+    #[serde(default)]
+    suggested_times: Vec<Schedule>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    actor_user_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateTemplateArgs {
+    template_id: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    periodicity: Option<Periodicity>,
+    #[serde(default)]
+    suggested_times: Option<Vec<Schedule>>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    actor_user_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateIdArgs {
+    template_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompanyArgs {
+    company_id: String,
+    #[serde(default)]
+    include_disabled: Option<bool>,
+}
+
+async fn create_template(app: &App, a: CreateTemplateArgs) -> AppResult<Value> {
+    validate_company_id(&a.company_id)?;
+    validate_actor(&a.actor_user_id)?;
+    rules::validate_template_key(&a.template_key)?;
+    rules::validate_title_text(&a.title, &a.text)?;
+    rules::validate_suggested_times(a.periodicity, &a.suggested_times)?;
+    let t = now(app);
+    let tpl = PushTemplate {
+        template_id: rules::make_id(&crate::ids::ulid(t), &a.company_id),
+        company_id: a.company_id,
+        template_key: a.template_key,
+        title: a.title,
+        text: a.text,
+        periodicity: a.periodicity,
+        suggested_times: a.suggested_times,
+        enabled: a.enabled.unwrap_or(true),
+        created_by: a.actor_user_id.clone(),
+        updated_by: a.actor_user_id,
+        created_at: t,
+        updated_at: t,
+    };
+    if !app.store.insert_push_template(&tpl).await? {
+        return Err(AppError::conflict(format!("Template key '{}' already exists for company", tpl.template_key)));
+    }
+    Ok(json!({ "templateId": tpl.template_id }))
+}
+
+async fn update_template(app: &App, a: UpdateTemplateArgs) -> AppResult<bool> {
+    validate_actor(&a.actor_user_id)?;
+    for _ in 0..EDIT_RETRIES {
+        let Some(old) = app.store.get_push_template(&a.template_id).await? else { return Ok(false) };
+        let new = PushTemplate {
+            title: a.title.clone().unwrap_or_else(|| old.title.clone()),
+            text: a.text.clone().unwrap_or_else(|| old.text.clone()),
+            periodicity: a.periodicity.unwrap_or(old.periodicity),
+            suggested_times: a.suggested_times.clone().unwrap_or_else(|| old.suggested_times.clone()),
+            enabled: a.enabled.unwrap_or(old.enabled),
+            updated_by: a.actor_user_id.clone(),
+            updated_at: now(app).max(old.updated_at + 1),
+            ..old.clone()
+        };
+        rules::validate_title_text(&new.title, &new.text)?;
+        rules::validate_suggested_times(new.periodicity, &new.suggested_times)?;
+        if app.store.replace_push_template(&old, &new).await? {
+            return Ok(true);
+        }
+    }
+    Err(AppError::conflict("updatePushTemplate: the template changed concurrently; try again"))
+}
+
+async fn list_templates(app: &App, a: CompanyArgs) -> AppResult<Vec<PushTemplate>> {
+    validate_company_id(&a.company_id)?;
+    let mut v = app.store.company_push_templates(&a.company_id).await?;
+    v.retain(|t| a.include_disabled.unwrap_or(false) || t.enabled);
+    v.sort_by(|x, y| y.updated_at.cmp(&x.updated_at).then(y.template_id.cmp(&x.template_id)));
+    Ok(v)
+}
+
+// ---------- push jobs ----------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FromTemplateArgs {
+    company_id: String,
+    consumer_user_id: String,
+    template_id: String,
+    timezone: String,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomArgs {
+    company_id: String,
+    consumer_user_id: String,
+    title: String,
+    text: String,
+    periodicity: Periodicity,
+    timezone: String,
+    schedule: Schedule,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateJobArgs {
+    job_id: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    periodicity: Option<Periodicity>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobIdArgs {
+    job_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnableArgs {
+    job_id: String,
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserJobsArgs {
+    consumer_user_id: String,
+    #[serde(default)]
+    include_disabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerArgs {
+    job_id: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DispatchesArgs {
+    job_id: String,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+fn check_user(u: &str) -> AppResult<()> {
+    crate::access::model::ConsumerUserId::parse(u).map(drop)
+}
+
+/// R1: the agent of the user's active binding, when its profile exists and is enabled.
+async fn active_agent(app: &App, user: &str) -> AppResult<Option<String>> {
+    let bindings = app.store.user_bindings(user).await?;
+    let Some(agent) = views::active_agent_key(&bindings).map(str::to_string) else { return Ok(None) };
+    Ok(app.store.get_agent(&agent).await?.filter(|p| p.enabled).map(|_| agent))
+}
+
+/// A new job for `user` (its id in the user's partition), with its next run, and its schedule.
+#[allow(clippy::too_many_arguments)]
+async fn insert_job(
+    app: &App,
+    company_id: String,
+    user: &str,
+    agent_key: Option<String>,
+    source_template_id: Option<String>,
+    title: String,
+    text: String,
+    periodicity: Periodicity,
+    timezone: String,
+    schedule: Schedule,
+    enabled: bool,
+) -> AppResult<Value> {
+    let t = now(app);
+    let job = PushJob {
+        job_id: rules::make_id(&crate::ids::ulid(t), user),
+        company_id,
+        consumer_user_id: user.to_string(),
+        agent_key,
+        source_template_id,
+        title,
+        text,
+        periodicity,
+        next_run_at: rules::job_next_run(enabled, &schedule, &timezone, t)?,
+        timezone,
+        schedule,
+        enabled,
+        last_run_at: None,
+        last_run_key: None,
+        created_at: t,
+        updated_at: t,
+    };
+    app.store.insert_push_job(&job).await?;
+    sync_schedule(app, &job).await;
+    Ok(json!({ "jobId": job.job_id, "nextRunAt": job.next_run_at }))
+}
+
+/// Keep the job's wake-up schedule in step with it (created, replaced or removed). A failure is
+/// logged: the hourly sweep still dispatches the job.
+pub async fn sync_schedule(app: &App, job: &PushJob) {
+    let r = match (job.enabled, rules::scheduler_expression(&job.schedule)) {
+        (true, Ok(Some(expr))) => app.push_scheduler.put(&job.job_id, &expr, &job.timezone).await,
+        _ => app.push_scheduler.remove(&job.job_id).await,
+    };
+    if let Err(e) = r {
+        tracing::warn!(job_id = %job.job_id, error = %e.chain(), "push job schedule not updated; the hourly sweep covers it");
+    }
+}
+
+/// `createPushJobFromTemplate` (and its ForAgent variant when `for_agent` is given).
+async fn create_from_template(app: &App, a: FromTemplateArgs, for_agent: Option<&str>) -> AppResult<Value> {
+    validate_company_id(&a.company_id)?;
+    check_user(&a.consumer_user_id)?;
+    rules::resolve_timezone(&a.timezone)?;
+    let active = active_agent(app, &a.consumer_user_id).await?;
+    if let Some(agent) = for_agent
+        && active.as_deref() != Some(agent)
+    {
+        return Err(AppError::validation("Agent key must match the current active binding for the user"));
+    }
+    let tpl =
+        app.store.get_push_template(&a.template_id).await?.ok_or_else(|| AppError::not_found("Template not found"))?;
+    if tpl.company_id != a.company_id {
+        return Err(AppError::validation("Template company mismatch"));
+    }
+    let schedule = if tpl.periodicity == Periodicity::Manual {
+        Schedule::Manual
+    } else if let Some(s) = a.schedule {
+        s
+    } else {
+        tpl.suggested_times
+            .iter()
+            .find(|s| s.kind() == tpl.periodicity)
+            .cloned()
+            .ok_or_else(|| AppError::validation("Schedule is required for non-manual template"))?
+    };
+    rules::validate_job_schedule(tpl.periodicity, &schedule)?;
+    let agent = for_agent.map(str::to_string).or(active);
+    insert_job(
+        app,
+        a.company_id,
+        &a.consumer_user_id,
+        agent,
+        Some(tpl.template_id),
+        tpl.title,
+        tpl.text,
+        tpl.periodicity,
+        a.timezone,
+        schedule,
+        a.enabled.unwrap_or(true),
+    )
+    .await
+}
+
+/// `createPushJobCustom` (and its ForAgent variant).
+async fn create_custom(app: &App, a: CustomArgs, for_agent: Option<&str>) -> AppResult<Value> {
+    validate_company_id(&a.company_id)?;
+    check_user(&a.consumer_user_id)?;
+    rules::validate_title_text(&a.title, &a.text)?;
+    rules::resolve_timezone(&a.timezone)?;
+    rules::validate_job_schedule(a.periodicity, &a.schedule)?;
+    let active = active_agent(app, &a.consumer_user_id).await?;
+    if let Some(agent) = for_agent
+        && active.as_deref() != Some(agent)
+    {
+        return Err(AppError::validation("Agent key must match the current active binding for the user"));
+    }
+    let agent = for_agent.map(str::to_string).or(active);
+    insert_job(
+        app,
+        a.company_id,
+        &a.consumer_user_id,
+        agent,
+        None,
+        a.title,
+        a.text,
+        a.periodicity,
+        a.timezone,
+        a.schedule,
+        a.enabled.unwrap_or(true),
+    )
+    .await
+}
+
+/// `updatePushJob`: `false` for an unknown job (or, with `owner`, one the user's agent does not
+/// own). The next run is recomputed only when the schedule, zone or enabled flag changes, so a
+/// title edit does not drop a due slot (§16.7).
+async fn update_job(app: &App, a: UpdateJobArgs, owner: Option<(&str, &str)>) -> AppResult<bool> {
+    for _ in 0..EDIT_RETRIES {
+        let Some(old) = app.store.get_push_job(&a.job_id).await? else { return Ok(false) };
+        if let Some((user, agent)) = owner
+            && (old.consumer_user_id != user || old.agent_key.as_deref() != Some(agent))
+        {
+            return Ok(false);
+        }
+        let mut new = PushJob {
+            title: a.title.clone().unwrap_or_else(|| old.title.clone()),
+            text: a.text.clone().unwrap_or_else(|| old.text.clone()),
+            periodicity: a.periodicity.unwrap_or(old.periodicity),
+            timezone: a.timezone.clone().unwrap_or_else(|| old.timezone.clone()),
+            schedule: a.schedule.clone().unwrap_or_else(|| old.schedule.clone()),
+            enabled: a.enabled.unwrap_or(old.enabled),
+            updated_at: now(app).max(old.updated_at + 1),
+            ..old.clone()
+        };
+        rules::validate_title_text(&new.title, &new.text)?;
+        rules::resolve_timezone(&new.timezone)?;
+        rules::validate_job_schedule(new.periodicity, &new.schedule)?;
+        let timing_changed = new.schedule != old.schedule || new.timezone != old.timezone || new.enabled != old.enabled;
+        if timing_changed || old.next_run_at.is_none() && new.enabled {
+            new.next_run_at = rules::job_next_run(new.enabled, &new.schedule, &new.timezone, now(app))?;
+        }
+        if app.store.replace_push_job(&old, &new).await? {
+            if timing_changed {
+                sync_schedule(app, &new).await;
+            }
+            return Ok(true);
+        }
+    }
+    Err(AppError::conflict("updatePushJob: the job changed concurrently; try again"))
+}
+
+/// `setPushJobEnabled`: `false` for an unknown job. Enabling recomputes the next run.
+async fn set_enabled(app: &App, a: EnableArgs) -> AppResult<bool> {
+    for _ in 0..EDIT_RETRIES {
+        let Some(old) = app.store.get_push_job(&a.job_id).await? else { return Ok(false) };
+        let t = now(app);
+        let new = PushJob {
+            enabled: a.enabled,
+            next_run_at: rules::job_next_run(a.enabled, &old.schedule, &old.timezone, t)?,
+            updated_at: t.max(old.updated_at + 1),
+            ..old.clone()
+        };
+        if app.store.replace_push_job(&old, &new).await? {
+            sync_schedule(app, &new).await;
+            return Ok(true);
+        }
+    }
+    Err(AppError::conflict("setPushJobEnabled: the job changed concurrently; try again"))
+}
+
+/// `deletePushJob`: `false` for an unknown job; its dispatch history stays.
+async fn delete_job(app: &App, a: JobIdArgs) -> AppResult<bool> {
+    let Some(job) = app.store.get_push_job(&a.job_id).await? else { return Ok(false) };
+    let deleted = app.store.delete_push_job(&job).await?;
+    if deleted && let Err(e) = app.push_scheduler.remove(&job.job_id).await {
+        tracing::warn!(job_id = %job.job_id, error = %e.chain(), "push job schedule not deleted");
+    }
+    Ok(deleted)
+}
+
+/// A user's jobs, newest update first (`agent`: only that agent's).
+async fn list_jobs(app: &App, user: &str, include_disabled: bool, agent: Option<&str>) -> AppResult<Vec<PushJob>> {
+    check_user(user)?;
+    let mut v = app.store.user_push_jobs(user).await?;
+    v.retain(|j| (include_disabled || j.enabled) && agent.is_none_or(|a| j.agent_key.as_deref() == Some(a)));
+    v.sort_by(|x, y| y.updated_at.cmp(&x.updated_at).then(y.job_id.cmp(&x.job_id)));
+    Ok(v)
+}
+
+/// The view of a dispatch record in listings.
+fn dispatch_view(d: &PushDispatch, with_job: bool) -> Value {
+    let mut v = json!({
+        "_id": d.dispatch_id, "runKey": d.run_key, "status": d.status, "scheduledFor": d.scheduled_for,
+        "createdAt": d.created_at, "error": d.error, "enqueuedMessageId": d.enqueued_message_id,
+    });
+    if with_job {
+        v["jobId"] = json!(d.job_id);
+    }
+    v
+}
+
+// ---------- the target of a push and its dispatch ----------
+
+/// Where a job's message goes: the conversation of the user's newest binding with the agent.
+struct Target {
+    agent_key: String,
+    args: EnqueueArgs,
+}
+
+/// The target of `job` for `agent` (the job's agent, else the user's active agent). `Err(reason)`:
+/// no message can be sent (recorded as the dispatch's error).
+async fn job_target(
+    app: &App,
+    job: &PushJob,
+    agent: Option<&str>,
+    mode: &str,
+    run_key: &str,
+) -> AppResult<Result<Target, String>> {
+    let bindings = app.store.user_bindings(&job.consumer_user_id).await?;
+    let agent = match agent.map(str::to_string).or_else(|| job.agent_key.clone()) {
+        Some(a) => a,
+        None => match views::active_agent_key(&bindings) {
+            Some(a) => a.to_string(),
+            None => return Ok(Err("No active agent binding for user".into())),
+        },
+    };
+    let Some(b) = views::latest_binding(&bindings, &agent).filter(|b| b.status == BindingStatus::Active) else {
+        return Ok(Err(format!("No active binding for the user and agent '{agent}'")));
+    };
+    let chat = b.telegram_chat_id.clone().filter(|c| !c.trim().is_empty());
+    let tg_user = b.telegram_user_id.clone().filter(|c| !c.trim().is_empty());
+    let mut metadata = BTreeMap::from([
+        ("pushJobId".to_string(), job.job_id.clone()),
+        ("runKey".to_string(), run_key.to_string()),
+        ("pushMode".to_string(), mode.to_string()),
+        ("consumerUserId".to_string(), job.consumer_user_id.clone()),
+        (
+            "conversationTargetSource".to_string(),
+            if chat.is_some() { "telegram_chat" } else { "legacy_user" }.to_string(),
+        ),
+    ]);
+    if let Some(c) = &chat {
+        metadata.insert("telegramChatId".into(), c.clone());
+    }
+    if let Some(u) = &tg_user {
+        metadata.insert("telegramUserId".into(), u.clone());
+    }
+    let provider_user_id = tg_user.clone().or_else(|| chat.clone()).unwrap_or_else(|| job.consumer_user_id.clone());
+    let args = EnqueueArgs {
+        conversation_id: views::target_conversation(&bindings, &job.consumer_user_id, &agent),
+        agent_key: agent.clone(),
+        payload: Payload {
+            provider: if chat.is_some() { "telegram" } else { "system_push" }.into(),
+            provider_user_id,
+            message_text: job.text.clone(),
+            external_message_id: None,
+            raw_update_json: None,
+            metadata: Some(metadata),
+            attachments: None,
+        },
+        priority: None,
+        scheduled_for: None,
+        max_attempts: None,
+    };
+    Ok(Ok(Target { agent_key: agent, args }))
+}
+
+fn record(
+    job: &PushJob,
+    agent: Option<String>,
+    run_key: &str,
+    mode: &str,
+    scheduled_for: Millis,
+    at: Millis,
+) -> PushDispatch {
+    PushDispatch {
+        dispatch_id: format!("{}:{}", job.job_id, crate::ids::ulid(at)),
+        job_id: job.job_id.clone(),
+        consumer_user_id: job.consumer_user_id.clone(),
+        agent_key: agent,
+        run_key: run_key.to_string(),
+        mode: mode.to_string(),
+        scheduled_for,
+        enqueued_message_id: None,
+        status: DispatchStatus::Enqueued,
+        error: None,
+        created_at: at,
+    }
+}
+
+/// What became of one due job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Enqueued,
+    Skipped,
+    Failed,
+    /// Another dispatcher took the slot first, or the job is not due (any more): nothing written.
+    NotMine,
+}
+
+/// Dispatch the current slot of one job at `at`, exactly once (see the module doc).
+pub async fn dispatch_job(app: &App, job_id: &str, at: Millis) -> AppResult<Outcome> {
+    let Some(job) = app.store.get_push_job(job_id).await? else { return Ok(Outcome::NotMine) };
+    let Some(slot) = job.next_run_at.filter(|s| job.enabled && *s <= at) else { return Ok(Outcome::NotMine) };
+    let run_key = rules::scheduled_run_key(&job.job_id, slot);
+    let base = |agent: Option<String>| record(&job, agent, &run_key, "scheduled", slot, at);
+    // Without a computable next run (a zone that no longer resolves) the job is recorded failed
+    // and leaves the due index (quarantined until edited), so it cannot fail every sweep.
+    let next = match rules::job_next_run(job.enabled, &job.schedule, &job.timezone, at) {
+        Ok(n) => n,
+        Err(e) => {
+            let d = PushDispatch { status: DispatchStatus::Failed, error: Some(e.to_string()), ..base(None) };
+            return finish_without_message(
+                app,
+                &job,
+                d,
+                Advance { slot: Some(slot), next: Some(None), agent_key: None },
+            )
+            .await;
+        }
+    };
+    if let SlotDecision::Skip { lateness_ms } = rules::slot_decision(slot, at) {
+        let d = PushDispatch {
+            status: DispatchStatus::Skipped,
+            error: Some(format!(
+                "slot missed by {} s (more than the {} s staleness cut-off): not sent",
+                lateness_ms / 1000,
+                rules::STALE_AFTER_MS / 1000
+            )),
+            ..base(None)
+        };
+        return finish_without_message(app, &job, d, Advance { slot: Some(slot), next: Some(next), agent_key: None })
+            .await;
+    }
+    let target = match job_target(app, &job, None, "scheduled", &run_key).await? {
+        Ok(t) => t,
+        Err(reason) => {
+            let d = PushDispatch { status: DispatchStatus::Failed, error: Some(reason), ..base(None) };
+            return finish_without_message(
+                app,
+                &job,
+                d,
+                Advance { slot: Some(slot), next: Some(next), agent_key: None },
+            )
+            .await;
+        }
+    };
+    let adv = Advance { slot: Some(slot), next: Some(next), agent_key: Some(target.agent_key.clone()) };
+    let d = base(Some(target.agent_key.clone()));
+    let store = &app.store;
+    let r = store
+        .enqueue_with(target.args, |mid| {
+            let d = PushDispatch { enqueued_message_id: Some(mid.to_string()), ..d.clone() };
+            store.push_dispatch_writes(&job, &d, &adv)
+        })
+        .await;
+    match r {
+        Ok(Enqueued::Done(_)) => {
+            tracing::info!(job_id = %job.job_id, %run_key, "push enqueued");
+            Ok(Outcome::Enqueued)
+        }
+        Ok(Enqueued::ExtraRefused { .. }) => Ok(Outcome::NotMine),
+        // The enqueue was refused (a disabled agent, a conversation of another agent): recorded.
+        Err(e) if e.code().http_status() < 500 => {
+            let d = PushDispatch { status: DispatchStatus::Failed, error: Some(e.to_string()), ..d };
+            finish_without_message(app, &job, d, Advance { agent_key: None, ..adv }).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn finish_without_message(app: &App, job: &PushJob, d: PushDispatch, adv: Advance) -> AppResult<Outcome> {
+    let status = d.status;
+    let writes = app.store.push_dispatch_writes(job, &d, &adv)?;
+    if !app.store.write_push_dispatch(writes).await? {
+        return Ok(Outcome::NotMine);
+    }
+    tracing::info!(job_id = %job.job_id, run_key = %d.run_key, status = ?status, error = ?d.error, "push not sent");
+    Ok(if status == DispatchStatus::Skipped { Outcome::Skipped } else { Outcome::Failed })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DueArgs {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// `dispatchDuePushJobs`: every job due now (the sparse `pushDue` index, oldest slot first, pages
+/// until drained or `limit` jobs handled), each on its own.
+pub async fn dispatch_due(app: &App, a: DueArgs) -> AppResult<Value> {
+    let limit = rules::due_limit(a.limit)?;
+    let at = now(app);
+    let (mut scanned, mut enqueued, mut skipped, mut failed, mut raced, mut errors) = (0, 0, 0, 0, 0, 0);
+    let mut start = None;
+    loop {
+        let (ids, next) = app.store.due_push_jobs(at, limit - scanned, start).await?;
+        for id in ids {
+            scanned += 1;
+            match dispatch_job(app, &id, at).await {
+                Ok(Outcome::Enqueued) => enqueued += 1,
+                Ok(Outcome::Skipped) => skipped += 1,
+                Ok(Outcome::Failed) => failed += 1,
+                Ok(Outcome::NotMine) => raced += 1,
+                Err(e) => {
+                    // A transient failure: the job stays due for the next run; the others go on.
+                    errors += 1;
+                    tracing::warn!(job_id = %id, error = %e.chain(), "push dispatch failed; retried on the next run");
+                }
+            }
+        }
+        match next {
+            Some(k) if scanned < limit => start = Some(k),
+            _ => break,
+        }
+    }
+    Ok(json!({"scanned": scanned, "enqueued": enqueued, "skipped": skipped, "failed": failed,
+        "notDue": raced, "errors": errors}))
+}
+
+/// `dispatchPushJob`: one job's slot (its schedule's invocation).
+async fn dispatch_one(app: &App, a: JobIdArgs) -> AppResult<Value> {
+    let outcome = dispatch_job(app, &a.job_id, now(app)).await?;
+    Ok(json!({ "jobId": a.job_id, "outcome": format!("{outcome:?}") }))
+}
+
+/// `triggerPushJobNow`: the job's text now, whatever its schedule (disabled and manual jobs too),
+/// to `agent` (ForAgent) or the job's agent, else the user's active one. With an idempotency key
+/// a replay returns the first result and sends nothing. The job's next slot is kept (§16.7).
+async fn trigger(app: &App, job: PushJob, agent: Option<&str>, key: Option<String>) -> AppResult<Value> {
+    let at = now(app);
+    if let Some(k) = &key {
+        rules::validate_idempotency_key(k)?;
+    }
+    let run_key = rules::manual_run_key(&job.job_id, key.as_deref().unwrap_or(&at.to_string()));
+    let replay = |g: crate::adapters::dynamo::Item| {
+        json!({"enqueuedMessageId": crate::adapters::dynamo::item_s(&g, "enqueuedMessageId"), "runKey": run_key,
+            "deduplicated": true})
+    };
+    if key.is_some()
+        && let Some(g) = app.store.push_run_guard(&job.job_id, &run_key).await?
+    {
+        return Ok(replay(g));
+    }
+    let target = job_target(app, &job, agent, "manual", &run_key).await?.map_err(AppError::not_found)?;
+    let adv = Advance { slot: None, next: None, agent_key: Some(target.agent_key.clone()) };
+    let d = record(&job, Some(target.agent_key.clone()), &run_key, "manual", at, at);
+    let store = &app.store;
+    let r = store
+        .enqueue_with(target.args, |mid| {
+            let d = PushDispatch { enqueued_message_id: Some(mid.to_string()), ..d.clone() };
+            store.push_dispatch_writes(&job, &d, &adv)
+        })
+        .await?;
+    match r {
+        Enqueued::Done(m) => Ok(json!({"enqueuedMessageId": m.message_id, "runKey": run_key, "deduplicated": false})),
+        Enqueued::ExtraRefused { index: 0, .. } => match app.store.push_run_guard(&job.job_id, &run_key).await? {
+            Some(g) => Ok(replay(g)),
+            None => Err(AppError::conflict("triggerPushJobNow: lost a race; try again")),
+        },
+        Enqueued::ExtraRefused { .. } => Err(AppError::not_found("Push job not found")),
+    }
+}
+
+// ---------- broadcasts ----------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BroadcastArgs {
+    company_id: String,
+    title: String,
+    text: String,
+    requested_by: String,
+    idempotency_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BroadcastKeyArgs {
+    company_id: String,
+    idempotency_key: String,
+}
+
+/// `sendBroadcastToAllActiveAgents`: `title` + `text` to the admin conversation
+/// (`broadcast:agent:<agentKey>`) of every enabled agent of the company's roster (the agents
+/// its push jobs were made for), paced at [`BROADCAST_PER_SECOND`], one dispatch row per agent.
+/// The idempotency key names the broadcast: a replay sends nothing new and finishes an
+/// interrupted one (only agents without a row get a message).
+pub async fn broadcast(app: &App, a: BroadcastArgs) -> AppResult<Value> {
+    validate_company_id(&a.company_id)?;
+    validate_actor(&a.requested_by)?;
+    rules::validate_idempotency_key(&a.idempotency_key)?;
+    rules::validate_title_text(&a.title, &a.text)?;
+    let b = match app.store.get_broadcast(&a.company_id, &a.idempotency_key).await? {
+        Some(b) => b,
+        None => {
+            let mut targets = Vec::new();
+            for agent in app.store.company_agents(&a.company_id).await? {
+                if app.store.get_agent(&agent).await?.is_some_and(|p| p.enabled) {
+                    targets.push(agent);
+                }
+            }
+            let at = now(app);
+            let b = Broadcast {
+                broadcast_id: crate::ids::ulid(at),
+                company_id: a.company_id.clone(),
+                idempotency_key: a.idempotency_key.clone(),
+                title: a.title.clone(),
+                text: a.text.clone(),
+                target: "all_active_agents".into(),
+                requested_by: a.requested_by.clone(),
+                requested_at: at,
+                status: "running".into(),
+                total_targets: targets.len() as u32,
+                enqueued_count: 0,
+                failed_count: 0,
+                completed_at: None,
+            };
+            if app.store.insert_broadcast(&b, &targets).await? {
+                b
+            } else {
+                app.store
+                    .get_broadcast(&a.company_id, &a.idempotency_key)
+                    .await?
+                    .ok_or_else(|| AppError::conflict("broadcast: lost a race; try again"))?
+            }
+        }
+    };
+    if b.status == "running" {
+        run_broadcast(app, b.clone()).await?;
+    }
+    let b = app.store.get_broadcast(&a.company_id, &a.idempotency_key).await?.unwrap_or(b);
+    Ok(json!({"broadcastId": b.broadcast_id, "status": b.status, "totalTargets": b.total_targets,
+        "enqueued": b.enqueued_count, "failed": b.failed_count}))
+}
+
+async fn run_broadcast(app: &App, mut b: Broadcast) -> AppResult<()> {
+    let targets = app.store.broadcast_targets(&b.company_id, &b.idempotency_key).await?;
+    let done: Vec<String> = app
+        .store
+        .broadcast_rows(&b.broadcast_id)
+        .await?
+        .iter()
+        .filter_map(|r| r["agentKey"].as_str().map(str::to_string))
+        .collect();
+    let text = rules::broadcast_text(&b.title, &b.text);
+    let started = std::time::Instant::now();
+    for (sent, agent) in targets.iter().filter(|t| !done.contains(t)).enumerate() {
+        // Pacing: the n-th message no earlier than n / BROADCAST_PER_SECOND s after the first.
+        let due = std::time::Duration::from_millis(sent as u64 * 1000 / u64::from(BROADCAST_PER_SECOND));
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let run_key = format!("broadcast:{}:{agent}", b.broadcast_id);
+        let at = now(app);
+        let row = |status: &str, mid: Option<&str>, error: Option<String>| {
+            json!({"broadcastId": b.broadcast_id, "consumerUserId": format!("agent:{agent}"), "agentKey": agent,
+                "runKey": run_key, "enqueuedMessageId": mid, "status": status, "error": error, "createdAt": at})
+        };
+        let metadata = BTreeMap::from([
+            ("broadcastId".to_string(), b.broadcast_id.clone()),
+            ("runKey".to_string(), run_key.clone()),
+            ("adminInitiated".to_string(), "true".to_string()),
+            ("companyId".to_string(), b.company_id.clone()),
+        ]);
+        let args = EnqueueArgs {
+            conversation_id: format!("broadcast:agent:{agent}"),
+            agent_key: agent.clone(),
+            payload: Payload {
+                provider: "system_push".into(),
+                provider_user_id: format!("agent:{agent}"),
+                message_text: text.clone(),
+                external_message_id: None,
+                raw_update_json: None,
+                metadata: Some(metadata),
+                attachments: None,
+            },
+            priority: None,
+            scheduled_for: None,
+            max_attempts: None,
+        };
+        let store = &app.store;
+        let bid = b.broadcast_id.clone();
+        match store
+            .enqueue_with(args, |mid| {
+                Ok(vec![store.broadcast_row_write(&row("enqueued", Some(mid), None), &bid, agent)?])
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code().http_status() < 500 => {
+                let w = store.broadcast_row_write(&row("failed", None, Some(e.to_string())), &bid, agent)?;
+                store.write_push_dispatch(vec![w]).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let rows = app.store.broadcast_rows(&b.broadcast_id).await?;
+    b.enqueued_count = rows.iter().filter(|r| r["status"] == "enqueued").count() as u32;
+    b.failed_count = rows.iter().filter(|r| r["status"] == "failed").count() as u32;
+    b.status = if b.failed_count > 0 { "failed" } else { "done" }.into();
+    b.completed_at = Some(now(app));
+    app.store.finish_broadcast(&b).await
+}
+
+/// `getPushBroadcast`: a broadcast and its dispatch rows (the audit).
+async fn get_broadcast(app: &App, a: BroadcastKeyArgs) -> AppResult<Value> {
+    validate_company_id(&a.company_id)?;
+    rules::validate_idempotency_key(&a.idempotency_key)?;
+    let Some(b) = app.store.get_broadcast(&a.company_id, &a.idempotency_key).await? else { return Ok(Value::Null) };
+    let rows = app.store.broadcast_rows(&b.broadcast_id).await?;
+    Ok(json!({"broadcast": b, "dispatches": rows}))
+}
+
+// ---------- user ("my agent") ops ----------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentJobsArgs {
+    agent_key: String,
+    #[serde(default)]
+    include_disabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentFromTemplateArgs {
+    company_id: String,
+    agent_key: String,
+    template_id: String,
+    timezone: String,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentCustomArgs {
+    company_id: String,
+    agent_key: String,
+    title: String,
+    text: String,
+    periodicity: Periodicity,
+    timezone: String,
+    schedule: Schedule,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentUpdateArgs {
+    agent_key: String,
+    job_id: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    periodicity: Option<Periodicity>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentTriggerArgs {
+    agent_key: String,
+    job_id: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentDispatchesArgs {
+    agent_key: String,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// The job `job_id` if the user's agent `agent` owns it.
+async fn owned_job(c: &UserCtx, job_id: &str, agent: &str) -> AppResult<Option<PushJob>> {
+    Ok(app_job(&c.app, job_id)
+        .await?
+        .filter(|j| j.consumer_user_id == c.user.as_str() && j.agent_key.as_deref() == Some(agent)))
+}
+
+async fn app_job(app: &App, job_id: &str) -> AppResult<Option<PushJob>> {
+    app.store.get_push_job(job_id).await
+}
+
+/// `listPushDispatchesForAgent`: the newest `limit` records over the user's jobs for the agent.
+async fn agent_dispatches(c: &UserCtx, a: AgentDispatchesArgs) -> AppResult<Vec<Value>> {
+    let limit = rules::dispatch_limit(a.limit)?;
+    let mut all = Vec::new();
+    for j in list_jobs(&c.app, c.user.as_str(), true, Some(&a.agent_key)).await? {
+        all.extend(c.app.store.job_dispatches(&j.job_id, limit).await?);
+    }
+    all.sort_by(|x, y| y.created_at.cmp(&x.created_at).then(y.dispatch_id.cmp(&x.dispatch_id)));
+    all.truncate(limit);
+    Ok(all.iter().map(|d| dispatch_view(d, true)).collect())
+}
+
+/// The operator's push ops (the `admin` function).
+pub const ADMIN_TABLE: OpTable<App> = OpTable {
+    domain: "pushing",
+    ops: &[
+        op!(App, "createPushTemplate", |app, a: CreateTemplateArgs| create_template(app, a).await?),
+        op!(App, "updatePushTemplate", |app, a: UpdateTemplateArgs| update_template(app, a).await?),
+        op!(App, "deletePushTemplate", |app, a: TemplateIdArgs| {
+            match app.store.get_push_template(&a.template_id).await? {
+                Some(t) => app.store.delete_push_template(&t).await?,
+                None => false,
+            }
+        }),
+        op!(App, "listPushTemplatesByCompany", |app, a: CompanyArgs| list_templates(app, a).await?),
+        op!(App, "createPushJobFromTemplate", |app, a: FromTemplateArgs| create_from_template(app, a, None).await?),
+        op!(App, "createPushJobCustom", |app, a: CustomArgs| create_custom(app, a, None).await?),
+        op!(App, "updatePushJob", |app, a: UpdateJobArgs| update_job(app, a, None).await?),
+        op!(App, "deletePushJob", |app, a: JobIdArgs| delete_job(app, a).await?),
+        op!(App, "setPushJobEnabled", |app, a: EnableArgs| set_enabled(app, a).await?),
+        op!(App, "getPushJob", |app, a: JobIdArgs| app_job(app, &a.job_id).await?),
+        op!(App, "listPushJobsForUser", |app, a: UserJobsArgs| list_jobs(
+            app,
+            &a.consumer_user_id,
+            a.include_disabled.unwrap_or(true),
+            None
+        )
+        .await?),
+        op!(App, "triggerPushJobNow", |app, a: TriggerArgs| {
+            let job = app_job(app, &a.job_id).await?.ok_or_else(|| AppError::not_found("Push job not found"))?;
+            trigger(app, job, None, a.idempotency_key).await?
+        }),
+        op!(App, "listPushDispatchesByJob", |app, a: DispatchesArgs| {
+            let limit = rules::dispatch_limit(a.limit)?;
+            if rules::split_id(&a.job_id).is_none() {
+                return Err(AppError::validation("jobId is not a push job id"));
+            }
+            let v = app.store.job_dispatches(&a.job_id, limit).await?;
+            v.iter().map(|d| dispatch_view(d, false)).collect::<Vec<_>>()
+        }),
+        op!(App, "dispatchDuePushJobs", |app, a: DueArgs| dispatch_due(app, a).await?),
+        op!(App, "sendBroadcastToAllActiveAgents", |app, a: BroadcastArgs| broadcast(app, a).await?),
+        op!(App, "getPushBroadcast", |app, a: BroadcastKeyArgs| get_broadcast(app, a).await?),
+    ],
+};
+
+/// The `push-dispatch` function's ops: the sweep (hourly rule) and one job's slot (its schedule).
+pub const DISPATCH_TABLE: OpTable<App> = OpTable {
+    domain: "push-dispatch",
+    ops: &[
+        op!(App, "dispatchDuePushJobs", |app, a: DueArgs| dispatch_due(app, a).await?),
+        op!(App, "dispatchPushJob", |app, a: JobIdArgs| dispatch_one(app, a).await?),
+    ],
+};
+
+/// The calling user's push ops for one of its agents (the `api` function).
+pub const USER_TABLE: OpTable<UserCtx> = OpTable {
+    domain: "pushing-user",
+    ops: &[
+        op!(UserCtx, "listPushJobsForAgent", |c, a: AgentJobsArgs| list_jobs(
+            &c.app,
+            c.user.as_str(),
+            a.include_disabled.unwrap_or(true),
+            Some(&a.agent_key)
+        )
+        .await?),
+        op!(UserCtx, "createPushJobFromTemplateForAgent", |c, a: AgentFromTemplateArgs| {
+            let args = FromTemplateArgs {
+                company_id: a.company_id,
+                consumer_user_id: c.user.as_str().to_string(),
+                template_id: a.template_id,
+                timezone: a.timezone,
+                schedule: a.schedule,
+                enabled: a.enabled,
+            };
+            create_from_template(&c.app, args, Some(&a.agent_key)).await?
+        }),
+        op!(UserCtx, "createPushJobCustomForAgent", |c, a: AgentCustomArgs| {
+            let args = CustomArgs {
+                company_id: a.company_id,
+                consumer_user_id: c.user.as_str().to_string(),
+                title: a.title,
+                text: a.text,
+                periodicity: a.periodicity,
+                timezone: a.timezone,
+                schedule: a.schedule,
+                enabled: a.enabled,
+            };
+            create_custom(&c.app, args, Some(&a.agent_key)).await?
+        }),
+        op!(UserCtx, "updatePushJobForAgent", |c, a: AgentUpdateArgs| {
+            let u = UpdateJobArgs {
+                job_id: a.job_id,
+                title: a.title,
+                text: a.text,
+                periodicity: a.periodicity,
+                timezone: a.timezone,
+                schedule: a.schedule,
+                enabled: a.enabled,
+            };
+            update_job(&c.app, u, Some((c.user.as_str(), &a.agent_key))).await?
+        }),
+        op!(UserCtx, "triggerPushJobNowForAgent", |c, a: AgentTriggerArgs| {
+            let job = owned_job(c, &a.job_id, &a.agent_key)
+                .await?
+                .ok_or_else(|| AppError::not_found("Push job not found for agent"))?;
+            trigger(&c.app, job, Some(&a.agent_key), a.idempotency_key).await?
+        }),
+        op!(UserCtx, "listPushDispatchesForAgent", |c, a: AgentDispatchesArgs| agent_dispatches(c, a).await?),
+    ],
+};
