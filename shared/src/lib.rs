@@ -29,6 +29,7 @@ pub mod queue;
 pub mod reconcile;
 #[cfg(feature = "aws")]
 pub mod secrets;
+pub mod skills;
 pub mod snapshots;
 pub mod telegram;
 #[cfg(feature = "aws")]

@@ -17,6 +17,7 @@ pub const TABLES: &[&OpTable<App>] = &[
     &shared::secrets::ops::TABLE,
     &shared::snapshots::ops::TABLE,
     &shared::identity::ops::ADMIN_TABLE,
+    &shared::skills::ops::TABLE,
 ];
 
 /// Every op this function serves.

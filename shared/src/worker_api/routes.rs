@@ -74,4 +74,9 @@ pub static ROUTES: &[Route] = &[
     route!("message-metadata", Auth::Token, false, false, |app, who, a: crate::media::model::MetadataArgs| {
         json!({ "metadata": media::attach_metadata(app, who.principal()?, &a).await? })
     }),
+    // The global skills manifest a worker materializes at boot (spec §13.4; wire type in
+    // `crate::protocol::skills`).
+    route!("skills-manifest", Auth::Token, true, true, |app, _who, a: crate::skills::model::ManifestArgs| {
+        crate::skills::ops::manifest(app, &a).await?
+    }),
 ];

@@ -440,6 +440,19 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
             json!({"revokeActiveBindings": true, "expirePendingPairings": true}),
         ),
         ("revokeUserAgentBinding", json!({"consumerUserId": "u"})),
+        (
+            "deployGlobalSkill",
+            json!({"slug": "odd-skill", "version": "1.0.0", "displayName": "Odd", "description": "d",
+            "files": [
+                {"path": "SKILL.md", "content": "# Odd\n", "sha256": shared::skills::rules::sha256_hex(b"# Odd\n")},
+                {"path": "scripts/index.mjs", "content": "", "sha256": shared::skills::rules::sha256_hex(b"")},
+            ],
+            "entryPoint": "default", "moduleFormat": "esm", "releaseChannel": "stable", "actor": "ops"}),
+        ),
+        ("listGlobalSkills", json!({"releaseChannel": "canary", "status": "active", "limit": 10})),
+        ("setGlobalSkillStatus", json!({"slug": "odd-skill", "status": "active", "actor": "ops"})),
+        ("deleteGlobalSkill", json!({"slug": "odd-skill"})),
+        ("getWorkerGlobalSkillsManifest", json!({"workspaceId": "default", "releaseChannel": "stable"})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
     for op in all_op_names() {
@@ -514,6 +527,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ),
         ("media-url", json!({"messageId": mid, "storageId": "mX"})),
         ("message-metadata", json!({"messageId": mid, "metadata": {"k": "v"}})),
+        ("skills-manifest", json!({"workspaceId": "default", "releaseChannel": "canary"})),
         // Last: a long error message is accepted (bounded), and the job is then requeued.
         ("fail", json!({"messageId": mid, "leaseId": lid, "errorMessage": "x"})),
     ];

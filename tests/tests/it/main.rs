@@ -11,6 +11,7 @@ mod functions;
 mod queue_store;
 mod reconcile;
 mod secrets;
+mod skills;
 mod telegram;
 mod template;
 mod worker_protocol;

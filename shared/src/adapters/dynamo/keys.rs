@@ -236,6 +236,36 @@ pub fn update_key(bot_identity: &str, update_id: i64) -> Item {
 /// The partition prefix of accepted updates (the stream filter matches on it).
 pub const UPDATE_PK_PREFIX: &str = "TG#";
 
+// ---------- global skills (control table) ----------
+
+/// The partition of every skill row (sorted by slug): listing and the manifest are one Query.
+pub const SKILLS_PK: &str = "SKILLS";
+
+/// A skill row, by slug.
+pub fn skill_key(slug: &str) -> Item {
+    key(SKILLS_PK, slug)
+}
+
+/// The partition of a skill's versions and release history.
+pub fn skill_pk(slug: &str) -> String {
+    format!("SKILL#{slug}")
+}
+
+/// The prefix of a skill's version rows.
+pub const SKILL_VERSION_PREFIX: &str = "V#";
+/// The prefix of a skill's release history rows.
+pub const SKILL_RELEASE_PREFIX: &str = "R#";
+
+/// One immutable version of a skill.
+pub fn skill_version_key(slug: &str, version: &str) -> Item {
+    key(skill_pk(slug), format!("{SKILL_VERSION_PREFIX}{version}"))
+}
+
+/// One release history row of a skill (ULID: activation order).
+pub fn skill_release_key(slug: &str, release_id: &str) -> Item {
+    key(skill_pk(slug), format!("{SKILL_RELEASE_PREFIX}{release_id}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

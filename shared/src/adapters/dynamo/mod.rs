@@ -10,6 +10,7 @@ pub mod media;
 pub mod queue;
 pub mod reconcile;
 pub mod schema;
+pub mod skills;
 pub mod snapshots;
 pub mod tx;
 pub mod user_agents;
