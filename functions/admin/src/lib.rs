@@ -18,6 +18,7 @@ pub const TABLES: &[&OpTable<App>] = &[
     &shared::snapshots::ops::TABLE,
     &shared::identity::ops::ADMIN_TABLE,
     &shared::skills::ops::TABLE,
+    &shared::usage::ops::TABLE,
 ];
 
 /// Every op this function serves.

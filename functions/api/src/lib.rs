@@ -11,8 +11,12 @@ use shared::app::App;
 use shared::envelope::OpTable;
 
 /// The op tables this function serves, in lookup order.
-pub const TABLES: &[&OpTable<UserCtx>] =
-    &[&shared::identity::ops::USER_TABLE, &shared::identity::user_agents::TABLE, &shared::snapshots::ops::USER_TABLE];
+pub const TABLES: &[&OpTable<UserCtx>] = &[
+    &shared::identity::ops::USER_TABLE,
+    &shared::identity::user_agents::TABLE,
+    &shared::snapshots::ops::USER_TABLE,
+    &shared::stats::ops::USER_TABLE,
+];
 
 /// Every op this function serves.
 pub fn op_names() -> Vec<&'static str> {

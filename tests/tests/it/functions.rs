@@ -453,6 +453,9 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("setGlobalSkillStatus", json!({"slug": "odd-skill", "status": "active", "actor": "ops"})),
         ("deleteGlobalSkill", json!({"slug": "odd-skill"})),
         ("getWorkerGlobalSkillsManifest", json!({"workspaceId": "default", "releaseChannel": "stable"})),
+        ("getAgentUsageStats", json!({"agentKey": "bot", "days": 7})),
+        ("getUserAgentConversationStats", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getUserAgentUsageStats", json!({"consumerUserId": "u", "agentKey": "bot", "days": 7})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
     for op in all_op_names() {
@@ -502,7 +505,11 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
     let routes: Vec<(&str, Value)> = vec![
         ("claim", json!({"conversationId": "c1", "workerId": "w1"})),
         ("heartbeat", json!({"messageId": mid, "leaseId": lid})),
-        ("complete", json!({"messageId": mid, "leaseId": lid})),
+        (
+            "complete",
+            json!({"messageId": mid, "leaseId": lid,
+            "usage": {"inputTokens": 1, "outputTokens": 2, "model": "m", "costMicros": 3}}),
+        ),
         (
             "append-messages",
             json!({"conversationId": "c1", "workspaceId": "default",

@@ -12,6 +12,8 @@ mod queue_store;
 mod reconcile;
 mod secrets;
 mod skills;
+mod stats;
 mod telegram;
 mod template;
+mod usage;
 mod worker_protocol;

@@ -266,6 +266,41 @@ pub fn skill_release_key(slug: &str, release_id: &str) -> Item {
     key(skill_pk(slug), format!("{SKILL_RELEASE_PREFIX}{release_id}"))
 }
 
+// ---------- usage metering (control table) ----------
+
+/// The once-per-message usage record (its conditional put makes the aggregation count once).
+pub fn usage_marker_key(message_id: &str) -> Item {
+    key(format!("USAGE#M#{message_id}"), "USAGE")
+}
+
+/// The partition of one counter shard of an agent's usage; one item per UTC day (`D#<day>`).
+pub fn usage_agent_pk(agent_key: &str, shard: u32) -> String {
+    format!("USAGE#A#{agent_key}#{shard}")
+}
+
+/// The prefix of a day's sort key in usage partitions.
+pub const USAGE_DAY_PREFIX: &str = "D#";
+
+/// An agent's usage counter item for one shard and day.
+pub fn usage_agent_key(agent_key: &str, shard: u32, day: &str) -> Item {
+    key(usage_agent_pk(agent_key, shard), format!("{USAGE_DAY_PREFIX}{day}"))
+}
+
+/// The partition of one consumer user's usage: one item per (agent, UTC day).
+pub fn usage_user_pk(consumer_user_id: &str) -> String {
+    format!("USAGE#U#{consumer_user_id}")
+}
+
+/// The sort key prefix of a (user, agent) pair's days: `A#<agentKey>#D#`.
+pub fn usage_user_agent_prefix(agent_key: &str) -> String {
+    format!("A#{agent_key}#{USAGE_DAY_PREFIX}")
+}
+
+/// A consumer user's usage counter item for one agent and day.
+pub fn usage_user_key(consumer_user_id: &str, agent_key: &str, day: &str) -> Item {
+    key(usage_user_pk(consumer_user_id), format!("{}{day}", usage_user_agent_prefix(agent_key)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
