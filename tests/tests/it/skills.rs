@@ -273,3 +273,66 @@ async fn the_worker_manifest_route_serves_active_skills_of_its_channel() {
     let (st, body) = a.post("skills-manifest", &token, json!({"releaseChannel": "beta"})).await;
     assert_eq!(st, 400, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deploys_of_one_version_keep_it_immutable_and_cost_two_requests_each() {
+    let a = std::sync::Arc::new(app_env().await);
+    // Two different bundles for the same new version, deployed at once: one wins, the other is
+    // refused as a different bundle (never two versions, never a mixed row).
+    let mut tasks = Vec::new();
+    for tag in ["left", "right"] {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            deploy(&a, json!({"slug": "race", "version": "1.0.0", "files": bundle(tag)})).await
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let won: Vec<&Value> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert_eq!(lost.to_string(), "Skill race@1.0.0 already exists with a different bundle.");
+    let rows = op(&a, "listGlobalSkills", json!({})).await;
+    assert_eq!(rows[0]["activeRelease"]["sha256"], won[0]["sha256"]);
+
+    // Identical deploys at once: all succeed, one version, one release each, the last active.
+    let winner_files = if won[0]["sha256"] == deploy_sha(&bundle("left")) { bundle("left") } else { bundle("right") };
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (a, files) = (a.clone(), winner_files.clone());
+        tasks.push(tokio::spawn(async move {
+            deploy(&a, json!({"slug": "race", "version": "1.0.0", "files": files})).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap()["versionId"], won[0]["versionId"]);
+    }
+    let d = op(&a, "deleteGlobalSkill", json!({"slug": "race"})).await;
+    assert_eq!((d["deletedVersions"].as_u64(), d["deletedReleases"].as_u64()), (Some(1), Some(5)));
+
+    // Cost: a deploy is one BatchGetItem and one TransactWriteItems.
+    a.e.counter.reset();
+    deploy(&a, json!({"slug": "cost", "version": "1.0.0", "files": bundle("c")})).await.unwrap();
+    let by = a.e.counter.by_operation();
+    assert_eq!(
+        (by.get("BatchGetItem"), by.get("TransactWriteItems"), a.e.counter.total()),
+        (Some(&1), Some(&1), 2),
+        "{by:?}"
+    );
+}
+
+/// The bundle checksum of files given in canonical order (as `bundle()` makes them).
+fn deploy_sha(files: &[Value]) -> String {
+    let mut fs: Vec<shared::skills::model::SkillFile> = files
+        .iter()
+        .map(|f| shared::skills::model::SkillFile {
+            path: f["path"].as_str().unwrap().into(),
+            content: f["content"].as_str().unwrap().into(),
+            sha256: f["sha256"].as_str().unwrap().into(),
+        })
+        .collect();
+    fs.sort_by(|x, y| shared::skills::rules::canonical_cmp(&x.path, &y.path));
+    bundle_sha256(&fs)
+}

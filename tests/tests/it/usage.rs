@@ -124,8 +124,10 @@ async fn usage_counts_once_per_message_and_bad_usage_changes_nothing() {
     }
     assert_eq!(snapshot(&a.e).await, before);
 
+    a.e.counter.reset();
     let (st, _) = a.post("complete", &token, json!({"messageId": mid, "leaseId": lid, "usage": usage_of(0)})).await;
     assert_eq!(st, 200);
+    let with_usage = a.e.counter.by_operation();
     // A replay of the usage write (a retried follow-up) counts nothing.
     let u: shared::usage::model::Usage = serde_json::from_value(usage_of(0)).unwrap();
     assert!(!shared::usage::ops::record(&a.app, mid.as_str().unwrap(), &u).await.unwrap());
@@ -134,8 +136,15 @@ async fn usage_counts_once_per_message_and_bad_usage_changes_nothing() {
     // A complete without usage counts nothing.
     a.e.store.enqueue(enq("user-agent:bot:alice", "bot", "two")).await.unwrap();
     let (_, job) = a.post("claim", &token, json!({})).await;
+    a.e.counter.reset();
     let (st, _) = a.post("complete", &token, json!({"messageId": job["messageId"], "leaseId": job["leaseId"]})).await;
     assert_eq!(st, 200);
+    let without = a.e.counter.by_operation();
+    // The usage costs one GetItem (the message's agent and user) and one TransactWriteItems.
+    let n = |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    assert_eq!(n(&with_usage, "GetItem"), n(&without, "GetItem") + 1, "{with_usage:?} vs {without:?}");
+    assert_eq!(n(&with_usage, "TransactWriteItems"), n(&without, "TransactWriteItems") + 1);
+    assert_eq!(with_usage.values().sum::<u64>(), without.values().sum::<u64>() + 2);
     let got = shared::usage::ops::user_agent_usage(&a.app, "alice", "bot", Some(1)).await.unwrap();
     assert_eq!(got.totals.completions, 1);
 }
