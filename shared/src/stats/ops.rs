@@ -47,13 +47,43 @@ pub struct ConversationStats {
     pub capped: bool,
 }
 
-/// `getUserAgentUsageStats`: the conversation figures and the token usage of the pair.
+/// `getUserAgentPushStats` (spec §11).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushStats {
+    pub total_push_jobs: u64,
+    pub active_push_jobs: u64,
+    /// Dispatch records of the pair's jobs, capped at 200 (as the original's).
+    pub total_dispatches: u64,
+    pub latest_dispatch_at: Option<crate::clock::Millis>,
+}
+
+/// The most dispatch records `getUserAgentPushStats` counts (the original's cap).
+pub const PUSH_DISPATCH_CAP: usize = 200;
+
+/// `getUserAgentUsageStats`: the push and conversation figures of the pair (spec §11's seven
+/// fields) and its token usage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageStats {
     #[serde(flatten)]
+    pub push: PushStats,
+    #[serde(flatten)]
     pub conversation: ConversationStats,
     pub token_usage: TokenUsage,
+}
+
+/// Spec §11: the user's jobs for the agent (owned: same user and agent), the enabled ones, their
+/// dispatch records (capped at 200) and the newest one's time.
+pub async fn push_stats(app: &App, user: &ConsumerUserId, agent_key: &str) -> AppResult<PushStats> {
+    crate::queue::rules::validate_agent_key(agent_key)?;
+    let p = app.store.user_agent_push_counts(user.as_str(), agent_key, PUSH_DISPATCH_CAP).await?;
+    Ok(PushStats {
+        total_push_jobs: p.total_jobs,
+        active_push_jobs: p.active_jobs,
+        total_dispatches: p.total_dispatches,
+        latest_dispatch_at: p.latest_dispatch_at,
+    })
 }
 
 /// Spec §11: all zero unless `agent_key` is the user's active agent (R1: the active binding's
@@ -87,7 +117,9 @@ pub const USER_TABLE: OpTable<UserCtx> = OpTable {
             &a.agent_key
         )
         .await?),
+        op!(UserCtx, "getUserAgentPushStats", |c, a: AgentArgs| push_stats(&c.app, &c.user, &a.agent_key).await?),
         op!(UserCtx, "getUserAgentUsageStats", |c, a: UsageArgs| UsageStats {
+            push: push_stats(&c.app, &c.user, &a.agent_key).await?,
             conversation: conversation_stats(&c.app, &c.user, &a.agent_key).await?,
             token_usage: crate::usage::ops::user_agent_usage(&c.app, c.user.as_str(), &a.agent_key, a.days).await?,
         }),

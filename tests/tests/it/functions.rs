@@ -455,6 +455,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("getWorkerGlobalSkillsManifest", json!({"workspaceId": "default", "releaseChannel": "stable"})),
         ("getAgentUsageStats", json!({"agentKey": "bot", "days": 7})),
         ("getUserAgentConversationStats", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getUserAgentPushStats", json!({"consumerUserId": "u", "agentKey": "bot"})),
         ("getUserAgentUsageStats", json!({"consumerUserId": "u", "agentKey": "bot", "days": 7})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();

@@ -301,6 +301,26 @@ pub fn usage_user_key(consumer_user_id: &str, agent_key: &str, day: &str) -> Ite
     key(usage_user_pk(consumer_user_id), format!("{}{day}", usage_user_agent_prefix(agent_key)))
 }
 
+// ---------- push jobs and dispatch records, as the push dispatcher writes them ----------
+// (read here by `getUserAgentPushStats`; the same definitions come with the pushing domain:
+// keep one copy when both are merged)
+
+/// The partition of one user's push jobs.
+pub fn push_user_pk(consumer_user_id: &str) -> String {
+    format!("PJ#{consumer_user_id}")
+}
+
+/// The prefix of a user's push job items.
+pub const PUSH_JOB_PREFIX: &str = "JOB#";
+
+/// The partition of one job's dispatch records and run-key guards.
+pub fn push_dispatch_pk(job_id: &str) -> String {
+    format!("PJD#{job_id}")
+}
+
+/// The prefix of a job's dispatch records (newest last: by creation time).
+pub const PUSH_DISPATCH_PREFIX: &str = "D#";
+
 #[cfg(test)]
 mod tests {
     use super::*;
