@@ -24,6 +24,7 @@ pub mod ids;
 #[cfg(feature = "aws")]
 pub mod ingress;
 pub mod media;
+pub mod metrics;
 pub mod paging;
 pub mod protocol;
 pub mod pushing;
@@ -32,11 +33,14 @@ pub mod reconcile;
 pub mod replies;
 #[cfg(feature = "aws")]
 pub mod secrets;
+pub mod skills;
 pub mod snapshots;
+pub mod stats;
 pub mod telegram;
 #[cfg(feature = "aws")]
 pub mod telemetry;
 pub mod templates;
+pub mod usage;
 #[cfg(feature = "aws")]
 pub mod worker_api;
 pub mod workers;

@@ -190,3 +190,60 @@ async fn the_bot_token_of_replies_never_reaches_the_logs() {
     assert!(!logs.contains(BOT_TOKEN) && !logs.contains("AAE-reply-token"), "the bot token leaked into the logs");
     assert!(!dump(&a.e.store, &a.e.store.tables.queue).await.join("\n").contains(BOT_TOKEN), "nor into an item");
 }
+
+/// The EMF metric lines of worker calls (`shared::metrics`): each is one valid EMF JSON object
+/// (namespace, timestamp, dimension properties, numeric metrics) on its own line.
+#[tokio::test(flavor = "current_thread")]
+async fn worker_calls_log_valid_emf_metric_lines() {
+    let a = app_env().await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let token = a.mint("w1").await;
+    a.e.store.enqueue(enq("user-agent:bot:u1", "bot", "one")).await.unwrap();
+    let mut dead = enq("c-dead", "bot", "two");
+    dead.max_attempts = Some(1);
+    a.e.store.enqueue(dead).await.unwrap();
+    let (buf, _guard) = capture_logs();
+    let (_, job) = a.call("POST", "/worker/claim", Some(&token), json!({"conversationId": "user-agent:bot:u1"})).await;
+    let usage = json!({"inputTokens": 12, "outputTokens": 5});
+    let body = json!({"messageId": job["messageId"], "leaseId": job["leaseId"], "usage": usage});
+    assert_eq!(a.call("POST", "/worker/complete", Some(&token), body).await.0, 200);
+    let t2 = a.mint("w2").await;
+    let (_, job) = a.call("POST", "/worker/claim", Some(&t2), json!({"conversationId": "c-dead"})).await;
+    let body = json!({"messageId": job["messageId"], "leaseId": job["leaseId"], "errorMessage": "boom"});
+    let (st, r) = a.call("POST", "/worker/fail", Some(&t2), body).await;
+    assert_eq!((st, r["deadLettered"].as_bool()), (200, Some(true)), "{r}");
+    a.call("POST", "/worker/claim", Some(&token), json!({})).await;
+    shared::metrics::queue_gauges(T0, 3, 1, 2, 1_500);
+    shared::metrics::reply_sent(T0, "sent");
+    shared::metrics::push_dispatch(T0, "enqueued");
+
+    let lines: Vec<serde_json::Value> = buf
+        .text()
+        .lines()
+        .filter(|l| l.contains("\"_aws\""))
+        .map(|l| {
+            serde_json::from_str(&l[l.find("{\"").unwrap_or_else(|| panic!("{l}"))..])
+                .expect("an EMF line is one JSON object")
+        })
+        .collect();
+    for v in &lines {
+        let aws = &v["_aws"];
+        assert!(aws["Timestamp"].is_i64(), "{v}");
+        let d = &aws["CloudWatchMetrics"][0];
+        assert_eq!(d["Namespace"], "AgentFactory");
+        for k in d["Dimensions"][0].as_array().unwrap() {
+            assert!(v[k.as_str().unwrap()].is_string(), "{v}");
+        }
+        for m in d["Metrics"].as_array().unwrap() {
+            assert!(v[m["Name"].as_str().unwrap()].is_number(), "{v}");
+        }
+    }
+    let find = |name: &str| lines.iter().find(|v| v.get(name).is_some()).unwrap_or_else(|| panic!("no {name} line"));
+    assert_eq!(find("Claims")["Operation"], "claim");
+    assert_eq!(find("Completes")["InputTokens"], 12.0);
+    assert_eq!(find("Failures")["DeadLetters"], 1.0);
+    assert_eq!(find("EmptyClaims")["EmptyClaims"], 1.0);
+    assert_eq!(find("OldestReadyAgeMs")["QueueDepth"], 3.0);
+    assert_eq!(find("Replies")["Outcome"], "sent");
+    assert_eq!(find("PushDispatches")["PushDispatches"], 1.0);
+}

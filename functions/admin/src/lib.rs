@@ -19,6 +19,8 @@ pub const TABLES: &[&OpTable<App>] = &[
     &shared::identity::ops::ADMIN_TABLE,
     &shared::templates::ops::TABLE,
     &shared::pushing::ops::ADMIN_TABLE,
+    &shared::skills::ops::TABLE,
+    &shared::usage::ops::TABLE,
 ];
 
 /// Every op this function serves.

@@ -16,6 +16,7 @@ pub const TABLES: &[&OpTable<UserCtx>] = &[
     &shared::identity::user_agents::TABLE,
     &shared::snapshots::ops::USER_TABLE,
     &shared::pushing::ops::USER_TABLE,
+    &shared::stats::ops::USER_TABLE,
 ];
 
 /// Every op this function serves.

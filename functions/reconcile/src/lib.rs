@@ -51,9 +51,21 @@ pub async fn handle(r: &Reconciler, payload: Value) -> Result<Value, AppError> {
     }
     if payload.get("source").and_then(Value::as_str) == Some("aws.events") {
         let report = Box::pin(r.request_cycle()).await.inspect_err(|e| e.log("scheduled reconcile"))?;
+        cycle_metrics(r, &report);
+        // The queue gauges, every scheduled run (5 minutes): best effort.
+        if let Err(e) = shared::stats::ops::emit_queue_gauges(&r.app).await {
+            e.log("queue gauges");
+        }
         return shared::envelope::to_json(report);
     }
     Box::pin(shared::envelope::handle(r, TABLES, payload)).await
+}
+
+/// The EMF line of a cycle that ran (spawns, warm starts, conversations left waiting).
+fn cycle_metrics(r: &Reconciler, report: &shared::reconcile::model::CycleReport) {
+    if report.ran {
+        shared::metrics::reconcile_cycle(r.app.now(), report.spawned, report.warm_started, report.unserved);
+    }
 }
 
 fn is_stream(v: &Value) -> bool {
@@ -72,7 +84,10 @@ async fn handle_stream(r: &Reconciler, payload: Value) -> Result<Value, AppError
     let mut resp = DynamoDbEventResponse::default();
     if wanted > 0 {
         match Box::pin(r.request_cycle()).await {
-            Ok(report) => tracing::info!(records = ev.records.len(), wanted, ran = report.ran, "stream batch"),
+            Ok(report) => {
+                cycle_metrics(r, &report);
+                tracing::info!(records = ev.records.len(), wanted, ran = report.ran, "stream batch")
+            }
             Err(e) => {
                 e.log("stream reconcile");
                 if let Some(first) = ev.records.first() {

@@ -32,7 +32,10 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
         _ => &[],
     };
     match shared::ingress::accept(app, secret.as_deref(), body).await {
-        Ok(o) => json_response(o.status, &o.body),
+        Ok(o) => {
+            accept_metrics(app, &o);
+            json_response(o.status, &o.body)
+        }
         Err(e) => {
             e.log("telegram accept");
             json_response(500, &json!({"ok": false, "error": "temporary failure; Telegram will retry"}))
@@ -65,6 +68,7 @@ pub async fn handle_and_spawn_then(
     };
     match shared::ingress::accept(&app, secret.as_deref(), &body).await {
         Ok(o) => {
+            accept_metrics(&app, &o);
             if let Some((bot, update_id)) = o.accepted.clone() {
                 let app = app.clone();
                 tokio::spawn(async move {
@@ -80,6 +84,15 @@ pub async fn handle_and_spawn_then(
             e.log("telegram accept");
             json_response(500, &json!({"ok": false, "error": "temporary failure; Telegram will retry"}))
         }
+    }
+}
+
+/// The EMF line of an accepted update (new or duplicate).
+fn accept_metrics(app: &App, o: &shared::ingress::AcceptOutcome) {
+    if o.accepted.is_some() {
+        shared::metrics::webhook_accept(app.now(), false);
+    } else if o.body.get("duplicate").and_then(Value::as_bool) == Some(true) {
+        shared::metrics::webhook_accept(app.now(), true);
     }
 }
 

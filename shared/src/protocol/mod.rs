@@ -4,4 +4,5 @@
 //! the AWS SDKs: depend on `shared` with `default-features = false`.
 
 pub mod envelope;
+pub mod skills;
 pub mod worker;

@@ -12,6 +12,7 @@ pub use crate::queue::{
     AppendArgs, AppendResult, ClaimArgs, ConversationArgs, FailArgs, FailResult, HeartbeatResult, LeaseArgs,
     NewHistoryEntry,
 };
+pub use crate::usage::model::{CompleteArgs, Usage};
 pub use crate::workers::model::ControlState;
 use serde::{Deserialize, Serialize};
 

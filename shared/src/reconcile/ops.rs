@@ -110,10 +110,22 @@ async fn worker_stats(r: &Reconciler) -> AppResult<Value> {
     for st in LIVE_STATUSES {
         by.insert(st.as_str().to_string(), json!(count(st)));
     }
+    // Spec §11: the active workers themselves (the live pool bounds the list).
+    let workers: Vec<Value> = rows
+        .iter()
+        .filter(|w| w.status == WorkerStatus::Active)
+        .map(|w| {
+            json!({
+                "workerId": w.worker_id, "status": w.status.as_str(), "load": w.load(),
+                "heartbeatAt": w.heartbeat_at, "machineId": w.machine_id, "appName": w.app_name,
+            })
+        })
+        .collect();
     Ok(json!({
         "byStatus": by,
         "activeCount": busy,
         "idleCount": count(WorkerStatus::Active) - busy,
+        "workers": workers,
         "reconcile": {
             "lastCycleAt": state.last_cycle_at,
             "cycles": state.cycles,

@@ -189,12 +189,25 @@ pub struct WorkerRequest<'a> {
 pub async fn handle(app: &App, req: WorkerRequest<'_>) -> WorkerResponse {
     let path = req.path;
     match dispatch(app, req).await {
-        Ok(v) => WorkerResponse::ok(v),
+        Ok(v) => {
+            worker_metrics(app, &req, &v);
+            WorkerResponse::ok(v)
+        }
         Err(e) => {
             e.log(path);
             WorkerResponse::error(&e)
         }
     }
+}
+
+/// The EMF metric line of a successful call (claims, completes with their tokens, failures).
+fn worker_metrics(app: &App, req: &WorkerRequest<'_>, v: &Value) {
+    let op = req.path.strip_prefix("/worker/").unwrap_or_default();
+    let usage = (op == "complete")
+        .then(|| serde_json::from_slice::<Value>(req.body).ok())
+        .flatten()
+        .and_then(|b| Some((b["usage"]["inputTokens"].as_u64()?, b["usage"]["outputTokens"].as_u64()?)));
+    crate::metrics::worker_route(app.now(), op, v, usage);
 }
 
 /// The route a path names.

@@ -24,9 +24,15 @@ pub static ROUTES: &[Route] = &[
         let a = LeaseArgs { token_hash: Some(who.principal()?.token_hash.clone()), ..a };
         app.store.heartbeat(&a).await?
     }),
-    route!("complete", Auth::Token, false, true, |app, who, a: LeaseArgs| {
-        let a = LeaseArgs { token_hash: Some(who.principal()?.token_hash.clone()), ..a };
-        app.store.complete(&a).await?;
+    route!("complete", Auth::Token, false, true, |app, who, a: crate::usage::model::CompleteArgs| {
+        // Optional token usage: checked before anything is written, counted after the complete.
+        if let Some(u) = &a.usage {
+            crate::usage::rules::validate(u)?;
+        }
+        app.store.complete(&a.lease(Some(who.principal()?.token_hash.clone()))).await?;
+        if let Some(u) = &a.usage {
+            crate::usage::ops::record_after_complete(app, &a.message_id, u).await;
+        }
         json!({ "ok": true })
     }),
     route!("fail", Auth::Token, false, true, |app, who, a: FailArgs| {
@@ -80,5 +86,10 @@ pub static ROUTES: &[Route] = &[
     }),
     route!("typing", Auth::Token, false, false, |app, who, a: crate::protocol::worker::TypingArgs| {
         crate::replies::ops::typing(app, who.principal()?, &a).await?
+    }),
+    // The global skills manifest a worker materializes at boot (spec §13.4; wire type in
+    // `crate::protocol::skills`).
+    route!("skills-manifest", Auth::Token, true, true, |app, _who, a: crate::skills::model::ManifestArgs| {
+        crate::skills::ops::manifest(app, &a).await?
     }),
 ];

@@ -524,6 +524,23 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
             "idempotencyKey": "k2"}),
         ),
         ("listPushDispatchesForAgent", json!({"consumerUserId": "u", "agentKey": "bot", "limit": 5})),
+        (
+            "deployGlobalSkill",
+            json!({"slug": "odd-skill", "version": "1.0.0", "displayName": "Odd", "description": "d",
+            "files": [
+                {"path": "SKILL.md", "content": "# Odd\n", "sha256": shared::skills::rules::sha256_hex(b"# Odd\n")},
+                {"path": "scripts/index.mjs", "content": "", "sha256": shared::skills::rules::sha256_hex(b"")},
+            ],
+            "entryPoint": "default", "moduleFormat": "esm", "releaseChannel": "stable", "actor": "ops"}),
+        ),
+        ("listGlobalSkills", json!({"releaseChannel": "canary", "status": "active", "limit": 10})),
+        ("setGlobalSkillStatus", json!({"slug": "odd-skill", "status": "active", "actor": "ops"})),
+        ("deleteGlobalSkill", json!({"slug": "odd-skill"})),
+        ("getWorkerGlobalSkillsManifest", json!({"workspaceId": "default", "releaseChannel": "stable"})),
+        ("getAgentUsageStats", json!({"agentKey": "bot", "days": 7})),
+        ("getUserAgentConversationStats", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getUserAgentPushStats", json!({"consumerUserId": "u", "agentKey": "bot"})),
+        ("getUserAgentUsageStats", json!({"consumerUserId": "u", "agentKey": "bot", "days": 7})),
     ];
     let covered: Vec<&str> = ops.iter().map(|(o, _)| *o).collect();
     for op in all_op_names() {
@@ -573,7 +590,11 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
     let routes: Vec<(&str, Value)> = vec![
         ("claim", json!({"conversationId": "c1", "workerId": "w1"})),
         ("heartbeat", json!({"messageId": mid, "leaseId": lid})),
-        ("complete", json!({"messageId": mid, "leaseId": lid})),
+        (
+            "complete",
+            json!({"messageId": mid, "leaseId": lid,
+            "usage": {"inputTokens": 1, "outputTokens": 2, "model": "m", "costMicros": 3}}),
+        ),
         (
             "append-messages",
             json!({"conversationId": "c1", "workspaceId": "default",
@@ -600,6 +621,7 @@ async fn odd_ids_and_strings_on_every_op_and_route_never_give_a_5xx_nor_write() 
         ("message-metadata", json!({"messageId": mid, "metadata": {"k": "v"}})),
         ("reply", json!({"messageId": mid, "leaseId": lid, "part": 0, "text": "hi"})),
         ("typing", json!({"messageId": mid, "leaseId": lid})),
+        ("skills-manifest", json!({"workspaceId": "default", "releaseChannel": "canary"})),
         // Last: a long error message is accepted (bounded), and the job is then requeued.
         ("fail", json!({"messageId": mid, "leaseId": lid, "errorMessage": "x"})),
     ];

@@ -510,6 +510,13 @@ async fn list_workers_pages_and_stats_count_the_live_pool() {
     assert_eq!(s["byStatus"]["active"], 5);
     assert_eq!(s["idleCount"], 5);
     assert!(s["reconcile"]["cycles"].as_u64().unwrap() >= 1);
+    // Spec §11: the active workers, each with its machine.
+    let ws = s["workers"].as_array().unwrap();
+    assert_eq!(ws.len(), 5);
+    for w in ws {
+        assert_eq!((w["status"].as_str(), w["load"].as_i64()), (Some("active"), Some(0)), "{w}");
+        assert!(w["heartbeatAt"].is_i64() && w.get("machineId").is_some() && w.get("appName").is_some(), "{w}");
+    }
 }
 
 /// Put `n` stopped worker rows (the history a cycle must never read).

@@ -257,7 +257,8 @@ pub const AGENT_PROFILE_SK: &str = "PROFILE";
 pub const BINDING_SK: &str = "BINDING";
 /// The sort key of a pairing code (`PAIR#<code>`).
 pub const PAIRING_SK: &str = "CODE";
-// ---------- message templates, push templates, jobs, dispatches, broadcasts (control table) ----------
+
+// ---------- message templates and push templates (control table) ----------
 
 /// The partition of one company's templates and broadcasts.
 pub fn company_pk(company_id: &str) -> String {
@@ -292,6 +293,73 @@ pub fn push_template_key(company_id: &str, ulid: &str) -> Item {
 pub fn push_template_key_guard(company_id: &str, template_key: &str) -> Item {
     key(company_pk(company_id), format!("PTKEY#{template_key}"))
 }
+
+// ---------- global skills (control table) ----------
+
+/// The partition of every skill row (sorted by slug): listing and the manifest are one Query.
+pub const SKILLS_PK: &str = "SKILLS";
+
+/// A skill row, by slug.
+pub fn skill_key(slug: &str) -> Item {
+    key(SKILLS_PK, slug)
+}
+
+/// The partition of a skill's versions and release history.
+pub fn skill_pk(slug: &str) -> String {
+    format!("SKILL#{slug}")
+}
+
+/// The prefix of a skill's version rows.
+pub const SKILL_VERSION_PREFIX: &str = "V#";
+/// The prefix of a skill's release history rows.
+pub const SKILL_RELEASE_PREFIX: &str = "R#";
+
+/// One immutable version of a skill.
+pub fn skill_version_key(slug: &str, version: &str) -> Item {
+    key(skill_pk(slug), format!("{SKILL_VERSION_PREFIX}{version}"))
+}
+
+/// One release history row of a skill (ULID: activation order).
+pub fn skill_release_key(slug: &str, release_id: &str) -> Item {
+    key(skill_pk(slug), format!("{SKILL_RELEASE_PREFIX}{release_id}"))
+}
+
+// ---------- usage metering (control table) ----------
+
+/// The once-per-message usage record (its conditional put makes the aggregation count once).
+pub fn usage_marker_key(message_id: &str) -> Item {
+    key(format!("USAGE#M#{message_id}"), "USAGE")
+}
+
+/// The partition of one counter shard of an agent's usage; one item per UTC day (`D#<day>`).
+pub fn usage_agent_pk(agent_key: &str, shard: u32) -> String {
+    format!("USAGE#A#{agent_key}#{shard}")
+}
+
+/// The prefix of a day's sort key in usage partitions.
+pub const USAGE_DAY_PREFIX: &str = "D#";
+
+/// An agent's usage counter item for one shard and day.
+pub fn usage_agent_key(agent_key: &str, shard: u32, day: &str) -> Item {
+    key(usage_agent_pk(agent_key, shard), format!("{USAGE_DAY_PREFIX}{day}"))
+}
+
+/// The partition of one consumer user's usage: one item per (agent, UTC day).
+pub fn usage_user_pk(consumer_user_id: &str) -> String {
+    format!("USAGE#U#{consumer_user_id}")
+}
+
+/// The sort key prefix of a (user, agent) pair's days: `A#<agentKey>#D#`.
+pub fn usage_user_agent_prefix(agent_key: &str) -> String {
+    format!("A#{agent_key}#{USAGE_DAY_PREFIX}")
+}
+
+/// A consumer user's usage counter item for one agent and day.
+pub fn usage_user_key(consumer_user_id: &str, agent_key: &str, day: &str) -> Item {
+    key(usage_user_pk(consumer_user_id), format!("{}{day}", usage_user_agent_prefix(agent_key)))
+}
+
+// ---------- push jobs, dispatch records and broadcasts (control table; `getUserAgentPushStats` reads them too) ----------
 
 /// The partition of one user's push jobs.
 pub fn push_user_pk(consumer_user_id: &str) -> String {
