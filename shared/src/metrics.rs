@@ -104,6 +104,8 @@ pub fn worker_route(at: Millis, op: &str, result: &Value, usage: Option<(u64, u6
             let dead = result.get("deadLettered").and_then(Value::as_bool) == Some(true);
             emit(at, &dims, &[count("Failures", 1), count("DeadLetters", u64::from(dead))])
         }
+        // A reply part answered (its final `status`: sent, failed, unconfirmed), replays too.
+        "reply" => reply_sent(at, result.get("status").and_then(Value::as_str).unwrap_or("unknown")),
         _ => {}
     }
 }

@@ -77,6 +77,18 @@ pub struct Config {
     pub backend_lost_ms: Millis,
     pub exit_with_parent: bool,
     pub timing: Timing,
+    pub skills: SkillsConfig,
+}
+
+/// The global skills at boot (`SKILLS_BOOTSTRAP_MODE`, `..._REQUIRED`, `SKILLS_RELEASE_CHANNEL`,
+/// `OPENCLAW_SKILLS_DIR`).
+#[derive(Debug, Clone)]
+pub struct SkillsConfig {
+    /// `SKILLS_BOOTSTRAP_MODE` = `db_manifest` (default) fetches the manifest; `off` does not.
+    pub enabled: bool,
+    pub required: bool,
+    pub channel: String,
+    pub dir: PathBuf,
 }
 
 fn num(name: &str, v: &str) -> Result<Millis, String> {
@@ -153,6 +165,20 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         .max(1_000),
         control_every_ms: ms("--control-ms", "CONTROL_INTERVAL_MS", 30_000)?.max(100),
     };
+    let skills = SkillsConfig {
+        enabled: match env("SKILLS_BOOTSTRAP_MODE").as_deref().map(str::trim) {
+            None | Some("db_manifest") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("SKILLS_BOOTSTRAP_MODE is db_manifest or off, not '{other}'")),
+        },
+        required: env("SKILLS_BOOTSTRAP_REQUIRED").is_some_and(|v| truthy(&v)),
+        channel: match env("SKILLS_RELEASE_CHANNEL").as_deref().map(str::trim) {
+            None | Some("stable") => "stable".into(),
+            Some("canary") => "canary".into(),
+            Some(other) => return Err(format!("SKILLS_RELEASE_CHANNEL is stable or canary, not '{other}'")),
+        },
+        dir: env("OPENCLAW_SKILLS_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("workspace").join("skills")),
+    };
     Ok(Config {
         url,
         credential,
@@ -169,6 +195,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         backend_lost_ms: ms("", "BACKEND_LOST_MS", 600_000)?,
         exit_with_parent: env("AGENT_FACTORY_EXIT_WITH_PARENT").is_some_and(|v| truthy(&v)),
         timing,
+        skills,
     })
 }
 

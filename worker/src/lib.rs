@@ -6,5 +6,6 @@ pub mod config;
 pub mod engine;
 pub mod rules;
 pub mod runtime;
+pub mod skills;
 pub mod snapshot;
 pub mod wire;

@@ -176,9 +176,10 @@ pub async fn run(cfg: Config) -> i32 {
     if let Some(code) = restore(&w).await {
         return code;
     }
-    // 3. Skills: the place for the skills manifest (fetch, verify, materialize into
-    //    `<data dir>/workspace/skills`) once the backend serves one; nothing to do yet.
-    materialize_skills(&w);
+    // 3. Global skills: the manifest checked whole, then materialized (skills.rs).
+    if let Some(code) = materialize_skills(&w).await {
+        return code;
+    }
     // 4. The loop.
     let reason = main_loop(&mut w).await;
     w.say(&format!("leaving the loop: {} ({} jobs)", reason.as_str(), w.jobs));
@@ -226,7 +227,46 @@ fn watch_parent(tx: watch::Sender<bool>, gone: Arc<AtomicBool>) {
     });
 }
 
-fn materialize_skills(_w: &Worker) {}
+/// Fetch the global skills manifest and materialize it into the skills dir, unless the lockfile
+/// already holds its version. A failure stops the boot when `SKILLS_BOOTSTRAP_REQUIRED`
+/// (`Some(1)`), else the worker goes on with the skills on disk.
+async fn materialize_skills(w: &Worker) -> Option<i32> {
+    use shared::protocol::skills::SkillsManifest;
+    let sk = &w.cfg.skills;
+    if !sk.enabled {
+        return None;
+    }
+    let args = serde_json::json!({"workspaceId": w.cfg.workspace_id, "releaseChannel": sk.channel});
+    let result = match w.call_retry::<_, SkillsManifest>("skills-manifest", &args, 3).await {
+        Err(e) => Err(format!("fetching the skills manifest: {e}")),
+        Ok(m) if crate::skills::locked_version(&sk.dir).as_deref() == Some(m.manifest_version.as_str()) => {
+            w.say(&format!("skills: {} up to date ({} skills)", m.manifest_version, m.skills.len()));
+            return None;
+        }
+        Ok(m) => crate::skills::check(&m).and_then(|checked| {
+            crate::skills::materialize(&sk.dir, &m, &checked, &w.id)
+                .map_err(|e| format!("writing the skills into {}: {e}", sk.dir.display()))
+                .map(|a| (m.manifest_version.clone(), a))
+        }),
+    };
+    match result {
+        Ok((version, a)) => {
+            w.say(&format!(
+                "skills: {version} materialized (written {:?}, removed {:?}, left to the operator {:?})",
+                a.written, a.removed, a.skipped
+            ));
+            None
+        }
+        Err(e) if sk.required => {
+            w.say(&format!("skills_bootstrap_required_failed: {e}"));
+            Some(rules::EXIT_START_FAILED)
+        }
+        Err(e) => {
+            w.say(&format!("skills: not materialized, going on with the skills on disk: {e}"));
+            None
+        }
+    }
+}
 
 /// Restore the newest good snapshot into a fresh data dir. `Some(code)` = stop now.
 async fn restore(w: &Worker) -> Option<i32> {

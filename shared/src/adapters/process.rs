@@ -73,10 +73,18 @@ impl ProcessProvider {
         // Its machines live as long as this process: a worker that outlives it (this process
         // killed hard) stops on its own (the reference worker watches its parent).
         cmd.env("AGENT_FACTORY_EXIT_WITH_PARENT", "1");
-        if let Some((vid, _)) = &spec.mount {
+        if let Some((vid, mount)) = &spec.mount {
             let v = vols.get(vid).ok_or_else(|| not_found(vid))?;
             let dir = self.volume_dir(&v.name);
             cmd.current_dir(&dir).env("AGENT_FACTORY_VOLUME_DIR", &dir);
+            // Paths under the machine's mount path (`/data/workspace/skills`, ...) point into
+            // this process's volume directory: there is no mount here.
+            let mount = mount.trim_end_matches('/');
+            for (k, val) in &spec.env {
+                if let Some(rest) = val.strip_prefix(mount).filter(|r| r.is_empty() || r.starts_with('/')) {
+                    cmd.env(k, format!("{}{rest}", dir.display()));
+                }
+            }
         }
         cmd.spawn().map_err(|e| ProviderError::Retryable {
             status: None,

@@ -550,8 +550,20 @@ pub enum Outcome {
     NotMine,
 }
 
-/// Dispatch the current slot of one job at `at`, exactly once (see the module doc).
+/// Dispatch the current slot of one job at `at`, exactly once (see the module doc); a handled
+/// slot is counted in the `PushDispatches` metric.
 pub async fn dispatch_job(app: &App, job_id: &str, at: Millis) -> AppResult<Outcome> {
+    let o = dispatch_slot(app, job_id, at).await?;
+    match o {
+        Outcome::Enqueued => crate::metrics::push_dispatch(at, "enqueued"),
+        Outcome::Skipped => crate::metrics::push_dispatch(at, "skipped"),
+        Outcome::Failed => crate::metrics::push_dispatch(at, "failed"),
+        Outcome::NotMine => {}
+    }
+    Ok(o)
+}
+
+async fn dispatch_slot(app: &App, job_id: &str, at: Millis) -> AppResult<Outcome> {
     let Some(job) = app.store.get_push_job(job_id).await? else { return Ok(Outcome::NotMine) };
     let Some(slot) = job.next_run_at.filter(|s| job.enabled && *s <= at) else { return Ok(Outcome::NotMine) };
     let run_key = rules::scheduled_run_key(&job.job_id, slot);

@@ -512,3 +512,50 @@ async fn sigterm_past_the_grace_period_abandons_the_job_and_a_new_worker_answers
     assert_eq!(s.texts(), vec!["answered by the next worker".to_string()]);
     assert_eq!(s.item(&conv(45)).await["attempts"], 1, "the abandoned run counted as an attempt");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+/// A global skill deployed through `admin` is materialized by the next worker at boot, before it
+/// claims: the bundle's files and the marker in `<volume>/workspace/skills/<dir>/`, the lockfile
+/// naming the manifest version; the worker then answers as usual.
+#[tokio::test]
+async fn a_deployed_global_skill_is_materialized_by_the_worker_before_it_claims() {
+    let dir = std::env::temp_dir().join(format!("af-skills-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_string_lossy().to_string();
+    let s = System::start(&[], &["--data-dir", &d]).await;
+    let file = |path: &str, content: &str| {
+        use sha2::{Digest, Sha256};
+        json!({"path": path, "content": content, "sha256": hex::encode(Sha256::digest(content.as_bytes()))})
+    };
+    let deployed = s
+        .ok(json!({"op": "deployGlobalSkill", "args": {"slug": "weather", "version": "1.0.0",
+            "files": [file("SKILL.md", "# Weather\n"), file("scripts/index.mjs", "export default () => 'sunny';\n")]}}))
+        .await;
+    assert_eq!(deployed["slug"], "weather", "{deployed}");
+    s.send(1, 93, "ping").await;
+    until(60, "the reply", || async { !s.texts().is_empty() }).await;
+    assert!(s.has_line("skills: "), "{:?}", s.lines());
+    let files = files_under(&dir.join("workers").join("volumes"));
+    let find = |suffix: &str| files.iter().find(|p| p.to_string_lossy().ends_with(suffix)).cloned();
+    let entry = find("workspace/skills/weather/scripts/index.mjs").unwrap_or_else(|| panic!("{files:?}"));
+    assert_eq!(std::fs::read_to_string(entry).unwrap(), "export default () => 'sunny';\n");
+    assert!(find("workspace/skills/weather/.af-global-skill.json").is_some(), "the marker");
+    let lock = find("workspace/skills/.skills.lock.json").expect("the lockfile");
+    let lock: Value = serde_json::from_slice(&std::fs::read(lock).unwrap()).unwrap();
+    assert_eq!(lock["skills"], json!(["weather"]));
+    let line = s.lines().into_iter().find(|l| l.contains("skills: ")).unwrap();
+    assert!(line.contains("materialized"), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
