@@ -250,6 +250,10 @@ async fn materialize_skills(w: &Worker) -> Option<i32> {
         }),
     };
     match result {
+        Ok((version, a)) if a.written.is_empty() && a.removed.is_empty() && a.skipped.is_empty() => {
+            w.say(&format!("skills: none deployed (manifest {})", &version[..version.len().min(12)]));
+            None
+        }
         Ok((version, a)) => {
             w.say(&format!(
                 "skills: {version} materialized (written {:?}, removed {:?}, left to the operator {:?})",
