@@ -10,8 +10,8 @@ use crate::envelope::{NoArgs, OpTable};
 use crate::error::{AppError, AppResult};
 use crate::op;
 use crate::paging::{self, Page};
-use crate::queue::model::{MessageStatus, Payload};
-use crate::queue::{EnqueueArgs, JobRow};
+use crate::queue::JobRow;
+use crate::queue::model::MessageStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -221,37 +221,8 @@ pub async fn send_message(app: &App, user: &ConsumerUserId, a: SendArgs) -> AppR
         )));
     };
     let mut metadata = a.metadata.unwrap_or_default();
-    metadata.insert("consumerUserId".into(), user.as_str().to_string());
     metadata.insert("source".into(), "user_agent_api".into());
-    let telegram = b.telegram_chat_id.as_deref().filter(|c| !c.trim().is_empty());
-    if let Some(chat) = telegram {
-        metadata.insert("telegramChatId".into(), chat.to_string());
-    }
-    if let Some(u) = b.telegram_user_id.as_deref().filter(|u| !u.trim().is_empty()) {
-        metadata.insert("telegramUserId".into(), u.to_string());
-    }
-    let provider_user_id = b
-        .telegram_user_id
-        .clone()
-        .or_else(|| b.telegram_chat_id.clone())
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| user.as_str().to_string());
-    let args = EnqueueArgs {
-        conversation_id: views::target_conversation(&bindings, user.as_str(), &a.agent_key),
-        agent_key: a.agent_key,
-        payload: Payload {
-            provider: if telegram.is_some() { "telegram" } else { "system_push" }.into(),
-            provider_user_id,
-            message_text: a.content,
-            external_message_id: None,
-            raw_update_json: None,
-            metadata: Some(metadata),
-            attachments: None,
-        },
-        priority: None,
-        scheduled_for: None,
-        max_attempts: None,
-    };
+    let args = views::message_to_binding(&bindings, b, user.as_str(), &a.agent_key, a.content, metadata);
     crate::envelope::to_json(app.store.enqueue(args).await?)
 }
 
@@ -306,39 +277,10 @@ pub async fn send_template(app: &App, user: &ConsumerUserId, a: SendTemplateArgs
             return Err(AppError::not_found("No active binding found for consumerUserId and agentKey"));
         };
         let mut metadata = a.metadata.clone().unwrap_or_default();
-        metadata.insert("consumerUserId".into(), user.as_str().to_string());
         metadata.insert("source".into(), "message_template".into());
         metadata.insert("templateId".into(), t.template_id.clone());
         metadata.insert("templateKey".into(), t.template_key.clone());
-        let chat = b.telegram_chat_id.as_deref().filter(|c| !c.trim().is_empty());
-        if let Some(c) = chat {
-            metadata.insert("telegramChatId".into(), c.to_string());
-        }
-        if let Some(u) = b.telegram_user_id.as_deref().filter(|u| !u.trim().is_empty()) {
-            metadata.insert("telegramUserId".into(), u.to_string());
-        }
-        let provider_user_id = b
-            .telegram_user_id
-            .clone()
-            .filter(|v| !v.trim().is_empty())
-            .or_else(|| b.telegram_chat_id.clone().filter(|v| !v.trim().is_empty()))
-            .unwrap_or_else(|| user.as_str().to_string());
-        let args = EnqueueArgs {
-            conversation_id: views::target_conversation(&bindings, user.as_str(), &a.agent_key),
-            agent_key: a.agent_key.clone(),
-            payload: Payload {
-                provider: if chat.is_some() { "telegram" } else { "system_push" }.into(),
-                provider_user_id,
-                message_text: t.text.clone(),
-                external_message_id: None,
-                raw_update_json: None,
-                metadata: Some(metadata),
-                attachments: None,
-            },
-            priority: None,
-            scheduled_for: None,
-            max_attempts: None,
-        };
+        let args = views::message_to_binding(&bindings, b, user.as_str(), &a.agent_key, t.text.clone(), metadata);
         let counted = app.store.message_template_use(&t)?;
         match app.store.enqueue_with(args, |_| Ok(vec![counted])).await? {
             crate::adapters::dynamo::queue::Enqueued::Done(r) => {

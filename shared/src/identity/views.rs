@@ -84,6 +84,46 @@ pub fn target_conversation(bindings: &[Binding], consumer_user_id: &str, agent_k
         .unwrap_or_else(|| default_conversation(consumer_user_id, agent_key))
 }
 
+/// A message from the backend (the app, a template, a push) to the conversation the user talks to
+/// the agent in: `b` is the user's active binding with it. The binding's Telegram chat and user
+/// ids go into `metadata` (with `consumerUserId`), the provider is `telegram` when the binding has
+/// a chat (the reply goes there) and `system_push` otherwise, and the provider user is the
+/// Telegram user, else the chat, else the consumer.
+pub fn message_to_binding(
+    bindings: &[Binding],
+    b: &Binding,
+    consumer_user_id: &str,
+    agent_key: &str,
+    text: String,
+    mut metadata: std::collections::BTreeMap<String, String>,
+) -> crate::queue::EnqueueArgs {
+    let nonblank = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let (chat, tg_user) = (nonblank(&b.telegram_chat_id), nonblank(&b.telegram_user_id));
+    metadata.insert("consumerUserId".into(), consumer_user_id.to_string());
+    if let Some(c) = &chat {
+        metadata.insert("telegramChatId".into(), c.clone());
+    }
+    if let Some(u) = &tg_user {
+        metadata.insert("telegramUserId".into(), u.clone());
+    }
+    crate::queue::EnqueueArgs {
+        conversation_id: target_conversation(bindings, consumer_user_id, agent_key),
+        agent_key: agent_key.to_string(),
+        payload: crate::queue::model::Payload {
+            provider: if chat.is_some() { "telegram" } else { "system_push" }.into(),
+            provider_user_id: tg_user.or(chat).unwrap_or_else(|| consumer_user_id.to_string()),
+            message_text: text,
+            external_message_id: None,
+            raw_update_json: None,
+            metadata: Some(metadata),
+            attachments: None,
+        },
+        priority: None,
+        scheduled_for: None,
+        max_attempts: None,
+    }
+}
+
 /// The entry of `agent_key` for `consumer_user_id` at `now`. `pairing` is the user's latest code
 /// for the agent; `bot_username` the agent's bot's Telegram username, when known.
 #[allow(clippy::too_many_arguments)]

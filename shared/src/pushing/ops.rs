@@ -479,41 +479,14 @@ async fn job_target(
     let Some(b) = views::latest_binding(&bindings, &agent).filter(|b| b.status == BindingStatus::Active) else {
         return Ok(Err(format!("No active binding for the user and agent '{agent}'")));
     };
-    let chat = b.telegram_chat_id.clone().filter(|c| !c.trim().is_empty());
-    let tg_user = b.telegram_user_id.clone().filter(|c| !c.trim().is_empty());
-    let mut metadata = BTreeMap::from([
+    let has_chat = b.telegram_chat_id.as_deref().is_some_and(|c| !c.trim().is_empty());
+    let metadata = BTreeMap::from([
         ("pushJobId".to_string(), job.job_id.clone()),
         ("runKey".to_string(), run_key.to_string()),
         ("pushMode".to_string(), mode.to_string()),
-        ("consumerUserId".to_string(), job.consumer_user_id.clone()),
-        (
-            "conversationTargetSource".to_string(),
-            if chat.is_some() { "telegram_chat" } else { "legacy_user" }.to_string(),
-        ),
+        ("conversationTargetSource".to_string(), if has_chat { "telegram_chat" } else { "legacy_user" }.to_string()),
     ]);
-    if let Some(c) = &chat {
-        metadata.insert("telegramChatId".into(), c.clone());
-    }
-    if let Some(u) = &tg_user {
-        metadata.insert("telegramUserId".into(), u.clone());
-    }
-    let provider_user_id = tg_user.clone().or_else(|| chat.clone()).unwrap_or_else(|| job.consumer_user_id.clone());
-    let args = EnqueueArgs {
-        conversation_id: views::target_conversation(&bindings, &job.consumer_user_id, &agent),
-        agent_key: agent.clone(),
-        payload: Payload {
-            provider: if chat.is_some() { "telegram" } else { "system_push" }.into(),
-            provider_user_id,
-            message_text: job.text.clone(),
-            external_message_id: None,
-            raw_update_json: None,
-            metadata: Some(metadata),
-            attachments: None,
-        },
-        priority: None,
-        scheduled_for: None,
-        max_attempts: None,
-    };
+    let args = views::message_to_binding(&bindings, b, &job.consumer_user_id, &agent, job.text.clone(), metadata);
     Ok(Ok(Target { agent_key: agent, args }))
 }
 
