@@ -2,7 +2,7 @@
 //! uniqueness items, pairing-attempt counters) and accepted Telegram updates in the queue table.
 //! Every invariant is one conditional write or one transaction (W-11).
 
-use super::tx::{tx_delete, tx_put, tx_update};
+use super::tx::{tx_delete, tx_put, tx_put_always, tx_update};
 use super::{Ex, Item, Store, TxError, from_item, keys, n, s, to_item};
 use crate::adapters::sdk_error;
 use crate::clock::Millis;
@@ -171,24 +171,8 @@ impl Store {
         let ex = Ex::new();
         let items = vec![
             tx_put(self.c(), item, "attribute_not_exists(pk)", &ex),
-            TransactWriteItem::builder()
-                .put(
-                    aws_sdk_dynamodb::types::Put::builder()
-                        .table_name(self.c())
-                        .set_item(Some(by_bot))
-                        .build()
-                        .expect("put has table and item"),
-                )
-                .build(),
-            TransactWriteItem::builder()
-                .put(
-                    aws_sdk_dynamodb::types::Put::builder()
-                        .table_name(self.c())
-                        .set_item(Some(ptr))
-                        .build()
-                        .expect("put has table and item"),
-                )
-                .build(),
+            tx_put_always(self.c(), by_bot),
+            tx_put_always(self.c(), ptr),
         ];
         match self.transact(items).await {
             Ok(()) => Ok(true),

@@ -37,6 +37,12 @@ pub(crate) fn tx_put(table: &str, item: Item, cond: &str, ex: &Ex) -> TransactWr
     TransactWriteItem::builder().put(p).build()
 }
 
+/// A put without a condition (an item the transaction owns outright: a pointer, an index row).
+pub(crate) fn tx_put_always(table: &str, item: Item) -> TransactWriteItem {
+    let p = Put::builder().table_name(table).set_item(Some(item)).build().expect("put has table and item");
+    TransactWriteItem::builder().put(p).build()
+}
+
 pub(crate) fn tx_check(table: &str, key: Item, cond: &str, ex: &Ex) -> TransactWriteItem {
     let (names, values) = ex.for_exprs(&[cond]);
     let c = ConditionCheck::builder()
