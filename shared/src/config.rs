@@ -129,7 +129,7 @@ impl Config {
                 lease_ms: env_num(get, "LEASE_MS", d.queue.lease_ms)?,
                 default_max_attempts: env_num(get, "MAX_ATTEMPTS", d.queue.default_max_attempts)?,
                 done_retention_ms: env_num(get, "DONE_RETENTION_DAYS", 7i64)? * 86_400_000,
-                ready_shards: env_num(get, "READY_SHARDS", d.queue.ready_shards)?.clamp(1, 64),
+                ready_shards: env_num(get, "READY_SHARDS", d.queue.ready_shards)?.clamp(1, 256),
                 ..d.queue
             },
             workers: WorkerPolicy {

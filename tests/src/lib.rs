@@ -38,7 +38,28 @@ pub fn endpoint() -> String {
 
 /// Fresh tables (unique prefix) and a store whose clock starts at [`T0`].
 pub async fn env() -> TestEnv {
-    env_with(Policies::default()).await
+    env_with(test_policies()).await
+}
+
+/// The `ready`/`due` shards of the semantic tests: two, so every unassigned claim scans both
+/// (as a deployment does before its first reconcile cycle writes the ready hint) and the suite
+/// stays fast on DynamoDB Local. The deployed default (64) with the ready hint is exercised by
+/// `it::partitions`, the local runner's end-to-end tests and the benchmark.
+pub const TEST_READY_SHARDS: u32 = 2;
+
+/// The default policies with [`TEST_READY_SHARDS`].
+pub fn test_policies() -> Policies {
+    let mut p = Policies::default();
+    p.queue.ready_shards = TEST_READY_SHARDS;
+    p
+}
+
+/// One shard: the unassigned claim order (priority, due time, insertion) is global within a
+/// shard, so the tests of that order run on one.
+pub fn one_shard() -> Policies {
+    let mut p = Policies::default();
+    p.queue.ready_shards = 1;
+    p
 }
 
 pub async fn env_with(policy: Policies) -> TestEnv {
@@ -173,11 +194,8 @@ pub struct AppEnv {
 /// [`AppEnv`] with the default policy, except that verified tokens are never cached (so a
 /// revocation shows at once; the cache has its own test).
 pub async fn app_env() -> AppEnv {
-    app_env_with(Policies {
-        workers: WorkerPolicy { auth_cache_ms: 0, ..WorkerPolicy::default() },
-        ..Policies::default()
-    })
-    .await
+    app_env_with(Policies { workers: WorkerPolicy { auth_cache_ms: 0, ..WorkerPolicy::default() }, ..test_policies() })
+        .await
 }
 
 pub async fn app_env_with(policy: Policies) -> AppEnv {

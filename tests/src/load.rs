@@ -119,3 +119,18 @@ pub async fn drain(store: &Arc<Store>, n: usize, loops: usize, timeout: Duration
     let unique = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
     Drained { unique, duplicates: dups.load(Ordering::SeqCst), out_of_order, secs: t.elapsed().as_secs_f64() }
 }
+
+/// What reconcile does for unassigned claimers once per cycle (`queue::shards`): read the demand
+/// and write the ready hint, every `every`, until the returned handle is aborted. Loads run it
+/// in place of a reconcile loop.
+pub fn refresh_hint_every(store: &Arc<Store>, every: Duration) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            let now = store.now();
+            let (_, _, hint) = store.ready_demand(now, 200).await.expect("demand read");
+            store.put_ready_hint(&hint).await.expect("hint write");
+            tokio::time::sleep(every).await;
+        }
+    })
+}

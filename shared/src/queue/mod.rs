@@ -5,6 +5,7 @@ pub mod model;
 #[cfg(feature = "aws")]
 pub mod ops;
 pub mod rules;
+pub mod shards;
 
 use crate::clock::Millis;
 use crate::conversations::model::HistoryRole;

@@ -178,7 +178,7 @@ impl Default for QueuePolicy {
             done_retention_ms: 7 * 86_400_000,
             dead_letter_retention_ms: 30 * 86_400_000,
             max_schedule_ahead_ms: 366 * 86_400_000,
-            ready_shards: 1,
+            ready_shards: 64,
             max_payload_bytes: 256 * 1024,
             max_attachment_bytes: 20 * 1024 * 1024,
         }

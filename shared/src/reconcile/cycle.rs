@@ -105,6 +105,11 @@ impl Reconciler {
             Ok(r) => report.leases_released = r.requeued + r.dead_lettered,
             Err(e) => report.errors.push(format!("lease release: {}", e.code().as_str())),
         }
+        // The demand read also tells unassigned claimers which shards have work (the ready
+        // hint: one write per cycle), whether or not a provider is configured.
+        let now = store.now();
+        let (demand, _capped, hint) = store.ready_demand(now, DEMAND_LIMIT).await?;
+        store.put_ready_hint(&hint).await?;
         let policy = self.policy().await?.value;
         let Some(cfg) = self.provider_config().await? else {
             report.errors.push("no provider runtime config: nothing is spawned (setProviderRuntimeConfig)".into());
@@ -122,8 +127,6 @@ impl Reconciler {
                 return Ok(report);
             }
         };
-        let now = store.now();
-        let (demand, _capped) = store.ready_demand(now, DEMAND_LIMIT).await?;
         let warm = store.warm_machines(WARM_LIMIT).await?;
         let plan = rules::plan(&Observed {
             now,

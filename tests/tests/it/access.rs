@@ -18,7 +18,7 @@ async fn token_env() -> AppEnv {
             issuer: Some("consumer".into()),
             ..AccessPolicy::default()
         },
-        ..Policies::default()
+        ..integration_tests::test_policies()
     })
     .await
 }
@@ -277,7 +277,7 @@ async fn tokens_of_an_identity_providers_key_set() {
     let idp = idp(json!({"keys": [r1.jwk(), e1.jwk()]})).await;
     let a = app_env_with(Policies {
         access: AccessPolicy { jwks_url: Some(idp.url.clone()), ..AccessPolicy::default() },
-        ..Policies::default()
+        ..integration_tests::test_policies()
     })
     .await;
     user_snapshot(&a, "u2").await;

@@ -49,7 +49,7 @@ async fn a_thousand_messages_raced_for_by_eight_tasks() {
     const CONVS: usize = 100;
     const PER: u32 = 10;
     const TOTAL: usize = CONVS * PER as usize;
-    let e = env_system(Policies::default()).await;
+    let e = env_system(integration_tests::test_policies()).await;
     seed_agent(&e.store, "bot", true).await;
     let convs: Vec<String> = (0..CONVS).map(|i| format!("conv-{i:03}")).collect();
 
@@ -142,7 +142,7 @@ async fn claimers_that_vanish_mid_lease_leave_nothing_behind() {
     let policy = Policies {
         queue: QueuePolicy { lease_ms: 800, default_max_attempts: 3, ..QueuePolicy::default() },
         workers: WorkerPolicy { stale_after_ms: 1_000, ..WorkerPolicy::default() },
-        ..Policies::default()
+        ..integration_tests::test_policies()
     };
     let e = env_system(policy).await;
     seed_agent(&e.store, "bot", true).await;

@@ -3,10 +3,15 @@
 //! queue table's stream — exactly once, in order per conversation, nothing left in any shard.
 
 use integration_tests::partition_writes::{Change, Image, StreamReader, Tally};
-use integration_tests::{endpoint, env_system, load, seed_agent};
+use integration_tests::{AppEnv, app_env_with, endpoint, enq, env_system, load, seed_agent};
 use serde_json::json;
-use shared::adapters::dynamo::schema;
+use shared::adapters::dynamo::{keys, schema};
+use shared::clock::Clock;
 use shared::config::Policies;
+use shared::reconcile::cycle::{ProviderFactory, Reconciler};
+use shared::reconcile::model::ProviderRuntimeConfig;
+use shared::reconcile::provider::WorkerProvider;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn img(v: serde_json::Value) -> Option<Image> {
@@ -54,20 +59,23 @@ fn the_tally_charges_each_index_change_as_dynamodb_does() {
     assert_eq!((r.total("table"), r.total("ready"), r.total("due")), (1, 1, 0));
 }
 
-/// A load over 4 ready shards, drained by 8 concurrent claim loops: every message completed
-/// exactly once, each conversation's in insertion order, no conversation left in any `ready` or
-/// `due` partition, and the per-key writes read back from the stream (printed; they are the
-/// benchmark's phase 6 at a smaller scale).
+/// A load over the default 64 ready shards, drained by 8 concurrent claim loops while the ready
+/// hint is refreshed as reconcile does it: every message completed exactly once, each
+/// conversation's in insertion order, no conversation left in any `ready` or `due` partition,
+/// and the per-key writes read back from the stream (printed; they are the benchmark's phase 6
+/// at a smaller scale).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_load_over_many_shards_is_exactly_once_in_order_and_leaves_nothing_behind() {
-    let shards = 4u32;
-    let (convs, n) = (40usize, 400usize);
-    let mut policy = Policies::default();
-    policy.queue.ready_shards = shards;
+    let policy = Policies::default();
+    let shards = policy.queue.ready_shards;
+    assert_eq!(shards, 64, "the default");
+    let (convs, n) = (200usize, 600usize);
     let e = env_system(policy).await;
     seed_agent(&e.store, "bot", true).await;
     load::fill(&e.store, "ld", n, convs).await;
+    let hint = load::refresh_hint_every(&e.store, Duration::from_millis(100));
     let d = load::drain(&e.store, n, 8, Duration::from_secs(240)).await;
+    hint.abort();
     assert_eq!((d.duplicates, d.unique), (0, n), "exactly once");
     assert!(d.out_of_order.is_empty(), "order per conversation: {:?}", d.out_of_order);
     for shard in 0..shards {
@@ -104,7 +112,105 @@ async fn a_load_over_many_shards_is_exactly_once_in_order_and_leaves_nothing_beh
     for (ix, key, w) in &hottest {
         eprintln!("{ix:<10} {key:<24} {w:>6} writes, {:.3} per message", *w as f64 / n as f64);
     }
-    // With 4 shards no `ready`/`due` partition takes every message's writes.
-    let ready_hot = hottest.iter().find(|(ix, _, _)| ix == "ready").map(|(_, _, w)| *w).unwrap();
-    assert!(ready_hot < t.total("ready"), "the ready writes are spread over the shards");
+    // No `ready`/`due` partition takes more than a small share of the index's writes.
+    for ix in ["ready", "due"] {
+        let hot = hottest.iter().find(|(i, _, _)| i == ix).map(|(_, _, w)| *w).unwrap();
+        assert!(hot * 8 < t.total(ix), "{ix}: hottest {hot} of {}", t.total(ix));
+    }
+}
+
+struct NoProvider;
+
+impl ProviderFactory for NoProvider {
+    fn provider(&self, _cfg: &ProviderRuntimeConfig) -> shared::AppResult<Arc<dyn WorkerProvider>> {
+        Err(shared::AppError::internal("no provider in this test"))
+    }
+}
+
+/// Requests of one unassigned claim call (the completion, when it got a job, not counted).
+async fn claim_cost(a: &AppEnv, w: &str) -> (u64, Option<shared::queue::model::ClaimedJob>) {
+    a.e.counter.reset();
+    let j = a.e.store.claim(w, None).await.unwrap();
+    let cost = a.e.counter.total();
+    if let Some(j) = &j {
+        let l = shared::queue::LeaseArgs {
+            worker_id: w.into(),
+            message_id: j.message_id.clone(),
+            lease_id: j.lease_id.clone(),
+            token_hash: None,
+        };
+        a.e.store.complete(&l).await.unwrap();
+    }
+    (cost, j)
+}
+
+async fn env_with_shards(shards: u32) -> (AppEnv, Reconciler) {
+    let mut policy = Policies::default();
+    policy.queue.ready_shards = shards;
+    let a = app_env_with(policy).await;
+    seed_agent(&a.e.store, "bot", true).await;
+    let r = Reconciler { app: a.app.clone(), deployment: "dep".into(), providers: Arc::new(NoProvider) };
+    (a, r)
+}
+
+/// A reconcile cycle through its op envelope (it writes the ready hint even with no provider).
+async fn cycle(a: &AppEnv, r: &Reconciler) {
+    a.e.clock.advance(5_000);
+    reconcile::handle(r, json!({"op": "reconcileWorkerPool"})).await.unwrap();
+}
+
+/// With many shards an unassigned claim probes the shards reconcile's ready hint lists (at most
+/// 2, plus its own rotation shard), so it costs a handful of requests whatever the shard count;
+/// without a hint it scans every shard (a new deployment) and misses nothing.
+#[tokio::test]
+async fn unassigned_claims_probe_the_hinted_shards_and_idle_polls_do_not_grow_with_shards() {
+    let (a, r) = env_with_shards(64).await;
+    // No hint yet: a scan finds a message in any shard.
+    a.e.store.enqueue(enq("scan-0", "bot", "x")).await.unwrap();
+    let (scan_cost, j) = claim_cost(&a, "w-scan").await;
+    assert_eq!(j.map(|j| j.conversation_id).as_deref(), Some("scan-0"));
+    // 32 conversations over the shards; a cycle writes the hint with exactly their shards.
+    let cids: Vec<String> = (0..32).map(|i| format!("h-{i}")).collect();
+    for c in &cids {
+        a.e.store.enqueue(enq(c, "bot", "x")).await.unwrap();
+    }
+    cycle(&a, &r).await;
+    let hint = a.e.store.ready_hint(a.e.clock.now_ms() + 10_000).await.unwrap().expect("a hint");
+    let want: std::collections::BTreeSet<u32> = cids.iter().map(|c| keys::shard_of(c, 64)).collect();
+    assert_eq!(hint.due, want.into_iter().collect::<Vec<_>>());
+    assert_eq!((hint.shards, hint.expired.len()), (64, 0));
+    // Drain them with unassigned claims only (fresh workers, as after a scale-up).
+    let (mut polls, mut requests, mut got) = (0u64, 0u64, Vec::new());
+    while got.len() < cids.len() && polls < 200 {
+        let (c, j) = claim_cost(&a, &format!("w-{polls}")).await;
+        polls += 1;
+        requests += c;
+        if let Some(j) = j {
+            assert!(c <= 6, "a claim that found work cost {c}");
+            got.push(j.conversation_id);
+        }
+    }
+    got.sort();
+    let mut all = cids.clone();
+    all.sort();
+    assert_eq!(got, all, "every conversation claimed once");
+    let per_claim = requests as f64 / cids.len() as f64;
+    println!("64 shards: {per_claim:.2} requests per unassigned claim over {polls} polls; a scan cost {scan_cost}");
+    assert!(per_claim <= 5.0, "{per_claim} requests per claim");
+    assert!(scan_cost > 64, "without a hint every shard is read ({scan_cost})");
+    // Idle: the next cycle sees nothing; a poll then costs the same at 8, 64 and 256 shards.
+    let mut idle = Vec::new();
+    for shards in [8u32, 64, 256] {
+        let (a, r) = env_with_shards(shards).await;
+        cycle(&a, &r).await;
+        a.e.clock.advance(2_000);
+        let (first, j) = claim_cost(&a, "idle").await;
+        assert!(j.is_none());
+        a.e.clock.advance(2_000);
+        let (second, _) = claim_cost(&a, "idle").await;
+        idle.push((shards, first, second));
+    }
+    println!("idle poll requests (shards, first, next): {idle:?}");
+    assert!(idle.iter().all(|(_, f, s)| (*f, *s) == (idle[0].1, idle[0].2)), "{idle:?}");
+    assert!(idle[0].1 <= 4, "{idle:?}");
 }

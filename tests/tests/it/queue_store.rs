@@ -124,7 +124,7 @@ async fn enqueue_is_idempotent_on_external_message_id() {
 /// belong to busy conversations. Here 30 busy conversations are ahead of one ready one.
 #[tokio::test]
 async fn no_head_of_line_blocking_behind_busy_conversations() {
-    let e = env().await;
+    let e = env_with(one_shard()).await;
     seed_agent(&e.store, "bot", true).await;
     for i in 0..30 {
         let cid = format!("busy-{i:02}");
@@ -361,7 +361,7 @@ async fn scheduled_messages_wait_and_do_not_block_earlier_ones() {
 
 #[tokio::test]
 async fn higher_priority_conversations_are_claimed_first() {
-    let e = env().await;
+    let e = env_with(one_shard()).await;
     seed_agent(&e.store, "bot", true).await;
     let mut low = enq("low", "bot", "l");
     low.priority = Some(10.0);
@@ -735,7 +735,11 @@ async fn smaller_defects_of_issue_7() {
 /// priority is its current head's.
 #[tokio::test]
 async fn priority_order_is_deterministic_and_follows_the_head() {
-    let a = app_env().await;
+    let a = app_env_with(shared::config::Policies {
+        workers: shared::workers::model::WorkerPolicy { auth_cache_ms: 0, ..Default::default() },
+        ..one_shard()
+    })
+    .await;
     seed_agent(&a.e.store, "bot", true).await;
     for round in 0..3 {
         let ids: Vec<String> = (0..6).map(|i| format!("r{round}-c{i}")).collect();
@@ -771,7 +775,7 @@ async fn priority_order_is_deterministic_and_follows_the_head() {
 /// fifties in insertion order.
 #[tokio::test]
 async fn priority_is_global_beyond_the_first_page() {
-    let e = env().await;
+    let e = env_with(one_shard()).await;
     seed_agent(&e.store, "bot", true).await;
     for i in 0..30 {
         e.store.enqueue(enq(&format!("p50-{i:02}"), "bot", "x")).await.unwrap();
@@ -792,7 +796,7 @@ async fn priority_is_global_beyond_the_first_page() {
 /// `due` index existed) joins the global order when its time comes, at its own priority.
 #[tokio::test]
 async fn conversations_not_due_when_written_are_promoted_in_order() {
-    let e = env().await;
+    let e = env_with(one_shard()).await;
     seed_agent(&e.store, "bot", true).await;
     let mut later = enq("later", "bot", "scheduled");
     later.priority = Some(90.0);
@@ -829,7 +833,7 @@ async fn conversations_not_due_when_written_are_promoted_in_order() {
 /// open, gives the conversation its priority when the head leaves.
 #[tokio::test]
 async fn a_message_enqueued_behind_a_claimed_head_sets_the_next_priority() {
-    let e = env().await;
+    let e = env_with(one_shard()).await;
     seed_agent(&e.store, "bot", true).await;
     let mut low = enq("c", "bot", "low");
     low.priority = Some(10.0);

@@ -283,7 +283,7 @@ async fn tokens_bind_the_worker_and_stop_working_when_revoked_replaced_or_stoppe
 
 #[tokio::test]
 async fn cached_tokens_still_fail_writes_at_once_after_revocation() {
-    let a = app_env_with(shared::config::Policies::default()).await; // 10 s auth cache
+    let a = app_env_with(integration_tests::test_policies()).await; // 10 s auth cache
     agent(&a, None).await;
     a.e.store.enqueue(enq("c1", "bot", "one")).await.unwrap();
     let t = a.mint("w1").await;
@@ -749,7 +749,7 @@ async fn racing_finalize_and_fail_have_exactly_one_winner() {
 /// process still trusts it in its authentication cache; `media-url` (it hands out a URL) too.
 #[tokio::test]
 async fn token_changes_take_effect_at_once_for_every_write_despite_the_cache() {
-    let a = app_env_with(shared::config::Policies::default()).await; // 10 s auth cache
+    let a = app_env_with(integration_tests::test_policies()).await; // 10 s auth cache
     agent(&a, None).await;
     use shared::blob::BlobBackend;
     a.blobs.put("media/mIN1", b"photo".to_vec(), "image/jpeg").await.unwrap();

@@ -146,6 +146,12 @@ pub fn provider_config_key() -> Item {
     key("CONFIG", "provider")
 }
 
+/// The ready hint in the control table: the `ready`/`due` shards with claimable work, as
+/// reconcile last saw them (`queue::shards`).
+pub fn ready_hint_key() -> Item {
+    key("QUEUE", "READY_HINT")
+}
+
 /// Reconcile's single-flight lease and coalescing flag in the control table.
 pub fn reconcile_state_key() -> Item {
     key("RECONCILE", "STATE")

@@ -50,11 +50,27 @@ pub struct Store {
     message_config: Mutex<Option<(Millis, Option<MessageConfig>)>>,
     /// When this process last promoted each shard (`queue::promote`).
     promoted_at: Mutex<HashMap<u32, queue::PromotionState>>,
+    /// The ready hint as last read, and when (`queue::hint`).
+    ready_hint: Mutex<Option<(Millis, Option<crate::queue::shards::ReadyHint>)>>,
+    /// When this process last found each shard empty (`queue::hint`).
+    empty_at: Mutex<HashMap<u32, Millis>>,
+    /// This process's own rotating shard for unassigned claims.
+    rotation: std::sync::atomic::AtomicU32,
 }
 
 impl Store {
     pub fn new(client: Client, tables: TableNames, policy: Policies, clock: SharedClock) -> Self {
-        Self { client, tables, policy, clock, message_config: Mutex::new(None), promoted_at: Mutex::default() }
+        Self {
+            client,
+            tables,
+            policy,
+            clock,
+            message_config: Mutex::new(None),
+            promoted_at: Mutex::default(),
+            ready_hint: Mutex::new(None),
+            empty_at: Mutex::default(),
+            rotation: std::sync::atomic::AtomicU32::new(crate::ids::random_u128() as u32),
+        }
     }
 
     pub fn now(&self) -> Millis {

@@ -8,6 +8,7 @@ use super::{Ex, Item, Store, applied, from_item, n, s, schema, to_item};
 use crate::adapters::sdk_error;
 use crate::clock::Millis;
 use crate::error::{AppError, AppResult};
+use crate::queue::shards::{HintBuilder, PartKind, ReadyHint};
 use crate::reconcile::model::{BootstrapCode, Demand, Versioned, WarmMachine};
 use crate::workers::model::{MintTokenArgs, MintedToken};
 use crate::workers::model::{WorkerItem, WorkerStatus};
@@ -152,14 +153,17 @@ impl Store {
 
     /// Conversations with work now, from the `ready` index: per shard, the due ones (`d<n>`), the
     /// waiting ones (`r<n>`, `readyAt <= now +` [`DEMAND_HORIZON_MS`], oldest first) and the locked
-    /// ones (`l<n>`), at most `limit` each. The second value says a bound was hit (more demand exists than was read).
-    pub async fn ready_demand(&self, now: Millis, limit: i32) -> AppResult<(Vec<Demand>, bool)> {
+    /// ones (`l<n>`), at most `limit` each. The second value says a bound was hit (more demand
+    /// exists than was read); the third is the ready hint this read observed (`queue::shards`).
+    pub async fn ready_demand(&self, now: Millis, limit: i32) -> AppResult<(Vec<Demand>, bool, ReadyHint)> {
         let mut out = Vec::new();
         let mut capped = false;
         let shards = self.policy.queue.ready_shards.max(1);
+        let mut hint = HintBuilder::default();
         // `d<n>`: unlocked and due (the claim order's partition, also in `ready`); `r<n>`: waiting
         // for their time; `l<n>`: locked.
-        for (prefix, locked) in [("d", false), ("r", false), ("l", true)] {
+        for (prefix, kind) in [("d", PartKind::Due), ("r", PartKind::Waiting), ("l", PartKind::Locked)] {
+            let locked = kind == PartKind::Locked;
             for shard in 0..shards {
                 let part = format!("{prefix}{shard}");
                 let r = self
@@ -168,7 +172,7 @@ impl Store {
                     .table_name(&self.tables.queue)
                     .index_name(schema::IDX_READY)
                     .key_condition_expression("readyShard = :p AND readyAt <= :now")
-                    .projection_expression("conversationId, agentKey, lockWorkerId")
+                    .projection_expression("conversationId, agentKey, lockWorkerId, readyAt, ownerUntil")
                     .expression_attribute_values(":p", s(part))
                     .expression_attribute_values(":now", n(if locked { i64::MAX / 2 } else { now + DEMAND_HORIZON_MS }))
                     .limit(limit)
@@ -178,6 +182,8 @@ impl Store {
                 capped |= r.last_evaluated_key.is_some_and(|k| !k.is_empty());
                 for i in r.items.unwrap_or_default() {
                     let get = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
+                    let num = |k: &str| i.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<Millis>().ok());
+                    hint.observe(kind, shard, num("readyAt"), num("ownerUntil"), now);
                     let (Some(cid), Some(agent)) = (get("conversationId"), get("agentKey")) else { continue };
                     out.push(Demand {
                         conversation_id: cid,
@@ -188,7 +194,7 @@ impl Store {
                 }
             }
         }
-        Ok((out, capped))
+        Ok((out, capped, hint.build(shards, now)))
     }
 
     /// The reconcile state item (lease, coalescing flag, counters).

@@ -5,10 +5,13 @@ use super::*;
 
 impl Store {
     /// `claim`. With `conversation_id` (a sticky worker): one Query + one TransactWriteItems.
-    /// Without: one Query of the `due` index first (highest priority, then earliest due, then
-    /// first enqueued, across the shard), promotion of newly due conversations at most once a
-    /// second, then expired locks. Never returns `None` while a message this
-    /// worker may take is claimable.
+    /// Without: per probed shard (`queue::shards`: at most 2 the ready hint lists plus this
+    /// process's rotation shard; every shard while there is no usable hint), one Query of the
+    /// `due` index (highest priority, then earliest due, then first enqueued, across the shard),
+    /// promotion of newly due conversations at most once a second, then expired locks where the
+    /// hint saw some. Scanning, it never returns `None` while a message this worker may take is
+    /// claimable; probing, work the hint does not list yet is found by the rotation or after the
+    /// next reconcile cycle.
     #[instrument(skip(self))]
     pub async fn claim(&self, worker_id: &str, conversation_id: Option<&str>) -> AppResult<Option<ClaimedJob>> {
         self.claim_as(worker_id, conversation_id, None).await
@@ -31,22 +34,29 @@ impl Store {
                 _ => None,
             });
         }
-        let shards = self.policy.queue.ready_shards.max(1);
-        let start = (ids::random_u128() % u128::from(shards)) as u32;
-        for i in 0..shards {
-            let shard = (start + i) % shards;
-            // Due conversations in their global order (`d<n>` of the `due` index); promotion
-            // first when its slot came, else only when `d<n>` had nothing for this worker.
-            let mut promoted = self.take_promotion_slot(shard, self.now());
+        // At most a few shards, chosen by the ready hint (`queue::shards`), or every shard
+        // while there is no usable hint.
+        let plan = self.probe_plan(self.now()).await?;
+        for probe in plan.probes {
+            let shard = probe.shard;
+            // Due conversations in their global order (`d<n>` of the `due` index). Scanning:
+            // promotion first when its slot came, else when `d<n>` had nothing for this worker.
+            // Probing: promotion only when `d<n>` had nothing and its slot came (reconcile's lease
+            // sweep promotes every shard each cycle).
+            let mut promoted = plan.scan && self.take_promotion_slot(shard, self.now());
             if promoted {
                 self.promote_due(shard, READY_PAGE).await?;
             }
             loop {
-                match self.claim_from_partition(worker_id, token_hash, schema::IDX_DUE, &format!("d{shard}")).await? {
+                match self.claim_from_partition(worker_id, token_hash, schema::IDX_DUE, shard).await? {
                     Some(found) => return Ok(found),
                     None if promoted => break,
                     None => {
                         promoted = true;
+                        let may_promote = plan.scan || (probe.promote && self.take_promotion_slot(shard, self.now()));
+                        if !may_promote {
+                            break;
+                        }
                         if self.promote_due(shard, READY_PAGE).await? == 0 {
                             break;
                         }
@@ -54,11 +64,12 @@ impl Store {
                 }
             }
             // Then locked conversations whose lease ran out (`l<n>` of the `ready` index).
-            if let Some(found) =
-                self.claim_from_partition(worker_id, token_hash, schema::IDX_READY, &format!("l{shard}")).await?
+            if probe.locked
+                && let Some(found) = self.claim_from_partition(worker_id, token_hash, schema::IDX_READY, shard).await?
             {
                 return Ok(found);
             }
+            self.record_empty(shard, self.now());
         }
         // The ready index hides a conversation from everyone but its live owner; an owner that
         // polls without a filter still gets its own work (one GetItem, on empty polls only).
@@ -81,13 +92,14 @@ impl Store {
         worker_id: &str,
         token_hash: Option<&str>,
         index: &str,
-        partition: &str,
+        shard: u32,
     ) -> AppResult<Option<Option<ClaimedJob>>> {
+        let partition = format!("{}{shard}", if index == schema::IDX_DUE { "d" } else { "l" });
         let by_rank = index == schema::IDX_DUE;
         let mut page_start: Option<Item> = None;
         loop {
             let now = self.now();
-            let ex = Ex::new().val(":s", s(partition)).val(":now", n(now)).val(":w", s(worker_id));
+            let ex = Ex::new().val(":s", s(&partition)).val(":now", n(now)).val(":w", s(worker_id));
             let kc = if by_rank { "readyShard = :s" } else { "readyShard = :s AND readyAt <= :now" };
             let filter = "attribute_not_exists(ownerId) OR ownerId = :w OR ownerUntil <= :now";
             let (names, values) = ex.for_exprs(&[kc, filter]);
@@ -115,9 +127,18 @@ impl Store {
                 order_candidates(&mut cands);
                 cands.into_iter().map(|c| c.conversation_id).collect()
             };
-            for cid in cids {
+            let last_page = out.last_evaluated_key.as_ref().is_none_or(|k| k.is_empty());
+            let count = cids.len();
+            for (i, cid) in cids.into_iter().enumerate() {
                 match self.claim_in_conversation(worker_id, &cid, token_hash).await? {
-                    ConvOutcome::Claimed(j) => return Ok(Some(Some(j))),
+                    ConvOutcome::Claimed(j) => {
+                        // It took the partition's last candidate: as far as this claimer
+                        // knows, the shard is empty now (its next probes go elsewhere).
+                        if by_rank && last_page && i + 1 == count {
+                            self.record_empty(shard, now);
+                        }
+                        return Ok(Some(Some(j)));
+                    }
                     ConvOutcome::Nothing => {}
                     ConvOutcome::WorkerRefused(w) => {
                         let Some(w) = w else { return Ok(Some(None)) };

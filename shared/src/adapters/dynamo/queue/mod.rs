@@ -5,6 +5,7 @@
 mod claim;
 mod conversation;
 mod enqueue;
+mod hint;
 pub use enqueue::Enqueued;
 mod lease;
 mod promote;
