@@ -42,7 +42,7 @@ fn opts() -> Opts {
         throughput_msgs: 2_000,
         partition_msgs: 2_000,
         wide_convs: 10_000,
-        shards: 1,
+        shards: Policies::default().queue.ready_shards,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -79,6 +79,12 @@ fn opts() -> Opts {
     o
 }
 
+/// What a reconcile cycle does for unassigned claimers: the demand read and the ready hint.
+async fn refresh_hint(store: &Store) {
+    let (_, _, hint) = store.ready_demand(store.now(), 200).await.expect("demand read");
+    store.put_ready_hint(&hint).await.expect("hint write");
+}
+
 fn lease(j: &shared::queue::model::ClaimedJob, w: &str) -> LeaseArgs {
     LeaseArgs { worker_id: w.into(), message_id: j.message_id.clone(), lease_id: j.lease_id.clone(), token_hash: None }
 }
@@ -100,6 +106,39 @@ async fn requests_per_message(samples: usize) {
         e.counter.count_capacity(true);
         e.counter.reset();
         let mut n = 0;
+        if !sticky {
+            // Fresh workers after a scale-up: the messages wait, a reconcile cycle wrote the
+            // ready hint (its requests are not the message's), claims probe the hinted shards;
+            // empty polls count.
+            for c in 0..convs {
+                e.store.enqueue(enq(&format!("rq-{c}"), "bot", "x")).await.unwrap();
+            }
+            refresh_hint(&e.store).await;
+            let enqueue_cost = (e.counter.total(), e.counter.capacity());
+            e.counter.reset();
+            let mut polls = 0;
+            while n < convs && polls < 20 * convs {
+                let w = format!("w-{polls}");
+                polls += 1;
+                if let Some(j) = e.store.claim(&w, None).await.unwrap() {
+                    e.store.complete(&lease(&j, &w)).await.unwrap();
+                    n += 1;
+                }
+            }
+            assert_eq!(n, convs, "every message claimed");
+            let claim_ops = e.counter.by_operation();
+            let total = e.counter.total() + enqueue_cost.0;
+            let cu = e.counter.capacity();
+            println!(
+                "   {:<58} {:>9.2} {:>8.2} {:>8.2} {:>22}",
+                label,
+                total as f64 / n as f64,
+                (cu.read + enqueue_cost.1.read) / n as f64,
+                (cu.write + enqueue_cost.1.write) / n as f64,
+                format!("claim+complete {claim_ops:?}, {polls} polls")
+            );
+            continue;
+        }
         for c in 0..convs {
             let cid = format!("rq-{c}");
             for _ in 0..per_conv {
@@ -107,9 +146,7 @@ async fn requests_per_message(samples: usize) {
             }
             let w = format!("w-{c}");
             for _ in 0..per_conv {
-                let j = if sticky { e.store.claim(&w, Some(&cid)).await } else { e.store.claim(&w, None).await }
-                    .unwrap()
-                    .expect("a job");
+                let j = e.store.claim(&w, Some(&cid)).await.unwrap().expect("a job");
                 e.store.complete(&lease(&j, &w)).await.unwrap();
                 n += 1;
             }
@@ -141,14 +178,26 @@ async fn cost_at_depth(depth: usize, sample: usize, sticky: bool) -> (f64, f64) 
     for s in 0..sample {
         e.store.enqueue(enq(&format!("sample-{s}"), "bot", "x")).await.unwrap();
     }
+    refresh_hint(&e.store).await;
     e.counter.reset();
     let t = Instant::now();
+    let mut polls = 0;
     for s in 0..sample {
         let w = format!("bench-{s}");
-        let j =
-            if sticky { e.store.claim(&w, Some(&format!("sample-{s}"))).await } else { e.store.claim(&w, None).await }
-                .unwrap()
-                .expect("a sample job");
+        // Unassigned: poll until a job comes (empty polls count).
+        let j = loop {
+            polls += 1;
+            assert!(polls <= 20 * sample, "no sample job found");
+            let got = if sticky {
+                e.store.claim(&w, Some(&format!("sample-{s}"))).await
+            } else {
+                e.store.claim(&w, None).await
+            };
+            if let Some(j) = got.unwrap() {
+                break j;
+            }
+            assert!(!sticky, "a sticky sample job");
+        };
         e.store.complete(&lease(&j, &w)).await.unwrap();
     }
     let ms = t.elapsed().as_secs_f64() * 1000.0 / sample as f64;
@@ -182,7 +231,10 @@ async fn throughput(o: &Opts) {
     load::fill(&e.store, "tp", n, convs).await;
     println!("   enqueue with 8 producers: {:.0} messages/s", n as f64 / f.elapsed().as_secs_f64());
     e.counter.reset();
+    // Reconcile refreshes the ready hint once per cycle (2 s apart at the least by default).
+    let hint = load::refresh_hint_every(&e.store, Duration::from_secs(2));
     let d = load::drain(&e.store, n, 8, Duration::from_secs(600)).await;
+    hint.abort();
     let stats = e.store.queue_stats().await.unwrap();
     println!(
         "   {:.0} messages/s ({} in {:.1} s); duplicates {}, lost {}; {:.2} requests/message incl. empty polls",
@@ -211,7 +263,11 @@ async fn partition_writes(convs: usize, n: usize, shards: u32) {
     let reader = StreamReader::new(&endpoint());
     // Only the load's records: the seeding wrote nothing to the queue table.
     load::fill(&e.store, "pw", n, convs).await;
+    let hint = load::refresh_hint_every(&e.store, Duration::from_secs(2));
+    e.counter.reset();
     let d = load::drain(&e.store, n, 8, Duration::from_secs(1800)).await;
+    hint.abort();
+    let drain_requests = e.counter.total();
     assert_eq!((d.duplicates, d.unique), (0, n), "exactly once");
     assert!(d.out_of_order.is_empty(), "order per conversation: {:?}", d.out_of_order);
     let changes = reader.changes(&e.tables.queue).await;
@@ -239,6 +295,10 @@ async fn partition_writes(convs: usize, n: usize, shards: u32) {
         "   => hottest key: {:.3} writes/message, ceiling {:.0} messages/s (1,000 writes/s per key)",
         worst,
         1000.0 / worst
+    );
+    println!(
+        "   drain: {:.2} DynamoDB requests per message (claims incl. empty polls, completes, hint refreshes)",
+        drain_requests as f64 / n as f64
     );
 }
 
@@ -290,7 +350,15 @@ async fn reconcile_cost(o: &Opts) {
     }
     println!("\n5. One reconcile cycle, steady pool of 2 (fake provider): DynamoDB requests");
     println!("   {:<44} {:>12} {:>12}", "state", "req/cycle", "ms/cycle");
-    let a = app_env().await;
+    let a = app_env_with(Policies {
+        workers: WorkerPolicy { auth_cache_ms: 0, ..WorkerPolicy::default() },
+        ..Policies::default()
+    })
+    .await;
+    println!(
+        "   (READY_SHARDS={}: the sweep and the demand read take 5 Queries per shard)",
+        a.e.store.policy.queue.ready_shards
+    );
     seed_agent(&a.e.store, "bot", true).await;
     let store = a.e.store.clone();
     let cfg = ProviderRuntimeConfig {

@@ -5,7 +5,7 @@
 use integration_tests::partition_writes::{Change, Image, StreamReader, Tally};
 use integration_tests::{AppEnv, app_env_with, endpoint, enq, env_system, load, seed_agent};
 use serde_json::json;
-use shared::adapters::dynamo::{keys, schema};
+use shared::adapters::dynamo::schema;
 use shared::clock::Clock;
 use shared::config::Policies;
 use shared::reconcile::cycle::{ProviderFactory, Reconciler};
@@ -176,7 +176,12 @@ async fn unassigned_claims_probe_the_hinted_shards_and_idle_polls_do_not_grow_wi
     }
     cycle(&a, &r).await;
     let hint = a.e.store.ready_hint(a.e.clock.now_ms() + 10_000).await.unwrap().expect("a hint");
-    let want: std::collections::BTreeSet<u32> = cids.iter().map(|c| keys::shard_of(c, 64)).collect();
+    let mut want = std::collections::BTreeSet::new();
+    for c in &cids {
+        let conv = a.e.store.get_conversation(c).await.unwrap().unwrap();
+        assert!(conv.ready_shard.starts_with('d'), "{}", conv.ready_shard);
+        want.insert(conv.ready_shard[1..].parse::<u32>().unwrap());
+    }
     assert_eq!(hint.due, want.into_iter().collect::<Vec<_>>());
     assert_eq!((hint.shards, hint.expired.len()), (64, 0));
     // Drain them with unassigned claims only (fresh workers, as after a scale-up).

@@ -47,27 +47,36 @@ pub fn shard_of(conversation_id: &str, shards: u32) -> u32 {
     h % shards.max(1)
 }
 
-/// The `ready` index partition of an unlocked conversation: `r<shard>`.
-pub fn ready_shard(conversation_id: &str, shards: u32) -> String {
-    format!("r{}", shard_of(conversation_id, shards))
+/// The shard of one move of a conversation into a `ready`/`due` partition: a fresh random one
+/// of `shards` at every move. Nothing looks a conversation up by its shard (claimers, promotion,
+/// the sweep and the demand read go through the partitions), so any shard is right, and a
+/// random one spreads even a few busy conversations evenly over the shards: the writes of one
+/// conversation land on one key no more often than anyone else's.
+pub fn pick_shard(shards: u32) -> u32 {
+    (crate::ids::random_u128() % u128::from(shards.max(1))) as u32
+}
+
+/// The `ready` index partition of an unlocked conversation not due when written: `r<shard>`.
+pub fn ready_shard(shard: u32) -> String {
+    format!("r{shard}")
 }
 
 /// The `ready` index partition of a locked conversation: `l<shard>`. Busy conversations sit
 /// apart, so the partition unassigned claimers read holds only conversations that wait.
-pub fn locked_shard(conversation_id: &str, shards: u32) -> String {
-    format!("l{}", shard_of(conversation_id, shards))
+pub fn locked_shard(shard: u32) -> String {
+    format!("l{shard}")
 }
 
 /// The `ready`/`due` partition of an unlocked conversation that was due when it was written:
 /// `d<shard>`. Its `dueRank` orders it in the `due` index (priority, due time, insertion order).
-pub fn due_shard(conversation_id: &str, shards: u32) -> String {
-    format!("d{}", shard_of(conversation_id, shards))
+pub fn due_shard(shard: u32) -> String {
+    format!("d{shard}")
 }
 
 /// The partition of an unlocked conversation whose head is due at `due`, written at `now`:
 /// `d<shard>` when due, `r<shard>` (waiting for promotion) when not.
-pub fn unlocked_shard(conversation_id: &str, shards: u32, due: Millis, now: Millis) -> String {
-    if due <= now { due_shard(conversation_id, shards) } else { ready_shard(conversation_id, shards) }
+pub fn unlocked_shard(shard: u32, due: Millis, now: Millis) -> String {
+    if due <= now { due_shard(shard) } else { ready_shard(shard) }
 }
 
 /// `dueRank`: the `due` index sort key of a conversation whose head has `priority`, is due at
@@ -115,6 +124,27 @@ pub const SNAPSHOT_PREFIX: &str = "S#";
 /// A reply record: part `part` of the reply to the message with ULID `ulid` (`R#<ULID>#<part:03>`).
 pub fn reply_sk(ulid: &str, part: u32) -> String {
     format!("R#{ulid}#{part:03}")
+}
+
+/// Partitions of the `expiry` index's `media` kind: one attachment per inbound photo or voice
+/// note would put every message with media on one key.
+pub const MEDIA_EXPIRY_SHARDS: u32 = 16;
+
+/// The `expiryKind` of a ready attachment: `media#<nn>`, nn = FNV-1a(storageId) mod
+/// [`MEDIA_EXPIRY_SHARDS`].
+pub fn media_expiry_kind(storage_id: &str) -> String {
+    format!("media#{:02}", shard_of(storage_id, MEDIA_EXPIRY_SHARDS))
+}
+
+/// Every `expiryKind` partition of a kind the sweep asks for: `media` is the unsharded partition
+/// of attachments written before the shards, then its [`MEDIA_EXPIRY_SHARDS`]; the snapshot
+/// kinds are one partition each (one per drain, never per message).
+pub fn expiry_partitions(kind: &str) -> Vec<String> {
+    if kind == "media" {
+        std::iter::once(kind.to_string()).chain((0..MEDIA_EXPIRY_SHARDS).map(|n| format!("media#{n:02}"))).collect()
+    } else {
+        vec![kind.to_string()]
+    }
 }
 
 pub fn attachment_sk(storage_id: &str) -> String {
@@ -433,17 +463,29 @@ mod tests {
 
     #[test]
     fn shards_and_keys() {
-        assert_eq!(ready_shard("anything", 1), "r0");
-        assert_eq!(due_shard("anything", 1), "d0");
-        assert_eq!(unlocked_shard("x", 1, 10, 10), "d0");
-        assert_eq!(unlocked_shard("x", 1, 11, 10), "r0");
-        assert_eq!(locked_shard("anything", 1), "l0");
-        assert_eq!(ready_shard("abc", 8)[1..], locked_shard("abc", 8)[1..]);
-        let s = ready_shard("abc", 8);
-        assert!(s.starts_with('r') && s[1..].parse::<u32>().unwrap() < 8);
+        assert_eq!(ready_shard(0), "r0");
+        assert_eq!(due_shard(3), "d3");
+        assert_eq!(unlocked_shard(1, 10, 10), "d1");
+        assert_eq!(unlocked_shard(1, 11, 10), "r1");
+        assert_eq!(locked_shard(7), "l7");
+        assert_eq!(pick_shard(1), 0);
+        let picked: std::collections::BTreeSet<u32> = (0..2_000).map(|_| pick_shard(8)).collect();
+        assert_eq!(picked, (0..8).collect(), "every shard, none beyond");
+        assert!(shard_of("abc", 8) < 8);
         assert!(open_key(5, "B") < open_key(10, "A"));
         assert!(CONV_OPEN_KEY < open_key(0, "0").as_str());
         assert_eq!(ttl_seconds(12_345), 12);
+    }
+
+    #[test]
+    fn media_expiry_kinds_spread_and_the_sweep_reads_them_all() {
+        let kinds: std::collections::BTreeSet<String> =
+            (0..500).map(|i| media_expiry_kind(&format!("st-{i}"))).collect();
+        assert_eq!(kinds.len(), MEDIA_EXPIRY_SHARDS as usize);
+        let read = expiry_partitions("media");
+        assert!(kinds.iter().all(|k| read.contains(k)));
+        assert_eq!(read[0], "media", "the partition of older attachments");
+        assert_eq!(expiry_partitions("snapshot"), vec!["snapshot".to_string()]);
     }
 
     #[test]

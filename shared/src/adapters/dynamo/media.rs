@@ -52,7 +52,7 @@ pub fn inbound_rows(m: &MessageItem, now: Millis) -> AppResult<Vec<Item>> {
                 size_bytes: a.size_bytes,
                 created_at: now,
                 expires_at: a.expires_at,
-                expiry_kind: (a.status == AttachmentStatus::Ready).then(|| "media".to_string()),
+                expiry_kind: (a.status == AttachmentStatus::Ready).then(|| keys::media_expiry_kind(&a.storage_id)),
                 expiry_at: (a.status == AttachmentStatus::Ready).then_some(a.expires_at),
                 ttl: None,
             })
@@ -69,8 +69,14 @@ impl Store {
         claim.insert("conversationId".into(), s(&row.conversation_id));
         claim.insert("storageId".into(), s(&row.storage_id));
         let ex = Ex::new().val(":cid", s(&row.conversation_id));
+        // The use case names the kind (`media`); its partition of the expiry index is the
+        // storage id's shard.
+        let mut item = to_item(row)?;
+        if row.expiry_kind.as_deref() == Some("media") {
+            item.insert("expiryKind".into(), s(keys::media_expiry_kind(&row.storage_id)));
+        }
         let items = vec![
-            tx_put(&self.tables.queue, to_item(row)?, "attribute_not_exists(pk)", &ex),
+            tx_put(&self.tables.queue, item, "attribute_not_exists(pk)", &ex),
             tx_put(&self.tables.queue, claim, "attribute_not_exists(pk)", &ex),
             self.token_check(p),
         ];

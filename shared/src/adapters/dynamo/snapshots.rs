@@ -179,22 +179,31 @@ impl Store {
     }
 
     /// Up to `limit` items of one expiry kind (`snapshot`, `snapshot_upload`, `media`) whose
-    /// deadline has passed: one Query of the keys-only `expiry` index, then each item read.
+    /// deadline has passed: one Query of the keys-only `expiry` index per partition of the kind
+    /// (`keys::expiry_partitions`: `media` has 17) until `limit` keys, then each item read.
     pub async fn due_expiries<T: DeserializeOwned>(&self, kind: &str, now: Millis, limit: i32) -> AppResult<Vec<T>> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.tables.queue)
-            .index_name(schema::IDX_EXPIRY)
-            .key_condition_expression("expiryKind = :k AND expiryAt <= :now")
-            .expression_attribute_values(":k", s(kind))
-            .expression_attribute_values(":now", n(now))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query expiry", e))?;
+        let mut found = Vec::new();
+        for part in keys::expiry_partitions(kind) {
+            let left = limit - found.len() as i32;
+            if left <= 0 {
+                break;
+            }
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.queue)
+                .index_name(schema::IDX_EXPIRY)
+                .key_condition_expression("expiryKind = :k AND expiryAt <= :now")
+                .expression_attribute_values(":k", s(part))
+                .expression_attribute_values(":now", n(now))
+                .limit(left)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query expiry", e))?;
+            found.extend(out.items.unwrap_or_default());
+        }
         let mut items = Vec::new();
-        for k in out.items.unwrap_or_default() {
+        for k in found {
             let (Some(pk), Some(sk)) = (k.get("pk").cloned(), k.get("sk").cloned()) else { continue };
             if let Some(item) =
                 self.get(&self.tables.queue, super::Item::from([("pk".into(), pk), ("sk".into(), sk)])).await?

@@ -262,7 +262,7 @@ impl Store {
                 .val(":zero", n(0))
                 .val(":fly", s("fly"))
                 .val(":expired", s(rules::LEASE_EXPIRED_ERROR))
-                .val(":lshard", s(keys::locked_shard(cid, self.policy.queue.ready_shards)))
+                .val(":lshard", s(keys::locked_shard(keys::pick_shard(self.policy.queue.ready_shards))))
                 .val(":th", s(token_hash.unwrap_or_default()));
             let worker_cond = if token_hash.is_some() {
                 "#st = :active AND tokenHash = :th AND (attribute_not_exists(assignedConversationId) OR assignedConversationId = :cid)"
@@ -411,7 +411,7 @@ impl Store {
         let (update, ex) = match to {
             Some(t) if conv.lock_lease_id.is_none() && t > now => (
                 "SET readyAt = :t, readyShard = :rshard, rev = rev + :one REMOVE dueRank",
-                ex.val(":t", n(t)).val(":rshard", s(keys::ready_shard(&conv.conversation_id, shards))),
+                ex.val(":t", n(t)).val(":rshard", s(keys::ready_shard(keys::pick_shard(shards)))),
             ),
             Some(t) => ("SET readyAt = :t, rev = rev + :one", ex.val(":t", n(t))),
             None => ("SET rev = rev + :one REMOVE readyAt, dueRank", ex),
@@ -469,20 +469,18 @@ impl Store {
             .val(":queued", s("queued"))
             .val(":ttl", n(keys::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
             .val(":skey", s(keys::status_key(at, keys::message_ulid(&m.sk))))
-            .val(":rshard", s(keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
+            .val(":rshard", s(keys::ready_shard(keys::pick_shard(self.policy.queue.ready_shards))));
         // Requeued at once (a claim's takeover), the head goes straight back into the `due` index
         // at its rank; with a backoff (or an orphan that may not be the head) it waits in `r<n>`.
         let (ushard, urank) = if !orphan && at <= now {
             (
-                keys::due_shard(&conv.conversation_id, self.policy.queue.ready_shards),
+                keys::due_shard(keys::pick_shard(self.policy.queue.ready_shards)),
                 keys::due_rank(m.priority, at, keys::message_ulid(&m.sk)),
             )
         } else {
-            (keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards), String::new())
+            (keys::ready_shard(keys::pick_shard(self.policy.queue.ready_shards)), String::new())
         };
-        let ex = leave_vals(ex, &conv.conversation_id, &self.policy.queue, now)
-            .val(":ushard", s(ushard))
-            .val(":urank", s(&urank));
+        let ex = leave_vals(ex, &self.policy.queue, now).val(":ushard", s(ushard)).val(":urank", s(&urank));
         let lease_cond = if m.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
         let msg_cond = if orphan {
             format!("#st = :processing AND {lease_cond}")
@@ -539,7 +537,7 @@ impl Store {
             .val(":rev", n(conv.rev))
             .val(":one", n(1))
             .val(":now", n(now))
-            .val(":rshard", s(keys::ready_shard(&conv.conversation_id, self.policy.queue.ready_shards)));
+            .val(":rshard", s(keys::ready_shard(keys::pick_shard(self.policy.queue.ready_shards))));
         let update = if conv.open_count > 0 {
             format!("SET readyAt = :now, readyShard = :rshard, rev = rev + :one REMOVE dueRank, {CONV_LOCK_REMOVE}")
         } else {

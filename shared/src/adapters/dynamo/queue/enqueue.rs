@@ -72,7 +72,7 @@ impl Store {
             .val(":one", n(1))
             .val(":seq", s(keys::message_ulid(&msg.sk)))
             .val(":p", n(priority));
-        let ex = head_vals(ex, &cid, pol.ready_shards, due, now, priority, keys::message_ulid(&msg.sk));
+        let ex = head_vals(ex, pol.ready_shards, due, now, priority, keys::message_ulid(&msg.sk));
         let mut lower = false;
         for attempt in 0..MAX_TX_RETRIES {
             let mut items = vec![
@@ -217,8 +217,9 @@ pub enum Enqueued {
     ExtraRefused { index: usize, item: Option<Item> },
 }
 
-/// `:shard` and `:rank` of [`Store::enqueue_conv_update`] for a message of `cid` due at `due`,
+/// `:shard` and `:rank` of [`Store::enqueue_conv_update`] for a message due at `due`,
 /// with priority `p` and ULID `seq`, written at `now`.
-pub(super) fn head_vals(ex: Ex, cid: &str, shards: u32, due: Millis, now: Millis, p: f64, seq: &str) -> Ex {
-    ex.val(":shard", s(keys::unlocked_shard(cid, shards, due, now))).val(":rank", s(keys::due_rank(p, due, seq)))
+pub(super) fn head_vals(ex: Ex, shards: u32, due: Millis, now: Millis, p: f64, seq: &str) -> Ex {
+    ex.val(":shard", s(keys::unlocked_shard(keys::pick_shard(shards), due, now)))
+        .val(":rank", s(keys::due_rank(p, due, seq)))
 }

@@ -196,9 +196,8 @@ impl Store {
     }
 
     pub(super) fn lease_ex(&self, a: &LeaseArgs, now: Millis) -> Ex {
-        let cid = a.message_id.split_once(':').map(|(_, c)| c).unwrap_or_default();
-        leave_vals(base_ex(), cid, &self.policy.queue, now)
-            .val(":rshard", s(keys::ready_shard(cid, self.policy.queue.ready_shards)))
+        leave_vals(base_ex(), &self.policy.queue, now)
+            .val(":rshard", s(keys::ready_shard(keys::pick_shard(self.policy.queue.ready_shards))))
             .val(":processing", s("processing"))
             .val(":l", s(&a.lease_id))
             .val(":w", s(&a.worker_id))

@@ -64,8 +64,8 @@ const NEXT_HEAD_SET: &str = "#pr = if_not_exists(nextPr, #pr), headSeq = if_not_
 const NEXT_REMOVE: &str = "nextPr, nextSeq, nextRank";
 
 /// The values every `leave_update` needs besides the lease's: `:dshard`, `:frank`.
-fn leave_vals(ex: Ex, cid: &str, pol: &QueuePolicy, now: Millis) -> Ex {
-    ex.val(":dshard", s(keys::due_shard(cid, pol.ready_shards)))
+fn leave_vals(ex: Ex, pol: &QueuePolicy, now: Millis) -> Ex {
+    ex.val(":dshard", s(keys::due_shard(keys::pick_shard(pol.ready_shards))))
         .val(":frank", s(keys::due_rank(pol.default_priority, now, "~")))
 }
 

@@ -143,15 +143,7 @@ impl Store {
                 .val(":ck", s(keys::CONV_OPEN_KEY))
                 .val(":seq", s(&r.ulid))
                 .val(":p", n(m.priority));
-            let ex = enqueue::head_vals(
-                ex,
-                &r.conversation_id,
-                self.policy.queue.ready_shards,
-                now,
-                now,
-                m.priority,
-                &r.ulid,
-            );
+            let ex = enqueue::head_vals(ex, self.policy.queue.ready_shards, now, now, m.priority, &r.ulid);
             let mut lower = false;
             let mut ok = false;
             for attempt in 0..MAX_TX_RETRIES {
