@@ -60,39 +60,42 @@ impl Store {
 
     /// The sweep's second pass: messages `processing` whose lease is over (or absent) but whose
     /// conversation holds no lock naming them (a partial write, a hand edit) would block their
-    /// conversation forever; they are recovered like an expired lease. One Query of the
-    /// `byStatus` partition `processing` (live leases filtered out, at most `limit` read) + per
-    /// hit 2 GetItem + 1 Transact.
+    /// conversation forever; they are recovered like an expired lease. One Query per shard of
+    /// `processing` in the `byStatusShard` index, from a random shard on, live leases filtered
+    /// out, until `limit` entries were read over all shards + per hit 2 GetItem + 1 Transact.
     pub(super) async fn repair_orphans(&self, limit: i32, now: Millis, res: &mut ReleaseResult) -> AppResult<()> {
-        let out = self
-            .client
-            .query()
-            .table_name(self.q())
-            .index_name(schema::IDX_BY_STATUS)
-            .key_condition_expression("#st = :p")
-            .filter_expression("attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now")
-            .projection_expression("pk, sk")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":p", s("processing"))
-            .expression_attribute_values(":now", n(now))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query processing", e))?;
-        for k in out.items.unwrap_or_default() {
-            let (Some(pk), Some(sk)) =
-                (k.get("pk").and_then(|v| v.as_s().ok()), k.get("sk").and_then(|v| v.as_s().ok()))
-            else {
-                continue;
-            };
-            let Some(conv) = self.get_conversation(keys::conversation_id_of(pk)).await? else { continue };
-            let Some(m) = self.get(self.q(), key(pk, sk)).await?.map(from_item::<MessageItem>).transpose()? else {
-                continue;
-            };
-            match self.recover_message(&conv, &m, now, true).await? {
-                Some(FailOutcome::DeadLetter) => res.dead_lettered += 1,
-                Some(FailOutcome::Requeue { .. }) => res.requeued += 1,
-                None => {}
+        let shards = keys::STATUS_SHARDS;
+        let first = (ids::random_u128() % u128::from(shards)) as u32;
+        let mut left = limit;
+        for i in 0..shards {
+            if left <= 0 {
+                break;
+            }
+            let out = self
+                .status_query(MessageStatus::Processing, (first + i) % shards, None)
+                .filter_expression("attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now")
+                .projection_expression("pk, sk")
+                .expression_attribute_values(":now", n(now))
+                .limit(left)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query processing", e))?;
+            left -= out.scanned_count.max(1);
+            for k in out.items.unwrap_or_default() {
+                let (Some(pk), Some(sk)) =
+                    (k.get("pk").and_then(|v| v.as_s().ok()), k.get("sk").and_then(|v| v.as_s().ok()))
+                else {
+                    continue;
+                };
+                let Some(conv) = self.get_conversation(keys::conversation_id_of(pk)).await? else { continue };
+                let Some(m) = self.get(self.q(), key(pk, sk)).await?.map(from_item::<MessageItem>).transpose()? else {
+                    continue;
+                };
+                match self.recover_message(&conv, &m, now, true).await? {
+                    Some(FailOutcome::DeadLetter) => res.dead_lettered += 1,
+                    Some(FailOutcome::Requeue { .. }) => res.requeued += 1,
+                    None => {}
+                }
             }
         }
         Ok(())
@@ -138,6 +141,7 @@ impl Store {
                 .val(":due", n(now))
                 .val(":okey", s(keys::open_key(m.enqueued_for, &r.ulid)))
                 .val(":skey", s(keys::status_key(now, &r.ulid)))
+                .val(":spart", s(keys::status_part(MessageStatus::Queued, &r.ulid)))
                 .val(":a", s(&m.agent_key))
                 .val(":cid", s(&r.conversation_id))
                 .val(":ck", s(keys::CONV_OPEN_KEY))
@@ -159,7 +163,7 @@ impl Store {
                     tx_update(
                         self.q(),
                         self.msg_key(&r),
-                        "SET #st = :queued, attempts = :zero, scheduledFor = :now, statusKey = :skey, openKey = :okey REMOVE deadLetteredAt, nextRetryAt, #ttl",
+                        "SET #st = :queued, statusPart = :spart, attempts = :zero, scheduledFor = :now, statusKey = :skey, openKey = :okey REMOVE deadLetteredAt, nextRetryAt, #ttl",
                         Some("#st = :dead"),
                         &ex,
                     ),
