@@ -186,7 +186,7 @@ pub struct BackfillResult {
     pub next_cursor: Option<String>,
 }
 
-/// `queueStats`: bounded counts from the `byStatus` index (W21: live and expired leases apart).
+/// `queueStats`: bounded counts from the `byStatusShard` index (W21: live and expired leases apart).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
