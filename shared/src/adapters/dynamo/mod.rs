@@ -50,11 +50,22 @@ pub struct Store {
     message_config: Mutex<Option<(Millis, Option<MessageConfig>)>>,
     /// When this process last promoted each shard (`queue::promote`).
     promoted_at: Mutex<HashMap<u32, queue::PromotionState>>,
+    /// The `byStatusShard` shard the sweep's next orphan pass reads (`queue::recovery`).
+    orphan_shard: std::sync::atomic::AtomicU32,
 }
 
 impl Store {
     pub fn new(client: Client, tables: TableNames, policy: Policies, clock: SharedClock) -> Self {
-        Self { client, tables, policy, clock, message_config: Mutex::new(None), promoted_at: Mutex::default() }
+        let orphan_shard = (crate::ids::random_u128() % u128::from(keys::STATUS_SHARDS)) as u32;
+        Self {
+            client,
+            tables,
+            policy,
+            clock,
+            message_config: Mutex::new(None),
+            promoted_at: Mutex::default(),
+            orphan_shard: orphan_shard.into(),
+        }
     }
 
     pub fn now(&self) -> Millis {

@@ -60,42 +60,37 @@ impl Store {
 
     /// The sweep's second pass: messages `processing` whose lease is over (or absent) but whose
     /// conversation holds no lock naming them (a partial write, a hand edit) would block their
-    /// conversation forever; they are recovered like an expired lease. One Query per shard of
-    /// `processing` in the `byStatusShard` index, from a random shard on, live leases filtered
-    /// out, until `limit` entries were read over all shards + per hit 2 GetItem + 1 Transact.
+    /// conversation forever; they are recovered like an expired lease. One Query of one shard of
+    /// `processing` in the `byStatusShard` index (live leases filtered out, at most `limit`
+    /// entries read) + per hit 2 GetItem + 1 Transact. The shards are read in turn, one a call
+    /// (from a random one per process): every sweep costs one Query, as before the index was
+    /// sharded (the reconcile cycle runs it), and any 32 calls of a process cover them all.
+    /// Claims recover such a head themselves when they meet it.
     pub(super) async fn repair_orphans(&self, limit: i32, now: Millis, res: &mut ReleaseResult) -> AppResult<()> {
-        let shards = keys::STATUS_SHARDS;
-        let first = (ids::random_u128() % u128::from(shards)) as u32;
-        let mut left = limit;
-        for i in 0..shards {
-            if left <= 0 {
-                break;
-            }
-            let out = self
-                .status_query(MessageStatus::Processing, (first + i) % shards, None)
-                .filter_expression("attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now")
-                .projection_expression("pk, sk")
-                .expression_attribute_values(":now", n(now))
-                .limit(left)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query processing", e))?;
-            left -= out.scanned_count.max(1);
-            for k in out.items.unwrap_or_default() {
-                let (Some(pk), Some(sk)) =
-                    (k.get("pk").and_then(|v| v.as_s().ok()), k.get("sk").and_then(|v| v.as_s().ok()))
-                else {
-                    continue;
-                };
-                let Some(conv) = self.get_conversation(keys::conversation_id_of(pk)).await? else { continue };
-                let Some(m) = self.get(self.q(), key(pk, sk)).await?.map(from_item::<MessageItem>).transpose()? else {
-                    continue;
-                };
-                match self.recover_message(&conv, &m, now, true).await? {
-                    Some(FailOutcome::DeadLetter) => res.dead_lettered += 1,
-                    Some(FailOutcome::Requeue { .. }) => res.requeued += 1,
-                    None => {}
-                }
+        let shard = self.orphan_shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % keys::STATUS_SHARDS;
+        let out = self
+            .status_query(MessageStatus::Processing, shard, None)
+            .filter_expression("attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now")
+            .projection_expression("pk, sk")
+            .expression_attribute_values(":now", n(now))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query processing", e))?;
+        for k in out.items.unwrap_or_default() {
+            let (Some(pk), Some(sk)) =
+                (k.get("pk").and_then(|v| v.as_s().ok()), k.get("sk").and_then(|v| v.as_s().ok()))
+            else {
+                continue;
+            };
+            let Some(conv) = self.get_conversation(keys::conversation_id_of(pk)).await? else { continue };
+            let Some(m) = self.get(self.q(), key(pk, sk)).await?.map(from_item::<MessageItem>).transpose()? else {
+                continue;
+            };
+            match self.recover_message(&conv, &m, now, true).await? {
+                Some(FailOutcome::DeadLetter) => res.dead_lettered += 1,
+                Some(FailOutcome::Requeue { .. }) => res.requeued += 1,
+                None => {}
             }
         }
         Ok(())
