@@ -36,6 +36,28 @@ pub fn decode(listing: &str, prefix: &str, cursor: &str) -> AppResult<String> {
     Ok(key.to_string())
 }
 
+/// The cursor continuing a Scan of a whole table (`listing`) after the item with base key
+/// (`pk`, `sk`): a Scan moves over partitions, so it needs both.
+pub fn encode_table_key(listing: &str, pk: &str, sk: &str) -> String {
+    hex::encode(serde_json::json!([listing, pk, sk]).to_string())
+}
+
+/// The base key (`pk`, `sk`) a cursor of [`encode_table_key`] continues after. A cursor of
+/// another listing, a truncated one or a forged one is a validation error naming the listing.
+pub fn decode_table_key(listing: &str, cursor: &str) -> AppResult<(String, String)> {
+    let bad = || AppError::validation(format!("cursor is not a nextCursor of {listing}"));
+    if cursor.is_empty() || cursor.len() > 8192 {
+        return Err(bad());
+    }
+    let raw = hex::decode(cursor).map_err(|_| bad())?;
+    let (tag, pk, sk): (String, String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let ok = |v: &str| !v.is_empty() && !v.chars().any(char::is_control);
+    if tag != listing || !ok(&pk) || !ok(&sk) {
+        return Err(bad());
+    }
+    Ok((pk, sk))
+}
+
 /// A page size: `given` or `default`, which must lie in `1..=max`.
 pub fn limit(name: &str, given: Option<i64>, default: i64, max: i64) -> AppResult<i32> {
     let v = given.unwrap_or(default);
@@ -62,6 +84,25 @@ mod tests {
     fn forged_and_malformed_cursors_are_refused() {
         for c in ["", "zz", "4d23", &"a".repeat(4000), &hex::encode("listX\nM#"), &hex::encode("listX\nM#a\u{0}b")] {
             assert!(decode("listX", "M#", c).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_table_cursor_round_trips_and_forgeries_are_refused() {
+        let c = encode_table_key("backfillX", "C#telegram:1:42 \"x\"", "M#01J");
+        assert_eq!(decode_table_key("backfillX", &c).unwrap(), ("C#telegram:1:42 \"x\"".to_string(), "M#01J".into()));
+        assert!(decode_table_key("other", &c).unwrap_err().to_string().contains("other"));
+        let forged = [
+            String::new(),
+            "zz".into(),
+            hex::encode("[\"backfillX\",\"C#a\"]"),
+            hex::encode("[\"backfillX\",\"\",\"M#1\"]"),
+            hex::encode("[\"backfillX\",\"C#a\",\"M#\\u0000\"]"),
+            encode("backfillX", "M#1"),
+            "a".repeat(9000),
+        ];
+        for f in forged {
+            assert!(decode_table_key("backfillX", &f).is_err(), "{f:?}");
         }
     }
 

@@ -166,7 +166,28 @@ pub struct RedriveResult {
     pub message_ids: Vec<String>,
 }
 
-/// `queueStats`: bounded counts from the `byStatus` index (W21: live and expired leases apart).
+/// `backfillStatusShards` (migration to the `byStatusShard` index): one Scan page of the queue
+/// table, `limit` items evaluated (default 100, 1..=1,000), from `cursor` (a `nextCursor`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackfillArgs {
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// What one `backfillStatusShards` page did: items read, messages given their `statusPart`, and
+/// where the next page starts (`None`: the table has been scanned to its end).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillResult {
+    pub scanned: u64,
+    pub updated: u64,
+    pub next_cursor: Option<String>,
+}
+
+/// `queueStats`: bounded counts from the `byStatusShard` index (W21: live and expired leases apart).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {

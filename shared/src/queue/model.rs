@@ -100,8 +100,12 @@ pub struct MessageItem {
     pub agent_key: String,
     pub payload: Payload,
     pub status: MessageStatus,
-    /// Sort key of the `byStatus` index: `<scheduledFor:013>#<ULID>`.
+    /// Sort key of the `byStatusShard` index: `<scheduledFor:013>#<ULID>`.
     pub status_key: String,
+    /// Partition key of the `byStatusShard` index: `<status>#<nn>` (the message's shard, for
+    /// life). Absent only on items written before the index (until `backfillStatusShards`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_part: Option<String>,
     pub priority: f64,
     pub scheduled_for: Millis,
     /// The due time given at enqueue; fixes the message's place in its conversation.
@@ -193,4 +197,6 @@ pub struct MessageKeys {
     pub sk: String,
     pub open_key: String,
     pub status_key: String,
+    /// `statusPart` of the new (queued) message.
+    pub status_part: String,
 }

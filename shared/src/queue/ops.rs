@@ -31,6 +31,7 @@ pub const TABLE: OpTable<App> = OpTable {
             .list_conversation_items(&a)
             .await?),
         op!(App, "redriveDeadLetters", |app, a: RedriveArgs| app.store.redrive(a).await?),
+        op!(App, "backfillStatusShards", |app, a: BackfillArgs| app.store.backfill_status_shards(&a).await?),
     ],
 };
 

@@ -69,7 +69,7 @@ pub struct SnapshotItem {
     pub reason: SnapshotReason,
     pub format_version: u32,
     pub object_key: String,
-    /// Stored under `snapStatus`: `status` belongs to messages (and their `byStatus` index).
+    /// Stored under `snapStatus`: `status` belongs to messages (and their `byStatusShard` index).
     #[serde(rename = "snapStatus")]
     pub status: SnapshotStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]

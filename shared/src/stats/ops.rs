@@ -11,7 +11,7 @@ use crate::op;
 use crate::usage::model::TokenUsage;
 use serde::{Deserialize, Serialize};
 
-/// Read the queue gauges (bounded `byStatus` reads, as `queueStats`, plus one Query for the
+/// Read the queue gauges (bounded `byStatusShard` reads, as `queueStats`, plus one Query for the
 /// oldest ready message) and emit them as one EMF line.
 pub async fn emit_queue_gauges(app: &App) -> AppResult<()> {
     let now = app.now();

@@ -17,6 +17,7 @@ mod replies;
 mod secrets;
 mod skills;
 mod stats;
+mod status_shards;
 mod telegram;
 mod template;
 mod usage;

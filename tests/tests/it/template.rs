@@ -2,7 +2,7 @@
 //! configuration the functions read.
 
 use serde_json::{Value, json};
-use shared::adapters::dynamo::schema::{AttrType, IndexDef, TABLES, TableDef};
+use shared::adapters::dynamo::schema::{AttrType, IndexDef, LEGACY_BY_STATUS, TABLES, TableDef};
 
 fn template() -> Value {
     let path = format!("{}/../infra/template.yaml", env!("CARGO_MANIFEST_DIR"));
@@ -17,6 +17,10 @@ fn keys(hash: &str, range: Option<&str>) -> Value {
         v.push(json!({"AttributeName": r, "KeyType": "RANGE"}));
     }
     Value::Array(v)
+}
+
+fn schema_queue_gsis() -> &'static [IndexDef] {
+    shared::adapters::dynamo::schema::table(shared::adapters::dynamo::schema::QUEUE).gsis
 }
 
 fn index(i: &IndexDef) -> Value {
@@ -68,14 +72,50 @@ fn declared(props: &Value) -> Value {
     })
 }
 
+/// The template's conditional entries of a table's attribute definitions and indexes: the
+/// queue table's must be exactly the legacy `byStatus` index and its `status` attribute, under
+/// the condition `KeepLegacyStatusIndex` (the migration to `byStatusShard`), and nothing else
+/// is conditional. Returns the properties as the default deploy (`false`) resolves them.
+fn without_legacy(def: &TableDef, props: &Value) -> Value {
+    let mut p = props.clone();
+    let legacy = [
+        ("AttributeDefinitions", json!({"AttributeName": "status", "AttributeType": "S"})),
+        ("GlobalSecondaryIndexes", index(&LEGACY_BY_STATUS)),
+    ];
+    for (list, want) in legacy {
+        let Some(entries) = p.get_mut(list).and_then(Value::as_array_mut) else { continue };
+        let conditional: Vec<Value> = entries.iter().filter(|v| v.get("Fn::If").is_some()).cloned().collect();
+        entries.retain(|v| v.get("Fn::If").is_none());
+        let expected: Vec<Value> = if def.resource == "QueueTable" {
+            vec![json!({"Fn::If": ["KeepLegacyStatusIndex", want, {"Ref": "AWS::NoValue"}]})]
+        } else {
+            vec![]
+        };
+        assert_eq!(conditional, expected, "{} {list}: conditional entries", def.resource);
+    }
+    p
+}
+
 #[test]
 fn tables_in_the_template_match_the_code() {
     let t = template();
     for def in TABLES {
         let res = &t["Resources"][def.resource];
         assert_eq!(res["Type"], "AWS::DynamoDB::Table", "{} is a table", def.resource);
-        assert_eq!(declared(&res["Properties"]), expected(def), "{} differs from schema.rs", def.resource);
+        let props = without_legacy(def, &res["Properties"]);
+        assert_eq!(declared(&props), expected(def), "{} differs from schema.rs", def.resource);
     }
+    // The legacy index stays only when asked for: off by default.
+    let keep = &t["Parameters"]["KeepLegacyStatusIndex"];
+    assert_eq!((keep["Default"].as_str(), &keep["AllowedValues"]), (Some("false"), &json!(["true", "false"])));
+    assert_eq!(
+        t["Conditions"]["KeepLegacyStatusIndex"],
+        json!({"Fn::Equals": [{"Ref": "KeepLegacyStatusIndex"}, "true"]})
+    );
+    // The new index is a different one (CloudFormation adds it while the old one stays).
+    let queue = schema_queue_gsis();
+    assert!(queue.iter().all(|g| g.name != LEGACY_BY_STATUS.name));
+    assert!(queue.iter().any(|g| g.hash == "statusPart" && g.range == LEGACY_BY_STATUS.range));
     let tables_in_template =
         t["Resources"].as_object().unwrap().values().filter(|r| r["Type"] == "AWS::DynamoDB::Table").count();
     assert_eq!(tables_in_template, TABLES.len(), "no table in the template that the code does not know");

@@ -3,7 +3,7 @@
 
 use super::Item;
 use crate::clock::Millis;
-use crate::queue::model::MessageKeys;
+use crate::queue::model::{MessageKeys, MessageStatus};
 use std::collections::HashMap;
 
 /// The conversation item's sort key.
@@ -32,6 +32,21 @@ pub fn open_key(enqueued_for: Millis, ulid: &str) -> String {
 pub fn status_key(scheduled_for: Millis, ulid: &str) -> String {
     format!("{scheduled_for:013}#{ulid}")
 }
+/// Partitions of each status in the `byStatusShard` index (constant: a message keeps its shard
+/// for life, and the readers query every shard).
+pub const STATUS_SHARDS: u32 = 32;
+
+/// `statusPart`, the partition key of the `byStatusShard` index: `<status>#<nn>`, nn = the
+/// message's shard (FNV-1a of its ULID modulo [`STATUS_SHARDS`]), the same in every status.
+pub fn status_part(status: MessageStatus, ulid: &str) -> String {
+    status_partition(status, shard_of(ulid, STATUS_SHARDS))
+}
+
+/// The `byStatusShard` partition `<status>#<nn>` of shard `shard` (what the readers query).
+pub fn status_partition(status: MessageStatus, shard: u32) -> String {
+    format!("{}#{shard:02}", status.as_str())
+}
+
 /// DynamoDB TTL wants epoch seconds.
 pub fn ttl_seconds(at_ms: Millis) -> i64 {
     at_ms.div_euclid(1000)
@@ -89,13 +104,14 @@ pub fn due_rank(priority: f64, due: Millis, ulid: &str) -> String {
 }
 
 /// The keys of a new message: its item, its place among the conversation's open messages and
-/// in the `byStatus` index.
+/// in the `byStatusShard` index (queued).
 pub fn message_keys(conversation_id: &str, ulid: &str, due: Millis) -> MessageKeys {
     MessageKeys {
         pk: conversation_pk(conversation_id),
         sk: message_sk(ulid),
         open_key: open_key(due, ulid),
         status_key: status_key(due, ulid),
+        status_part: status_part(MessageStatus::Queued, ulid),
     }
 }
 
@@ -494,6 +510,26 @@ mod tests {
         assert_eq!(k.pk, "C#c");
         assert_eq!(message_ulid(&k.sk), "01ARZ3NDEKTSV4RRFFQ69G5FAV");
         assert!(k.open_key.starts_with("Q#0000000000007#"));
+    }
+
+    #[test]
+    fn a_message_keeps_its_status_shard_and_messages_spread_over_the_shards() {
+        let u = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        let nn = |st| status_part(st, u).split_once('#').unwrap().1.to_string();
+        assert_eq!(nn(MessageStatus::Queued), nn(MessageStatus::Done));
+        assert_eq!(nn(MessageStatus::Processing), nn(MessageStatus::DeadLetter));
+        assert_eq!(message_keys("c", u, 7).status_part, status_part(MessageStatus::Queued, u));
+        assert!(status_part(MessageStatus::DeadLetter, u).starts_with("dead_letter#"));
+        assert_eq!(status_partition(MessageStatus::Done, 3), "done#03");
+        // ULIDs made in the same millisecond (same prefix) still spread over the shards.
+        let mut seen = std::collections::BTreeMap::<String, u32>::new();
+        for i in 0..640 {
+            *seen
+                .entry(status_part(MessageStatus::Queued, &crate::ids::ulid(1_700_000_000_000 + i / 64)))
+                .or_default() += 1;
+        }
+        assert_eq!(seen.len(), STATUS_SHARDS as usize, "{seen:?}");
+        assert!(seen.values().all(|n| *n <= 60), "no shard takes 3x its share: {seen:?}");
     }
 
     #[test]

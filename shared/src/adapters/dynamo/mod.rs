@@ -56,10 +56,13 @@ pub struct Store {
     empty_at: Mutex<HashMap<u32, Millis>>,
     /// This process's own rotating shard for unassigned claims.
     rotation: std::sync::atomic::AtomicU32,
+    /// The `byStatusShard` shard the sweep's next orphan pass reads (`queue::recovery`).
+    orphan_shard: std::sync::atomic::AtomicU32,
 }
 
 impl Store {
     pub fn new(client: Client, tables: TableNames, policy: Policies, clock: SharedClock) -> Self {
+        let orphan_shard = (crate::ids::random_u128() % u128::from(keys::STATUS_SHARDS)) as u32;
         Self {
             client,
             tables,
@@ -70,6 +73,7 @@ impl Store {
             ready_hint: Mutex::new(None),
             empty_at: Mutex::default(),
             rotation: std::sync::atomic::AtomicU32::new(crate::ids::random_u128() as u32),
+            orphan_shard: orphan_shard.into(),
         }
     }
 

@@ -26,8 +26,9 @@ pub const IDX_READY: &str = "ready";
 /// `d<shard>`), by `dueRank` (priority, then due time, then insertion order). Unassigned claims
 /// take the first claimable entry, so priority is global across the queue.
 pub const IDX_DUE: &str = "due";
-/// Global index of the queue table: messages by status, then due time.
-pub const IDX_BY_STATUS: &str = "byStatus";
+/// Global index of the queue table: messages by status shard (`statusPart` = `<status>#<nn>`,
+/// 32 shards a status, `keys::STATUS_SHARDS`), then due time. Readers query every shard.
+pub const IDX_BY_STATUS_SHARD: &str = "byStatusShard";
 /// Sparse global index of the queue table (keys only): things that expire with a side effect,
 /// by kind (`snapshot`, `snapshot_upload`, `media`), then deadline.
 pub const IDX_EXPIRY: &str = "expiry";
@@ -81,6 +82,14 @@ const BY_STATUS_INCLUDE: &[&str] = &[
     "createdAt",
 ];
 
+/// The queue table's index before `byStatusShard` (partition key `status`: one hot partition per
+/// status). The code no longer reads it; `infra/template.yaml` keeps it, with its `status`
+/// attribute definition, only while the parameter `KeepLegacyStatusIndex` is `true` (the first
+/// of the two deploys of the migration, `docs/data-model.md`), since CloudFormation adds or drops
+/// one index per update.
+pub const LEGACY_BY_STATUS: IndexDef =
+    IndexDef { name: "byStatus", hash: "status", range: Some("statusKey"), include: Some(BY_STATUS_INCLUDE) };
+
 /// What an unassigned claimer reads from the `due` index: which conversation, and whether a live
 /// owner holds it (the query's filter). Nothing else, so the many writes to a conversation item
 /// that change neither its rank nor its owner do not touch the index.
@@ -99,7 +108,7 @@ pub const TABLES: &[TableDef] = &[
             ("readyShard", AttrType::S),
             ("readyAt", AttrType::N),
             ("dueRank", AttrType::S),
-            ("status", AttrType::S),
+            ("statusPart", AttrType::S),
             ("statusKey", AttrType::S),
             ("expiryKind", AttrType::S),
             ("expiryAt", AttrType::N),
@@ -109,8 +118,8 @@ pub const TABLES: &[TableDef] = &[
             IndexDef { name: IDX_READY, hash: "readyShard", range: Some("readyAt"), include: None },
             IndexDef { name: IDX_DUE, hash: "readyShard", range: Some("dueRank"), include: Some(DUE_INCLUDE) },
             IndexDef {
-                name: IDX_BY_STATUS,
-                hash: "status",
+                name: IDX_BY_STATUS_SHARD,
+                hash: "statusPart",
                 range: Some("statusKey"),
                 include: Some(BY_STATUS_INCLUDE),
             },

@@ -256,6 +256,7 @@ impl Store {
                 .val(":now", n(now))
                 .val(":ou", n(now + self.policy.workers.stale_after_ms))
                 .val(":sk", s(&head.sk))
+                .val(":sproc", s(keys::status_part(MessageStatus::Processing, keys::message_ulid(&head.sk))))
                 .val(":cid", s(cid))
                 .val(":agent", s(&head.agent_key))
                 .val(":one", n(1))
@@ -275,14 +276,14 @@ impl Store {
                 if head.lease_id.is_some() { "leaseId = :old" } else { "attribute_not_exists(leaseId)" };
             let (msg_update, msg_cond) = if reclaim {
                 (
-                    "SET claimedBy = :w, leaseId = :l, leaseExpiresAt = :until, attempts = attempts + :one, lastError = :expired",
+                    "SET statusPart = :sproc, claimedBy = :w, leaseId = :l, leaseExpiresAt = :until, attempts = attempts + :one, lastError = :expired",
                     format!(
                         "#st = :processing AND {old_lease_cond} AND (attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)"
                     ),
                 )
             } else {
                 (
-                    "SET #st = :processing, claimedBy = :w, leaseId = :l, leaseExpiresAt = :until",
+                    "SET #st = :processing, statusPart = :sproc, claimedBy = :w, leaseId = :l, leaseExpiresAt = :until",
                     "#st = :queued AND scheduledFor <= :now".to_string(),
                 )
             };
@@ -469,6 +470,13 @@ impl Store {
             .val(":queued", s("queued"))
             .val(":ttl", n(keys::ttl_seconds(now + self.policy.queue.dead_letter_retention_ms)))
             .val(":skey", s(keys::status_key(at, keys::message_ulid(&m.sk))))
+            .val(
+                ":spart",
+                s(keys::status_part(
+                    if dead { MessageStatus::DeadLetter } else { MessageStatus::Queued },
+                    keys::message_ulid(&m.sk),
+                )),
+            )
             .val(":rshard", s(keys::ready_shard(keys::pick_shard(self.policy.queue.ready_shards))));
         // Requeued at once (a claim's takeover), the head goes straight back into the `due` index
         // at its rank; with a backoff (or an orphan that may not be the head) it waits in `r<n>`.
@@ -494,14 +502,14 @@ impl Store {
             let v = if conv.open_count > 1 { LeaveVariant::More } else { LeaveVariant::Last };
             (
                 format!(
-                    "SET #st = :dead, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
+                    "SET #st = :dead, statusPart = :spart, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
                 ),
                 leave_update(v, false, Owner::Drop).0,
             )
         } else {
             (
                 format!(
-                    "SET #st = :queued, attempts = :n, scheduledFor = :at, {retry}statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
+                    "SET #st = :queued, statusPart = :spart, attempts = :n, scheduledFor = :at, {retry}statusKey = :skey, lastError = :err REMOVE {CLAIM_FIELDS}"
                 ),
                 if urank.is_empty() {
                     format!(

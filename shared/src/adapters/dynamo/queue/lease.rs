@@ -67,6 +67,7 @@ impl Store {
             let ex = self
                 .lease_ex(a, now)
                 .val(":done", s("done"))
+                .val(":spart", s(keys::status_part(MessageStatus::Done, &mref.ulid)))
                 .val(":ttl", n(keys::ttl_seconds(now + self.policy.queue.done_retention_ms)));
             let (cu, cc) = leave_update(variant, true, Owner::Refresh);
             let items = vec![
@@ -74,7 +75,7 @@ impl Store {
                     self.q(),
                     self.msg_key(&mref),
                     &format!(
-                        "SET #st = :done, completedAt = :now, #ttl = :ttl REMOVE openKey, lastError, nextRetryAt, {CLAIM_FIELDS}"
+                        "SET #st = :done, statusPart = :spart, completedAt = :now, #ttl = :ttl REMOVE openKey, lastError, nextRetryAt, {CLAIM_FIELDS}"
                     ),
                     Some(LEASE_HELD),
                     &ex,
@@ -136,13 +137,17 @@ impl Store {
             let ck = key(keys::conversation_pk(&mref.conversation_id), keys::CONV_SK);
             let (msg_item, conv_item, result) = match outcome {
                 FailOutcome::Requeue { at } => {
-                    let ex = ex.clone().val(":at", n(at)).val(":skey", s(keys::status_key(at, &mref.ulid)));
+                    let ex = ex
+                        .clone()
+                        .val(":at", n(at))
+                        .val(":skey", s(keys::status_key(at, &mref.ulid)))
+                        .val(":spart", s(keys::status_part(MessageStatus::Queued, &mref.ulid)));
                     (
                         tx_update(
                             self.q(),
                             self.msg_key(&mref),
                             &format!(
-                                "SET #st = :queued, attempts = :n, scheduledFor = :at, nextRetryAt = :at, lastError = :err, statusKey = :skey REMOVE {CLAIM_FIELDS}"
+                                "SET #st = :queued, statusPart = :spart, attempts = :n, scheduledFor = :at, nextRetryAt = :at, lastError = :err, statusKey = :skey REMOVE {CLAIM_FIELDS}"
                             ),
                             Some(&msg_cond),
                             &ex,
@@ -161,12 +166,13 @@ impl Store {
                 }
                 FailOutcome::DeadLetter => {
                     let (cu, cc) = leave_update(variant, true, Owner::Refresh);
+                    let ex = ex.clone().val(":spart", s(keys::status_part(MessageStatus::DeadLetter, &mref.ulid)));
                     (
                         tx_update(
                             self.q(),
                             self.msg_key(&mref),
                             &format!(
-                                "SET #st = :dead, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
+                                "SET #st = :dead, statusPart = :spart, attempts = :n, deadLetteredAt = :now, lastError = :err, #ttl = :ttl REMOVE openKey, {CLAIM_FIELDS}"
                             ),
                             Some(&msg_cond),
                             &ex,

@@ -12,6 +12,8 @@ mod promote;
 pub(crate) use promote::PromotionState;
 mod reads;
 mod recovery;
+mod status_index;
+pub(crate) use status_index::all_status_shards;
 
 use super::keys;
 use super::{Ex, Item, Reason, Store, TxError, conflict_pause, from_item, key, n, s, to_av, to_item};

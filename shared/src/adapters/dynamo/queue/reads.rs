@@ -3,90 +3,37 @@
 use super::*;
 
 impl Store {
-    /// Count the `byStatus` entries of `status` whose `statusKey` is below (`Some((t, true))`) or
-    /// at/above (`Some((t, false))`) time `t`, reading at most [`STATS_CAP`] entries: the count,
-    /// and whether more were left unread.
-    pub(super) async fn count_status(&self, status: &str, split: Option<(Millis, bool)>) -> AppResult<(u64, bool)> {
-        let mut total = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(self.q())
-                .index_name(schema::IDX_BY_STATUS)
-                .select(Select::Count)
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s(status))
-                .limit((STATS_CAP - total) as i32)
-                .set_exclusive_start_key(start.take());
-            q = match split {
-                Some((t, below)) => q
-                    .key_condition_expression(if below {
-                        "#st = :st AND statusKey < :t"
-                    } else {
-                        "#st = :st AND statusKey >= :t"
-                    })
-                    .expression_attribute_values(":t", s(format!("{t:013}$"))),
-                None => q.key_condition_expression("#st = :st"),
-            };
-            let out = q.send().await.map_err(|e| sdk_error("Query count", e))?;
-            total += out.count as u64;
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => {
-                    if total >= STATS_CAP {
-                        return Ok((total, true));
-                    }
-                    start = Some(k)
-                }
-                _ => return Ok((total, false)),
-            }
-        }
+    /// Count the `byStatusShard` entries of `status` (every shard) whose `statusKey` is below
+    /// (`Some((t, true))`) or at/above (`Some((t, false))`) time `t`, reading at most
+    /// [`STATS_CAP`] entries over all shards: the count, and whether more were left unread.
+    pub(super) async fn count_status(
+        &self,
+        status: MessageStatus,
+        split: Option<(Millis, bool)>,
+    ) -> AppResult<(u64, bool)> {
+        let b = self.bounded_status_read(status, split, None).await?;
+        Ok((b.count, b.capped))
     }
 
-    /// `queueStats`: bounded reads of the `byStatus` index. Each figure reads at most
-    /// [`STATS_CAP`] index entries (queued due, queued scheduled, processing — split into live and
-    /// expired leases from the same read —, dead-letter), so its cost does not grow with the
-    /// queue's depth; a figure that reached the cap is a lower bound and `capped` says so.
+    /// `queueStats`: bounded reads of the `byStatusShard` index. Each figure reads at most
+    /// [`STATS_CAP`] index entries over its 32 shards (queued due, queued scheduled, processing —
+    /// split into live and expired leases from the same read —, dead-letter), so its cost does
+    /// not grow with the queue's depth; a figure that reached the cap is a lower bound and
+    /// `capped` says so. Each figure queries every shard at once (32 Queries), then continues
+    /// the shards that had more than their share, while the bound allows.
     pub async fn queue_stats(&self) -> AppResult<QueueStats> {
         let now = self.now();
-        let (queued_ready, c1) = self.count_status("queued", Some((now, true))).await?;
-        let (queued_scheduled, c2) = self.count_status("queued", Some((now, false))).await?;
-        let (dead_letter, c3) = self.count_status("dead_letter", None).await?;
-        let (mut processing, mut processing_expired, mut c4) = (0u64, 0u64, false);
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.q())
-                .index_name(schema::IDX_BY_STATUS)
-                .key_condition_expression("#st = :st")
-                .projection_expression("leaseExpiresAt")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s("processing"))
-                .limit((STATS_CAP - processing - processing_expired) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query processing", e))?;
-            for i in out.items.unwrap_or_default() {
-                let until = i.get("leaseExpiresAt").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
-                if until.is_some_and(|t| t > now) {
-                    processing += 1;
-                } else {
-                    processing_expired += 1;
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => {
-                    if processing + processing_expired >= STATS_CAP {
-                        c4 = true;
-                        break;
-                    }
-                    start = Some(k)
-                }
-                _ => break,
+        let (queued_ready, c1) = self.count_status(MessageStatus::Queued, Some((now, true))).await?;
+        let (queued_scheduled, c2) = self.count_status(MessageStatus::Queued, Some((now, false))).await?;
+        let (dead_letter, c3) = self.count_status(MessageStatus::DeadLetter, None).await?;
+        let p = self.bounded_status_read(MessageStatus::Processing, None, Some("leaseExpiresAt")).await?;
+        let (mut processing, mut processing_expired) = (0u64, 0u64);
+        for i in &p.items {
+            let until = i.get("leaseExpiresAt").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+            if until.is_some_and(|t| t > now) {
+                processing += 1;
+            } else {
+                processing_expired += 1;
             }
         }
         Ok(QueueStats {
@@ -95,11 +42,14 @@ impl Store {
             processing,
             processing_expired,
             dead_letter,
-            capped: c1 || c2 || c3 || c4,
+            capped: c1 || c2 || c3 || p.capped,
         })
     }
 
-    /// `listJobsByStatus`: by due time, oldest first; limit default 100, clamped to 1..=500.
+    /// `listJobsByStatus`: by due time, oldest first (`statusKey` order, exact over the 32
+    /// shards); limit default 100, clamped to 1..=500. Reads each shard's first `limit` entries
+    /// (32 concurrent Queries: at most 32 × `limit` entries, 16,000 at the largest limit) and
+    /// keeps the first `limit` of them.
     pub async fn list_jobs_by_status(&self, a: &ListByStatusArgs) -> AppResult<Vec<JobRow>> {
         let st = MessageStatus::parse(&a.status).ok_or_else(|| {
             AppError::validation(format!(
@@ -107,20 +57,8 @@ impl Store {
                 ids::truncate(&a.status, 40)
             ))
         })?;
-        let limit = a.limit.unwrap_or(100).clamp(1, 500) as i32;
-        let out = self
-            .client
-            .query()
-            .table_name(self.q())
-            .index_name(schema::IDX_BY_STATUS)
-            .key_condition_expression("#st = :st")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":st", s(st.as_str()))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query byStatus", e))?;
-        out.items.unwrap_or_default().into_iter().map(|i| job_row(&i, st)).collect()
+        let limit = a.limit.unwrap_or(100).clamp(1, 500) as usize;
+        self.first_by_status(st, limit).await?.iter().map(|i| job_row(i, st)).collect()
     }
 
     /// `listQueueItemsForConversation`: newest first by due time (`scheduledFor`, then newest

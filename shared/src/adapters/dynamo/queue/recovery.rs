@@ -60,20 +60,18 @@ impl Store {
 
     /// The sweep's second pass: messages `processing` whose lease is over (or absent) but whose
     /// conversation holds no lock naming them (a partial write, a hand edit) would block their
-    /// conversation forever; they are recovered like an expired lease. One Query of the
-    /// `byStatus` partition `processing` (live leases filtered out, at most `limit` read) + per
-    /// hit 2 GetItem + 1 Transact.
+    /// conversation forever; they are recovered like an expired lease. One Query of one shard of
+    /// `processing` in the `byStatusShard` index (live leases filtered out, at most `limit`
+    /// entries read) + per hit 2 GetItem + 1 Transact. The shards are read in turn, one a call
+    /// (from a random one per process): every sweep costs one Query, as before the index was
+    /// sharded (the reconcile cycle runs it), and any 32 calls of a process cover them all.
+    /// Claims recover such a head themselves when they meet it.
     pub(super) async fn repair_orphans(&self, limit: i32, now: Millis, res: &mut ReleaseResult) -> AppResult<()> {
+        let shard = self.orphan_shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % keys::STATUS_SHARDS;
         let out = self
-            .client
-            .query()
-            .table_name(self.q())
-            .index_name(schema::IDX_BY_STATUS)
-            .key_condition_expression("#st = :p")
+            .status_query(MessageStatus::Processing, shard, None)
             .filter_expression("attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now")
             .projection_expression("pk, sk")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":p", s("processing"))
             .expression_attribute_values(":now", n(now))
             .limit(limit)
             .send()
@@ -138,6 +136,7 @@ impl Store {
                 .val(":due", n(now))
                 .val(":okey", s(keys::open_key(m.enqueued_for, &r.ulid)))
                 .val(":skey", s(keys::status_key(now, &r.ulid)))
+                .val(":spart", s(keys::status_part(MessageStatus::Queued, &r.ulid)))
                 .val(":a", s(&m.agent_key))
                 .val(":cid", s(&r.conversation_id))
                 .val(":ck", s(keys::CONV_OPEN_KEY))
@@ -151,7 +150,7 @@ impl Store {
                     tx_update(
                         self.q(),
                         self.msg_key(&r),
-                        "SET #st = :queued, attempts = :zero, scheduledFor = :now, statusKey = :skey, openKey = :okey REMOVE deadLetteredAt, nextRetryAt, #ttl",
+                        "SET #st = :queued, statusPart = :spart, attempts = :zero, scheduledFor = :now, statusKey = :skey, openKey = :okey REMOVE deadLetteredAt, nextRetryAt, #ttl",
                         Some("#st = :dead"),
                         &ex,
                     ),
