@@ -170,9 +170,11 @@ async fn cycle(a: &AppEnv, r: &Reconciler) {
 #[tokio::test]
 async fn unassigned_claims_probe_the_hinted_shards_and_idle_polls_do_not_grow_with_shards() {
     let (a, r) = env_with_shards(64).await;
-    // No hint yet: a scan finds a message in any shard.
-    a.e.store.enqueue(enq("scan-0", "bot", "x")).await.unwrap();
+    // No hint yet: an empty poll reads every shard, and a scan finds a message in any shard.
     let (scan_cost, j) = claim_cost(&a, "w-scan").await;
+    assert!(j.is_none());
+    a.e.store.enqueue(enq("scan-0", "bot", "x")).await.unwrap();
+    let (_, j) = claim_cost(&a, "w-scan").await;
     assert_eq!(j.map(|j| j.conversation_id).as_deref(), Some("scan-0"));
     // 32 conversations over the shards; a cycle writes the hint with exactly their shards.
     let cids: Vec<String> = (0..32).map(|i| format!("h-{i}")).collect();
@@ -205,7 +207,7 @@ async fn unassigned_claims_probe_the_hinted_shards_and_idle_polls_do_not_grow_wi
     all.sort();
     assert_eq!(got, all, "every conversation claimed once");
     let per_claim = requests as f64 / cids.len() as f64;
-    println!("64 shards: {per_claim:.2} requests per unassigned claim over {polls} polls; a scan cost {scan_cost}");
+    println!("64 shards: {per_claim:.2} requests per unassigned claim over {polls} polls; an empty poll without a hint cost {scan_cost}");
     assert!(per_claim <= 5.0, "{per_claim} requests per claim");
     assert!(scan_cost > 64, "without a hint every shard is read ({scan_cost})");
     // Idle: the next cycle sees nothing; a poll then costs the same at 8, 64 and 256 shards.
