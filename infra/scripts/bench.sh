@@ -15,10 +15,22 @@ say "built in $(($(now_s) - t0)) s"
 
 # Each phase gets a fresh DynamoDB Local: the emulator slows down as its one shared database
 # grows, which would bill one phase for the data of the one before.
+# `--phase NAME` runs that phase only; other arguments go to every phase.
+phases="requests depth-sticky depth-unassigned throughput protocol reconcile partitions"
+args=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = "--phase" ] && [ $# -ge 2 ]; then
+        phases="$2"
+        shift 2
+    else
+        args+=("$1")
+        shift
+    fi
+done
 rc=0
-for phase in requests depth-sticky depth-unassigned throughput protocol reconcile partitions; do
+for phase in $phases; do
     say "phase $phase: queue-bench in a private network namespace with a fresh DynamoDB Local"
     DDB_LOCAL_PORT=8000 bash "$SCRIPTS_DIR/in-netns.sh" bash "$SCRIPTS_DIR/with-ddb.sh" \
-        "$ROOT/target/release/queue-bench" --phase "$phase" "$@" || { rc=$?; break; }
+        "$ROOT/target/release/queue-bench" --phase "$phase" ${args[@]+"${args[@]}"} || { rc=$?; break; }
 done
 exit "$rc"

@@ -113,8 +113,8 @@ async fn requests_per_message(samples: usize) {
             for c in 0..convs {
                 e.store.enqueue(enq(&format!("rq-{c}"), "bot", "x")).await.unwrap();
             }
-            refresh_hint(&e.store).await;
             let enqueue_cost = (e.counter.total(), e.counter.capacity());
+            refresh_hint(&e.store).await;
             e.counter.reset();
             let mut polls = 0;
             while n < convs && polls < 20 * convs {
