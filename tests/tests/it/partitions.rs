@@ -207,7 +207,9 @@ async fn unassigned_claims_probe_the_hinted_shards_and_idle_polls_do_not_grow_wi
     all.sort();
     assert_eq!(got, all, "every conversation claimed once");
     let per_claim = requests as f64 / cids.len() as f64;
-    println!("64 shards: {per_claim:.2} requests per unassigned claim over {polls} polls; an empty poll without a hint cost {scan_cost}");
+    println!(
+        "64 shards: {per_claim:.2} requests per unassigned claim over {polls} polls; an empty poll without a hint cost {scan_cost}"
+    );
     assert!(per_claim <= 5.0, "{per_claim} requests per claim");
     assert!(scan_cost > 64, "without a hint every shard is read ({scan_cost})");
     // Idle: the next cycle sees nothing; a poll then costs the same at 8, 64 and 256 shards.

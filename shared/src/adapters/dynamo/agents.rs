@@ -8,7 +8,8 @@ use crate::error::{AppError, AppResult};
 use crate::queue::rules;
 
 impl Store {
-    async fn put_control(&self, item: super::Item, what: &str) -> AppResult<()> {
+    /// One unconditional PutItem into the control table.
+    pub(crate) async fn put_control(&self, item: super::Item, what: &str) -> AppResult<()> {
         self.client
             .put_item()
             .table_name(&self.tables.control)

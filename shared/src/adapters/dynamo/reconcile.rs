@@ -515,14 +515,7 @@ impl Store {
     pub async fn put_warm(&self, w: &WarmMachine) -> AppResult<()> {
         let mut item = to_item(w)?;
         item.extend(keys::warm_key(&w.machine_id));
-        self.client
-            .put_item()
-            .table_name(&self.tables.control)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem warm machine", e))?;
-        Ok(())
+        self.put_control(item, "PutItem warm machine").await
     }
 
     /// Take (or forget) a warm machine: `false` when someone else took it. One DeleteItem.

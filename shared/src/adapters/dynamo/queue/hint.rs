@@ -11,14 +11,7 @@ impl Store {
     pub async fn put_ready_hint(&self, hint: &ReadyHint) -> AppResult<()> {
         let mut item = to_item(hint)?;
         item.extend(keys::ready_hint_key());
-        self.client
-            .put_item()
-            .table_name(&self.tables.control)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem ready hint", e))?;
-        Ok(())
+        self.put_control(item, "PutItem ready hint").await
     }
 
     /// The hint, from this process's copy when it is younger than [`HINT_CACHE_MS`], else one
