@@ -81,23 +81,18 @@ async fn list_workers(r: &Reconciler, a: ListWorkersArgs) -> AppResult<Value> {
     };
     let (rows, next) = r.app.store.workers_by_status(st, limit, start).await?;
     let workers = rows.into_iter().map(public).collect::<AppResult<Vec<_>>>()?;
-    let next_cursor = next.map(|k| {
-        let get = |n: &str| k.get(n).and_then(|v| v.as_s().or_else(|_| v.as_n()).ok()).cloned().unwrap_or_default();
-        format!("{}|{}", get("heartbeatAt"), get("workerId"))
-    });
+    let next_cursor = next
+        .and_then(|k| k.get("workerId").and_then(|v| v.as_s().ok()).cloned())
+        .map(|id| crate::paging::encode(&format!("listWorkers {}", st.as_str()), &id));
     Ok(json!({ "workers": workers, "nextCursor": next_cursor }))
 }
 
 fn decode_cursor(c: &str, st: WorkerStatus) -> AppResult<crate::adapters::dynamo::Item> {
-    use crate::adapters::dynamo::{n, s};
-    let bad = || AppError::validation("cursor is not a nextCursor of listWorkers");
-    let (hb, id) = c.split_once('|').ok_or_else(bad)?;
-    let hb: i64 = hb.parse().map_err(|_| bad())?;
-    crate::queue::rules::validate_worker_id(id).map_err(|_| bad())?;
-    Ok([("workerId", s(id)), ("status", s(st.as_str())), ("heartbeatAt", n(hb))]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect())
+    use crate::adapters::dynamo::s;
+    let id = crate::paging::decode(&format!("listWorkers {}", st.as_str()), "", c)?;
+    crate::queue::rules::validate_worker_id(&id)
+        .map_err(|_| AppError::validation("cursor is not a nextCursor of listWorkers"))?;
+    Ok([("workerId", s(&id)), ("status", s(st.as_str()))].into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 /// Counts of the live pool (bounded by it, never the stopped history) and the cycle state.

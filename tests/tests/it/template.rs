@@ -2,7 +2,9 @@
 //! configuration the functions read.
 
 use serde_json::{Value, json};
-use shared::adapters::dynamo::schema::{AttrType, IndexDef, LEGACY_BY_STATUS, TABLES, TableDef};
+use shared::adapters::dynamo::schema::{
+    AttrType, IndexDef, LEGACY_BY_STATUS, LEGACY_WORKERS_BY_STATUS, TABLES, TableDef,
+};
 
 fn template() -> Value {
     let path = format!("{}/../infra/template.yaml", env!("CARGO_MANIFEST_DIR"));
@@ -73,23 +75,29 @@ fn declared(props: &Value) -> Value {
 }
 
 /// The template's conditional entries of a table's attribute definitions and indexes: the
-/// queue table's must be exactly the legacy `byStatus` index and its `status` attribute, under
-/// the condition `KeepLegacyStatusIndex` (the migration to `byStatusShard`), and nothing else
-/// is conditional. Returns the properties as the default deploy (`false`) resolves them.
+/// queue table's must be exactly the legacy `byStatus` index and its `status` attribute, the
+/// workers table's its legacy `byStatus` index and its `heartbeatAt` attribute, under the
+/// condition `KeepLegacyStatusIndex` (the migrations to `byStatusShard` and `byStatusKey`), and
+/// nothing else is conditional. Returns the properties as the default deploy (`false`) resolves them.
 fn without_legacy(def: &TableDef, props: &Value) -> Value {
     let mut p = props.clone();
-    let legacy = [
-        ("AttributeDefinitions", json!({"AttributeName": "status", "AttributeType": "S"})),
-        ("GlobalSecondaryIndexes", index(&LEGACY_BY_STATUS)),
-    ];
-    for (list, want) in legacy {
+    let legacy = match def.resource {
+        "QueueTable" => Some((json!({"AttributeName": "status", "AttributeType": "S"}), index(&LEGACY_BY_STATUS))),
+        "WorkersTable" => {
+            Some((json!({"AttributeName": "heartbeatAt", "AttributeType": "N"}), index(&LEGACY_WORKERS_BY_STATUS)))
+        }
+        _ => None,
+    };
+    for (i, list) in ["AttributeDefinitions", "GlobalSecondaryIndexes"].into_iter().enumerate() {
         let Some(entries) = p.get_mut(list).and_then(Value::as_array_mut) else { continue };
         let conditional: Vec<Value> = entries.iter().filter(|v| v.get("Fn::If").is_some()).cloned().collect();
         entries.retain(|v| v.get("Fn::If").is_none());
-        let expected: Vec<Value> = if def.resource == "QueueTable" {
-            vec![json!({"Fn::If": ["KeepLegacyStatusIndex", want, {"Ref": "AWS::NoValue"}]})]
-        } else {
-            vec![]
+        let expected: Vec<Value> = match &legacy {
+            Some((attr, ix)) => {
+                let want = if i == 0 { attr.clone() } else { ix.clone() };
+                vec![json!({"Fn::If": ["KeepLegacyStatusIndex", want, {"Ref": "AWS::NoValue"}]})]
+            }
+            None => vec![],
         };
         assert_eq!(conditional, expected, "{} {list}: conditional entries", def.resource);
     }

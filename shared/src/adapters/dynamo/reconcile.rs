@@ -124,10 +124,16 @@ impl Store {
                 }
             }
         }
+        // Per status, oldest heartbeat first (the index orders by worker id).
+        out.sort_by(|a, b| {
+            (a.status.as_str(), a.heartbeat_at, &a.worker_id).cmp(&(b.status.as_str(), b.heartbeat_at, &b.worker_id))
+        });
         Ok(out)
     }
 
-    /// One page of the workers of a status, oldest heartbeat first.
+    /// One page of the workers of a status, by worker id: one Query of the keys-only
+    /// `byStatusKey` index, then the rows themselves (strongly consistent BatchGetItem, 100 a
+    /// request). A row whose status moved on since the index saw it is left out.
     pub async fn workers_by_status(
         &self,
         st: WorkerStatus,
@@ -146,8 +152,23 @@ impl Store {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| sdk_error("Query workers byStatus", e))?;
-        let rows = out.items.unwrap_or_default().into_iter().map(from_item).collect::<AppResult<Vec<WorkerItem>>>()?;
+            .map_err(|e| sdk_error("Query workers byStatusKey", e))?;
+        let keys: Vec<(&str, Item)> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k.get("workerId").and_then(|v| v.as_s().ok()))
+            .map(|id| (self.tables.workers.as_str(), keys::worker_key(id)))
+            .collect();
+        let mut rows = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            for item in self.batch_get(chunk).await?.into_iter().flatten() {
+                let w: WorkerItem = from_item(item)?;
+                if w.status == st {
+                    rows.push(w);
+                }
+            }
+        }
         Ok((rows, out.last_evaluated_key.filter(|k| !k.is_empty())))
     }
 

@@ -36,7 +36,10 @@ pub const IDX_EXPIRY: &str = "expiry";
 /// `nextRunAt` (partition `pushDueShard` = `due`; manual and disabled jobs lack it).
 pub const IDX_PUSH_DUE: &str = "pushDue";
 /// Global index of the workers table: workers by status, then heartbeat.
-pub const IDX_WORKERS_BY_STATUS: &str = "byStatus";
+/// The workers of one status, by worker id, keys only: a row's heartbeat and load change with
+/// every claim, lease call and complete, and none of that touches this index (only status
+/// changes do), so no partition of it takes per-message writes.
+pub const IDX_WORKERS_BY_STATUS: &str = "byStatusKey";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttrType {
@@ -87,6 +90,12 @@ const BY_STATUS_INCLUDE: &[&str] = &[
 /// attribute definition, only while the parameter `KeepLegacyStatusIndex` is `true` (the first
 /// of the two deploys of the migration, `docs/data-model.md`), since CloudFormation adds or drops
 /// one index per update.
+/// The workers table's index `byStatusKey` replaces (every attribute projected, sorted by the
+/// heartbeat: each heartbeat rewrote it), kept only during the migration
+/// (`KeepLegacyStatusIndex`).
+pub const LEGACY_WORKERS_BY_STATUS: IndexDef =
+    IndexDef { name: "byStatus", hash: "status", range: Some("heartbeatAt"), include: None };
+
 pub const LEGACY_BY_STATUS: IndexDef =
     IndexDef { name: "byStatus", hash: "status", range: Some("statusKey"), include: Some(BY_STATUS_INCLUDE) };
 
@@ -133,9 +142,9 @@ pub const TABLES: &[TableDef] = &[
         resource: "WorkersTable",
         hash: "workerId",
         range: None,
-        attributes: &[("workerId", AttrType::S), ("status", AttrType::S), ("heartbeatAt", AttrType::N)],
+        attributes: &[("workerId", AttrType::S), ("status", AttrType::S)],
         lsis: &[],
-        gsis: &[IndexDef { name: IDX_WORKERS_BY_STATUS, hash: "status", range: Some("heartbeatAt"), include: None }],
+        gsis: &[IndexDef { name: IDX_WORKERS_BY_STATUS, hash: "status", range: Some("workerId"), include: Some(&[]) }],
         ttl_attribute: Some("ttl"),
         stream: false,
     },
